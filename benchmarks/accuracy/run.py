@@ -1,0 +1,173 @@
+"""Resumable accuracy run matrix: one JSON result per finished cell.
+
+A cell is (dataset, horizon, variant, seed[, few-shot %][, zero-shot target]). Each cell
+trains through `llata_core.jobs.train_job` (the same path as production), writes its
+checkpoint under `benchmarks/accuracy/runs/<cell>/` (so a killed cell resumes) and, when
+done, `benchmarks/accuracy/results/<cell>.json` with metrics, epochs, wall time, machine,
+git revision and the exact command. A rerun skips finished cells.
+
+    python benchmarks/accuracy/run.py --cells etth1-96          # the priority-1 cells
+    python benchmarks/accuracy/run.py --only ETTh1:96:llata:2024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llata_core.config import load_params
+from llata_core.jobs import evaluate_job, git_revision, machine_description, train_job
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = HERE / "runs"
+log = logging.getLogger("bench")
+
+# Each variant is a set of overrides on the paper recipe (params.yaml).
+VARIANTS: dict[str, list[str]] = {
+    "llata": [],
+    "llata-random": ["model.init=random"],
+    "llata-no-llm": ["model.n_layers=0"],
+    "llata-no-distill": ["loss.w_out=0", "loss.w_feat=0"],
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    horizon: int
+    variant: str
+    seed: int
+    few_shot: float = 100.0
+    zero_shot_to: str | None = None
+
+    @property
+    def key(self) -> str:
+        parts = [self.dataset, str(self.horizon), self.variant, f"s{self.seed}"]
+        if self.few_shot < 100:
+            parts.append(f"fs{self.few_shot:g}")
+        if self.zero_shot_to:
+            parts.append(f"to-{self.zero_shot_to}")
+        return "_".join(parts)
+
+    @property
+    def train_key(self) -> str:
+        """Zero-shot cells reuse the source model of the matching full-data cell."""
+        return Cell(self.dataset, self.horizon, self.variant, self.seed, self.few_shot).key
+
+    def overrides(self, extra: list[str]) -> list[str]:
+        return [
+            f"data.dataset={self.dataset}",
+            f"data.horizon={self.horizon}",
+            f"data.few_shot_percent={self.few_shot}",
+            f"train.seed={self.seed}",
+            *VARIANTS[self.variant],
+            *extra,
+        ]
+
+
+SEEDS = (2024, 2025, 2026)
+GROUPS: dict[str, list[Cell]] = {
+    "etth1-96": [Cell("ETTh1", 96, v, s) for s in SEEDS for v in VARIANTS],
+    "few-zero": [
+        Cell("ETTh1", 96, v, s, few_shot=10.0) for s in SEEDS for v in ("llata", "llata-random")
+    ]
+    + [
+        Cell("ETTh1", 96, v, s, zero_shot_to="ETTm1")
+        for s in SEEDS
+        for v in ("llata", "llata-random")
+    ],
+    "horizons": [
+        Cell(d, h, "llata", 2024) for d in ("ETTh1", "ETTh2") for h in (96, 192, 336, 720)
+    ],
+    "ettm1": [Cell("ETTm1", 96, "llata", 2024)],
+}
+
+
+def parse_cell(text: str) -> Cell:
+    ds, h, variant, seed, *rest = text.split(":")
+    few = float(rest[0]) if rest and rest[0] else 100.0
+    zs = rest[1] if len(rest) > 1 else None
+    return Cell(ds, int(h), variant, int(seed), few, zs)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
+    out = RESULTS / f"{cell.key}.json"
+    if out.is_file():
+        log.info("skip %s (done)", cell.key)
+        return json.loads(out.read_text())
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    t0 = time.perf_counter()
+    model_dir = RUNS / cell.train_key / "model"
+    run_dir = RUNS / cell.train_key / "run"
+    cfg = load_params(params, cell.overrides(extra))
+    if not (model_dir / "manifest.json").is_file():
+        outcome = train_job(cfg, out_dir=model_dir, run_dir=run_dir, resume=True)
+        train_info = {
+            "epochs": len(outcome.fit.history),
+            "best_epoch": outcome.fit.best_epoch,
+            "train_seconds": outcome.fit.seconds,
+            "precision": outcome.fit.precision,
+            "seconds_per_epoch": outcome.fit.seconds / max(len(outcome.fit.history), 1),
+            "stopped_early": outcome.fit.stopped_early,
+        }
+        _write_json(RUNS / cell.train_key / "train_info.json", train_info)
+    train_info = json.loads((RUNS / cell.train_key / "train_info.json").read_text())
+    data = None
+    if cell.zero_shot_to:
+        data = load_params(None, [f"data.dataset={cell.zero_shot_to}"]).data
+    metrics, _, _ = evaluate_job(model_dir, data)
+    payload = {
+        "cell": cell.key,
+        "dataset": cell.dataset,
+        "horizon": cell.horizon,
+        "variant": cell.variant,
+        "seed": cell.seed,
+        "few_shot_percent": cell.few_shot,
+        "zero_shot_to": cell.zero_shot_to,
+        "mse": metrics.mse,
+        "mae": metrics.mae,
+        "n_windows": metrics.n_windows,
+        **train_info,
+        "wall_seconds": time.perf_counter() - t0,
+        "machine": machine_description(),
+        "git_revision": git_revision(),
+        "command": command,
+        "overrides": cell.overrides(extra),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_json(out, payload)
+    log.info("%s: MSE %.4f MAE %.4f", cell.key, metrics.mse, metrics.mae)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", nargs="*", default=[], choices=sorted(GROUPS))
+    ap.add_argument("--only", nargs="*", default=[], help="DATASET:H:VARIANT:SEED[:FEW[:TO]]")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="extra overrides for every cell")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cells = [c for g in args.cells for c in GROUPS[g]] + [parse_cell(t) for t in args.only]
+    for cell in cells:
+        run_cell(cell, args.params, args.set)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The typed configuration: `params.yaml` is validated once here and passed below frozen.
+
+Every section is a frozen pydantic model with unknown keys forbidden, so a typo in
+`params.yaml` is an error at the edge rather than a silently ignored setting. The whole
+`LlataConfig` is saved next to the weights, which makes a model directory self-describing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+LossKind = Literal["l1", "smooth_l1", "mse"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not validate."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    """Which series to read and how to cut them into windows.
+
+    Attributes:
+        dataset: a benchmark name (`ETTh1`, `ETTh2`, `ETTm1`, `ETTm2`, `synthetic`) or a path
+            to a wide CSV / parquet file (timestamp column plus numeric channels).
+        timestamp_column: name of the timestamp column in a file.
+        channels: channel columns to use; None takes every numeric column.
+        input_size: length `L` of the history window.
+        horizon: length `H` of the forecast.
+        few_shot_percent: keep only the first p% of the training windows (few-shot).
+        split: `auto` picks the benchmark borders for ETT names and 70/10/20 otherwise.
+    """
+
+    dataset: str = "ETTh1"
+    timestamp_column: str = "date"
+    channels: tuple[str, ...] | None = None
+    input_size: int = Field(96, ge=2)
+    horizon: int = Field(96, ge=1)
+    few_shot_percent: float = Field(100.0, gt=0.0, le=100.0)
+    split: Literal["auto", "ett_hour", "ett_minute", "ratio"] = "auto"
+
+
+class LoraSettings(_Frozen):
+    """LoRA on the temporal branch's attention projections (paper: r 8, alpha 32, dropout 0.1)."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class ModelConfig(_Frozen):
+    """The forecaster's architecture.
+
+    Attributes:
+        backbone: a name from the backbone table (`smollm2-135m`, `gpt2`, `tiny-gpt2`,
+            `tiny-llama`) or a Hugging Face id / local directory.
+        revision: backbone revision (hub commit or tag); recorded with the model.
+        init: `pretrained` weights, or `random` (same architecture, fresh initialisation;
+            the ablation that asks whether pretraining helps).
+        n_layers: how many of the backbone's first blocks to keep; 0 removes the LLM
+            (input encoder straight to the head), the "no LLM" ablation.
+        n_principal: `K`, how many principal word embeddings the cross-attention reads.
+        encoder_heads: heads of the input encoder and of the cross-modal attention.
+        encoder_ffn: feed-forward width of the input encoder's transformer layer.
+        dropout: dropout inside the input encoder.
+        lora: LoRA settings for the temporal branch.
+    """
+
+    backbone: str = "smollm2-135m"
+    revision: str | None = None
+    init: Literal["pretrained", "random"] = "pretrained"
+    n_layers: int = Field(6, ge=0)
+    n_principal: int = Field(500, ge=1)
+    encoder_heads: int = Field(12, ge=1)
+    encoder_ffn: int = Field(2048, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lora: LoraSettings = LoraSettings()
+
+
+class LossConfig(_Frozen):
+    """The distillation objective (DESIGN section 1, item 6).
+
+    `task(y_time, y) + w_out * consistency(y_time, y_text)
+    + w_feat * sum_k decay^k * feature(A_k f_time_k, B_k f_text_k)`.
+    """
+
+    task: LossKind = "l1"
+    consistency: LossKind = "l1"
+    feature: LossKind = "l1"
+    w_out: float = Field(1.0, ge=0.0)
+    w_feat: float = Field(0.01, ge=0.0)
+    decay: float = Field(0.8, gt=0.0, le=1.0)
+
+    @property
+    def distills(self) -> bool:
+        """Whether the textual teacher has to run at all during training."""
+        return self.w_out > 0.0 or self.w_feat > 0.0
+
+
+class TrainConfig(_Frozen):
+    """The training recipe; defaults are the paper's ETT recipe.
+
+    Attributes:
+        epochs: upper bound on epochs; early stopping usually ends sooner.
+        patience: epochs without a validation-MSE improvement before stopping.
+        lr: Adam learning rate for everything but the feature projections.
+        proj_lr: learning rate of the per-level feature projections `A_k, B_k`.
+        t_max: cosine annealing period in epochs.
+        precision: `bf16` autocast, `fp32`, or `auto` (bf16 where the device supports it).
+        max_steps_per_epoch: cap on optimizer steps per epoch (quick profiles); None = all.
+        max_eval_windows: cap on validation windows per epoch (quick profiles); None = all.
+    """
+
+    batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    epochs: int = Field(100, ge=1)
+    patience: int = Field(10, ge=1)
+    lr: float = Field(5e-4, gt=0.0)
+    proj_lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    t_max: int = Field(20, ge=1)
+    seed: int = 2024
+    precision: Precision = "auto"
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    max_eval_windows: int | None = Field(None, ge=1)
+    log_every: int = Field(20, ge=1)
+
+
+class LlataConfig(_Frozen):
+    """The whole configuration of one model: what `params.yaml` holds for llata_core."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Turn `section.key=value` strings into a nested dict; values are parsed as YAML.
+
+    Args:
+        items: overrides such as `train.epochs=3` or `model.backbone=tiny-gpt2`.
+
+    Returns:
+        A nested dict to merge over the file's contents.
+    """
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> LlataConfig:
+    """Validate a dict (sections `data`, `model`, `loss`, `train`) into a frozen config.
+
+    Keys of `raw` outside those sections are ignored here: `params.yaml` also carries the
+    pipeline's settings, which the pipeline validates itself.
+    """
+    sections = {k: v for k, v in raw.items() if k in LlataConfig.model_fields}
+    merged = _merge(sections, overrides or {})
+    try:
+        return LlataConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(f"invalid configuration:\n{err}") from err
+
+
+def load_params(path: str | Path | None, overrides: Iterable[str] = ()) -> LlataConfig:
+    """Read `params.yaml` (or defaults when `path` is None) plus dotted overrides.
+
+    Args:
+        path: the YAML file; None uses the built-in defaults (the paper's recipe).
+        overrides: `section.key=value` strings applied after the file.
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or does not validate.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"params file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p} is not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+    return config_from_dict(raw, parse_overrides(overrides))

@@ -1,0 +1,287 @@
+"""The model artifact and the `Forecaster` that serves it.
+
+An artifact is one self-contained directory:
+    config.json        the LlataConfig, the truncated backbone's config, channels, metadata
+    model.safetensors  the inference model only (student, LoRA merged)
+    scaler.json        the per-channel scaler fitted on the training rows
+    metrics.json       evaluation results
+    manifest.json      SHA-256 of every file above
+It is written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written model; loading checks the manifest and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, PretrainedConfig
+
+from llata_core.config import LlataConfig
+from llata_core.data import Scaler
+from llata_core.model import ForecastModel
+
+FORMAT_VERSION = 1
+ARTIFACT_FILES = ("config.json", "model.safetensors", "scaler.json", "metrics.json")
+
+
+class ArtifactError(ValueError):
+    """A model directory that is missing, incomplete, tampered with or incompatible."""
+
+
+class ForecastInputError(ValueError):
+    """A history window the model cannot forecast from (shape, length, NaN...)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_artifact(
+    path: str | Path,
+    model: ForecastModel,
+    scaler: Scaler,
+    metrics: Mapping[str, Any],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model artifact atomically.
+
+    Args:
+        path: the artifact directory to create.
+        model: the inference model.
+        scaler: the scaler the model's training data was fitted with.
+        metrics: evaluation results (JSON-able).
+        metadata: lineage (backbone, data source and hash, git revision, timings...).
+        overwrite: replace an existing artifact (the old one is removed only after the new
+            one is complete).
+
+    Returns:
+        The artifact directory.
+    """
+    dest = Path(path)
+    if dest.exists() and not overwrite:
+        raise ArtifactError(f"{dest} exists; pass overwrite=True to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = {
+            "format_version": FORMAT_VERSION,
+            "llata": model.cfg.to_dict(),
+            "backbone_config": model.backbone_config.to_dict(),
+            "channels": list(scaler.channels),
+            "metadata": dict(metadata or {}),
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        (tmp / "scaler.json").write_text(json.dumps(scaler.to_dict(), indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=float))
+        manifest = {"files": {name: _sha256(tmp / name) for name in ARTIFACT_FILES}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def verify_artifact(path: str | Path) -> dict[str, Any]:
+    """Check that every file is present and matches the manifest; return `config.json`."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ArtifactError(f"model directory not found: {root}")
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())["files"]
+    except FileNotFoundError:
+        raise ArtifactError(f"{root}: manifest.json is missing (incomplete artifact)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ArtifactError(f"{root}: manifest.json is malformed ({err})") from err
+    for name in ARTIFACT_FILES:
+        file = root / name
+        if not file.is_file():
+            raise ArtifactError(f"{root}: {name} is missing (incomplete artifact)")
+        if manifest.get(name) != _sha256(file):
+            raise ArtifactError(
+                f"{root}: {name} does not match its checksum (truncated or tampered)"
+            )
+    try:
+        config = json.loads((root / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{root}: config.json is not JSON ({err})") from err
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{root}: artifact format {config.get('format_version')} is not {FORMAT_VERSION}"
+        )
+    return config
+
+
+def _backbone_config(raw: dict[str, Any]) -> PretrainedConfig:
+    raw = dict(raw)
+    model_type = raw.pop("model_type", None)
+    if model_type is None:
+        raise ArtifactError("config.json: backbone_config has no model_type")
+    return AutoConfig.for_model(model_type, **raw)
+
+
+class Forecaster:
+    """A loaded artifact that answers in the data's own units.
+
+    Example:
+        >>> fc = Forecaster.load("artifacts/model")
+        >>> forecast = fc.predict(history)  # history: [>= input_size, channels]
+    """
+
+    def __init__(
+        self,
+        model: ForecastModel,
+        scaler: Scaler,
+        metrics: dict[str, Any],
+        metadata: dict[str, Any],
+        path: Path | None = None,
+    ):
+        self.model = model.eval()
+        self.scaler = scaler
+        self.metrics = metrics
+        self.metadata = metadata
+        self.path = path
+
+    @property
+    def config(self) -> LlataConfig:
+        return self.model.cfg
+
+    @property
+    def input_size(self) -> int:
+        return self.model.cfg.data.input_size
+
+    @property
+    def horizon(self) -> int:
+        return self.model.cfg.data.horizon
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return self.scaler.channels
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu") -> Forecaster:
+        """Load and verify an artifact directory.
+
+        Raises:
+            ArtifactError: missing, incomplete, tampered or incompatible artifact.
+        """
+        root = Path(path)
+        raw = verify_artifact(root)
+        try:
+            cfg = LlataConfig.model_validate(raw["llata"])
+            backbone_config = _backbone_config(raw["backbone_config"])
+            scaler = Scaler.from_dict(json.loads((root / "scaler.json").read_text()))
+            metrics = json.loads((root / "metrics.json").read_text())
+            state = load_file(str(root / "model.safetensors"), device=device)
+        except (KeyError, ValueError, SafetensorError) as err:
+            raise ArtifactError(f"{root}: cannot read the artifact ({err})") from err
+        model = ForecastModel(cfg, backbone_config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ArtifactError(f"{root}: weights do not fit the saved config ({err})") from err
+        return cls(model.to(device), scaler, metrics, raw.get("metadata", {}), root)
+
+    def _as_array(self, history: np.ndarray | pd.DataFrame | list) -> np.ndarray:
+        if isinstance(history, pd.DataFrame):
+            missing = [c for c in self.channels if c not in history.columns]
+            if missing:
+                raise ForecastInputError(f"history lacks channels {missing}")
+            history = history.loc[:, list(self.channels)].to_numpy()
+        try:
+            arr = np.asarray(history, dtype=np.float64)
+        except (ValueError, TypeError) as err:
+            raise ForecastInputError(
+                f"history is not a numeric [steps, channels] array: {err}"
+            ) from err
+        return arr
+
+    def _check(self, arr: np.ndarray) -> np.ndarray:
+        """`[..., T, M]` -> the last `input_size` steps, with shape and value checks."""
+        if arr.ndim < 2:
+            raise ForecastInputError(f"history must be [steps, channels], got shape {arr.shape}")
+        if arr.shape[-1] != len(self.channels):
+            raise ForecastInputError(
+                f"history has {arr.shape[-1]} channels, the model expects {len(self.channels)} "
+                f"({', '.join(self.channels)})"
+            )
+        if arr.shape[-2] < self.input_size:
+            raise ForecastInputError(
+                f"history has {arr.shape[-2]} steps, the model needs at least {self.input_size}"
+            )
+        arr = arr[..., -self.input_size :, :]
+        if not np.isfinite(arr).all():
+            raise ForecastInputError("history contains NaN or infinite values")
+        return arr
+
+    @torch.inference_mode()
+    def predict_batch(self, histories: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """Forecast a batch `[B, T, M]` (data units) -> `[B, horizon, M]` (data units).
+
+        A horizon beyond the trained one is rolled out recursively: each forecast is
+        appended to the history and forecast again. Error compounds with each round.
+        """
+        arr = self._check(self._as_array(histories))
+        if arr.ndim != 3:
+            raise ForecastInputError(f"expected [batch, steps, channels], got shape {arr.shape}")
+        steps = self.horizon if horizon is None else int(horizon)
+        if steps < 1:
+            raise ForecastInputError(f"horizon must be at least 1, got {steps}")
+        device = next(self.model.parameters()).device
+        x = torch.from_numpy(self.scaler.transform(arr)).to(device)  # [B, L, M]
+        chunks = []
+        produced = 0
+        while produced < steps:
+            y = self.model(x).float()  # [B, H, M]
+            chunks.append(y)
+            produced += y.shape[1]
+            x = torch.cat([x, y], dim=1)[:, -self.input_size :]
+        pred = torch.cat(chunks, dim=1)[:, :steps].cpu().numpy()
+        return self.scaler.inverse(pred)
+
+    def predict(
+        self, history: np.ndarray | pd.DataFrame | list, horizon: int | None = None
+    ) -> np.ndarray:
+        """Forecast one history `[T >= input_size, M]` -> `[horizon, M]`, in data units."""
+        arr = self._check(self._as_array(history))
+        if arr.ndim != 2:
+            raise ForecastInputError(f"history must be [steps, channels], got shape {arr.shape}")
+        return self.predict_batch(arr[None], horizon)[0]
+
+    def describe(self) -> dict[str, Any]:
+        """What `GET /model` and `llata forecast` tell about this model."""
+        return {
+            "backbone": self.config.model.backbone,
+            "n_layers": self.config.model.n_layers,
+            "input_size": self.input_size,
+            "horizon": self.horizon,
+            "channels": list(self.channels),
+            "metrics": self.metrics,
+            "metadata": self.metadata,
+        }

@@ -1,0 +1,216 @@
+"""The library's units of work: train an artifact, evaluate one, forecast with one.
+
+The command line, the DVC stages (which call the command line) and the Prefect tasks all
+call these functions, so there is exactly one training path.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import PartialState
+
+from llata_core.backbone import prepare_backbone
+from llata_core.config import DataConfig, LlataConfig
+from llata_core.data import SeriesFrame, Splits, load_series, make_splits
+from llata_core.evaluate import Metrics, batch_predict, evaluate
+from llata_core.forecaster import Forecaster, save_artifact
+from llata_core.train import FitResult, fit
+
+log = logging.getLogger(__name__)
+
+
+def git_revision(cwd: Path | None = None) -> str:
+    """The current commit (with `-dirty` when the tree has changes), or `unknown`."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine_description() -> str:
+    """CPU/GPU of this host, for benchmark and lineage records."""
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+@dataclass
+class TrainOutcome:
+    """What a training job produced."""
+
+    artifact: Path
+    fit: FitResult
+    test: Metrics | None  # None on the non-main ranks of a distributed run
+    val: Metrics | None
+    splits: Splits
+
+
+def train_job(
+    cfg: LlataConfig,
+    *,
+    out_dir: Path,
+    run_dir: Path,
+    resume: bool = False,
+    allow_synthetic: bool = False,
+    series: SeriesFrame | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> TrainOutcome:
+    """Load data, prepare the backbone, train, evaluate on the test split, save the artifact.
+
+    Args:
+        cfg: the validated configuration.
+        out_dir: the artifact directory to write (replaced atomically when it exists).
+        run_dir: checkpoint and history of this run (resumable).
+        resume: continue from `run_dir`'s checkpoint.
+        allow_synthetic: train on generated data when the benchmark is unreachable.
+        series: use this series instead of loading `cfg.data.dataset` (e.g. the frame the
+            feature store returned).
+        extra_metadata: lineage to record in the artifact (e.g. the pipeline's data hash).
+
+    Returns:
+        The artifact path, the fit result and the validation and test metrics.
+    """
+    state = PartialState()  # one process, or one rank of `accelerate launch`
+    series = series or load_series(cfg.data, allow_synthetic=allow_synthetic)
+    splits = make_splits(series, cfg.data)
+    log.info(
+        "data %s (%s): %d channels, windows train/val/test %d/%d/%d",
+        cfg.data.dataset,
+        series.source,
+        len(series.channels),
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+    )
+    with state.main_process_first():  # rank 0 builds the backbone cache, the others read it
+        backbone = prepare_backbone(cfg.model)
+    result = fit(cfg, splits, backbone, run_dir=run_dir, resume=resume)
+    if not state.is_main_process:
+        # Under DDP every rank holds the same weights; rank 0 alone evaluates and saves.
+        state.wait_for_everyone()
+        return TrainOutcome(out_dir, result, None, None, splits)
+    inference = result.model.to_inference()
+    val = evaluate(inference, splits.val, batch_size=cfg.train.eval_batch_size)
+    test = evaluate(inference, splits.test, batch_size=cfg.train.eval_batch_size)
+    log.info("test MSE %.4f MAE %.4f over %d windows", test.mse, test.mae, test.n_windows)
+    metrics = {
+        "mse": test.mse,
+        "mae": test.mae,
+        "n_windows": test.n_windows,
+        "val_mse": val.mse,
+        "val_mae": val.mae,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "train_seconds": result.seconds,
+        "precision": result.precision,
+        "eval_split_hash": splits.fingerprint(),
+        "mse_by_step": list(test.mse_by_step),
+    }
+    metadata = {
+        "backbone": cfg.model.backbone,
+        "backbone_revision": backbone.revision,
+        "data_source": series.source,
+        "data_origin": series.origin,
+        "data_sha256": series.sha256,
+        "synthetic_data": series.source == "synthetic",
+        "git_revision": git_revision(),
+        "trained_at": datetime.now(UTC).isoformat(),
+        "machine": machine_description(),
+        "device": result.device,
+        **(extra_metadata or {}),
+    }
+    artifact = save_artifact(
+        out_dir, inference, splits.scaler, metrics, metadata=metadata, overwrite=True
+    )
+    state.wait_for_everyone()
+    return TrainOutcome(artifact, result, test, val, splits)
+
+
+def evaluate_job(
+    model_dir: Path,
+    data: DataConfig | None = None,
+    *,
+    split: str = "test",
+    allow_synthetic: bool = False,
+) -> tuple[Metrics, Forecaster, Splits]:
+    """Score an artifact on a dataset's split with the model's own scaler.
+
+    A dataset other than the training one is a zero-shot evaluation: windows are cut with
+    the model's input size and horizon, and the model's scaler is reused only when the
+    channels match; otherwise the target data's own training rows fit the scaler (the
+    convention of the zero-shot literature, which scores each dataset on its own scale).
+    """
+    fc = Forecaster.load(model_dir)
+    base = fc.config.data
+    data = data or base
+    data = data.model_copy(update={"input_size": base.input_size, "horizon": base.horizon})
+    series = load_series(data, allow_synthetic=allow_synthetic)
+    same = tuple(series.channels) == tuple(fc.channels) and data.dataset == base.dataset
+    splits = make_splits(series, data, scaler=fc.scaler if same else None)
+    dataset = {"train": splits.train, "val": splits.val, "test": splits.test}[split]
+    metrics = evaluate(fc.model, dataset, batch_size=512)
+    return metrics, fc, splits
+
+
+def plot_forecasts(
+    fc: Forecaster, splits: Splits, path: Path, n: int = 4, channel: int = -1
+) -> Path:
+    """Forecast vs actual for a few evenly spaced test windows (one channel), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idx = list(np.linspace(0, len(splits.test) - 1, n).astype(int))
+    x, y, pred = batch_predict(fc.model, splits.test, idx)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.3 * n), sharex=True)
+    axes = np.atleast_1d(axes)
+    L = x.shape[1]
+    for ax, i, xi, yi, pi in zip(axes, idx, x, y, pred, strict=True):
+        ax.plot(range(L), xi[:, channel], color="0.4", lw=1, label="history")
+        ax.plot(range(L, L + len(yi)), yi[:, channel], color="k", lw=1.2, label="actual")
+        ax.plot(range(L, L + len(pi)), pi[:, channel], color="tab:red", lw=1.2, label="forecast")
+        ax.set_ylabel(f"window {i}")
+    axes[0].legend(loc="upper left", ncol=3, fontsize=8)
+    axes[0].set_title(f"{fc.channels[channel]} (scaled), test split")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def forecast_frame(
+    fc: Forecaster, frame: pd.DataFrame, timestamp_column: str | None, horizon: int | None = None
+) -> pd.DataFrame:
+    """Forecast after the end of a wide frame; future timestamps follow its frequency."""
+    values = fc.predict(frame, horizon)
+    out = pd.DataFrame(values, columns=list(fc.channels))
+    if timestamp_column and timestamp_column in frame.columns:
+        ts = pd.DatetimeIndex(pd.to_datetime(frame[timestamp_column]))
+        freq = pd.infer_freq(ts[-min(len(ts), 64) :]) if len(ts) >= 3 else None
+        if freq is not None:
+            out.insert(
+                0, timestamp_column, pd.date_range(ts[-1], periods=len(out) + 1, freq=freq)[1:]
+            )
+    return out

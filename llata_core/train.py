@@ -1,0 +1,383 @@
+"""One thin training function on Hugging Face `accelerate`.
+
+The same loop runs on the CPU (optionally under bf16 autocast), on one CUDA GPU (bf16) and
+in several processes (`accelerate launch`, DDP). The paper's recipe by default: Adam at 5e-4
+(1e-4 for the feature projections), cosine annealing over `t_max` epochs, early stopping on
+validation MSE with the best weights restored. Every epoch writes a checkpoint, so a killed
+run continues with `resume=True` exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from llata_core.backbone import PreparedBackbone
+from llata_core.config import LlataConfig
+from llata_core.data import Splits
+from llata_core.losses import DistillationLoss
+from llata_core.model import LlataModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochLog:
+    """One line of the training history."""
+
+    epoch: int
+    train_loss: float
+    task_loss: float
+    consistency_loss: float
+    feature_loss: float
+    val_mse: float
+    val_mae: float
+    lr: float
+    seconds: float
+    steps: int
+
+
+@dataclass
+class FitResult:
+    """The trained model (best weights restored) and how training went."""
+
+    model: LlataModel
+    history: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_mse: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+    precision: str = "fp32"
+    device: str = "cpu"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` means bf16 autocast: about 2x faster on a modern CPU and standard on GPUs."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16"
+
+
+def make_accelerator(cfg: LlataConfig) -> Accelerator:
+    """An accelerator for this config: CUDA when present, DDP when launched that way.
+
+    Mixed precision is not handed to accelerate: its state is a process-wide singleton that
+    refuses a second precision in the same process (a benchmark timing fp32 and bf16, a
+    test suite). `fit` applies bf16 autocast itself, which is what accelerate would do.
+    """
+    # Without distillation the teacher, match and projections get no gradient: DDP must
+    # be told, or it waits forever for their buckets.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=not cfg.loss.distills)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+
+
+def config_digest(cfg: LlataConfig) -> str:
+    """Identifies a training setup; a checkpoint from another setup is never resumed."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _trainable_state(model: LlataModel) -> dict[str, torch.Tensor]:
+    return {
+        n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def _load_trainable(model: LlataModel, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    if missing:
+        raise RuntimeError(f"checkpoint lacks trainable parameters: {missing[:5]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+class Checkpoint:
+    """A run's resumable state in `run_dir/checkpoint/`, replaced atomically every epoch.
+
+    Weights are safetensors; optimizer and scheduler state are plain tensors and numbers,
+    read back with `torch.load(weights_only=True)`, so resuming never unpickles code.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.dir / "state.json").is_file()
+
+    def save(
+        self,
+        *,
+        model: LlataModel,
+        best: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        state: dict,
+    ) -> None:
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=".checkpoint."))
+        try:
+            save_file(_trainable_state(model), str(tmp / "current.safetensors"))
+            save_file(best, str(tmp / "best.safetensors"))
+            torch.save(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+                tmp / "optim.pt",
+            )
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            old = self.dir.with_name(".checkpoint.old")
+            if self.dir.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(self.dir, old)
+            os.replace(tmp, self.dir)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load(self) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+        state = json.loads((self.dir / "state.json").read_text())
+        current = load_file(str(self.dir / "current.safetensors"))
+        best = load_file(str(self.dir / "best.safetensors"))
+        optim = torch.load(self.dir / "optim.pt", weights_only=True)
+        return state, current, best, optim
+
+
+def _log_history(run_dir: Path, entry: EpochLog) -> None:
+    with open(run_dir / "history.jsonl", "a") as fh:
+        fh.write(json.dumps(asdict(entry)) + "\n")
+
+
+def fit(
+    cfg: LlataConfig,
+    splits: Splits,
+    backbone: PreparedBackbone,
+    *,
+    run_dir: Path,
+    resume: bool = False,
+    accelerator: Accelerator | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train the forecaster with the distillation objective; return the best model.
+
+    Args:
+        cfg: the whole configuration (data sizes, model, loss, recipe).
+        splits: training and validation windows (the test split is not touched here).
+        backbone: the prepared backbone the model wraps.
+        run_dir: where the checkpoint and `history.jsonl` go.
+        resume: continue from `run_dir`'s checkpoint when it exists for the same config.
+        accelerator: reuse one (e.g. under `accelerate launch`); default builds one.
+        progress: show a progress bar; default only on an interactive terminal.
+
+    Returns:
+        The model with the best validation weights restored, its history and timing.
+    """
+    start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    acc = accelerator or make_accelerator(cfg)
+    set_seed(cfg.train.seed)
+    model = LlataModel(cfg, backbone)
+    projections = {id(p) for p in model.projection_parameters()}
+    main_params = [p for p in model.parameters() if p.requires_grad and id(p) not in projections]
+    optimizer = torch.optim.Adam(
+        [
+            {"params": main_params, "lr": cfg.train.lr},
+            {"params": model.projection_parameters(), "lr": cfg.train.proj_lr},
+        ],
+        weight_decay=cfg.train.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=cfg.train.t_max, eta_min=1e-8
+    )
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    train_loader = DataLoader(
+        splits.train, batch_size=cfg.train.batch_size, shuffle=True, generator=generator
+    )
+    val_set = splits.val
+    if cfg.train.max_eval_windows is not None and cfg.train.max_eval_windows < len(val_set):
+        val_set = Subset(val_set, range(cfg.train.max_eval_windows))  # type: ignore[assignment]
+    val_loader = DataLoader(val_set, batch_size=cfg.train.eval_batch_size, shuffle=False)
+    criterion = DistillationLoss(cfg.loss)
+
+    digest = config_digest(cfg)
+    ckpt = Checkpoint(run_dir)
+    first_epoch, best_mse, bad_epochs = 0, math.inf, 0
+    best_state = _trainable_state(model)
+    result = FitResult(model=model)
+    if resume and ckpt.exists():
+        state, current, best_state, optim = ckpt.load()
+        if state["config_digest"] != digest:
+            raise RuntimeError(
+                f"checkpoint in {ckpt.dir} was written for another configuration "
+                f"({state['config_digest']} != {digest}); use a new run directory"
+            )
+        _load_trainable(model, current)
+        optimizer.load_state_dict(optim["optimizer"])
+        scheduler.load_state_dict(optim["scheduler"])
+        torch.set_rng_state(optim["rng"])
+        first_epoch, best_mse, bad_epochs = (
+            state["epoch"] + 1,
+            state["best_val_mse"],
+            state["bad_epochs"],
+        )
+        result.history = [EpochLog(**h) for h in state["history"]]
+        result.best_epoch = state["best_epoch"]
+        log.info("resuming from epoch %d (best val MSE %.4f)", first_epoch, best_mse)
+    elif (run_dir / "history.jsonl").exists():
+        (run_dir / "history.jsonl").unlink()
+
+    model, optimizer, train_loader, val_loader = acc.prepare(
+        model, optimizer, train_loader, val_loader
+    )
+    raw_model: LlataModel = acc.unwrap_model(model)
+    result.precision = resolve_precision(cfg.train.precision, acc.device)
+    bf16 = result.precision == "bf16"
+    result.device = str(acc.device)
+    show = progress if progress is not None else sys.stderr.isatty()
+    steps_cap = cfg.train.max_steps_per_epoch
+    done = first_epoch >= cfg.train.epochs or bad_epochs >= cfg.train.patience
+
+    for epoch in range(first_epoch, cfg.train.epochs):
+        if done:
+            break
+        t0 = time.perf_counter()
+        generator.manual_seed(cfg.train.seed + epoch)  # the epoch's order, also after resume
+        model.train()
+        sums = torch.zeros(4, dtype=torch.float64)
+        steps = 0
+        n_batches = len(train_loader) if steps_cap is None else min(steps_cap, len(train_loader))
+        bar = tqdm(
+            total=n_batches,
+            desc=f"epoch {epoch + 1}",
+            disable=not (show and acc.is_main_process),
+            leave=False,
+        )
+        for x, y in train_loader:
+            with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(x, distill=cfg.loss.distills)
+                losses = criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(losses.total)
+            optimizer.step()
+            if not torch.isfinite(losses.total):
+                raise FloatingPointError(
+                    f"training loss became {losses.total.item()} at epoch {epoch + 1}"
+                )
+            sums += torch.tensor(
+                [
+                    losses.total.item(),
+                    losses.task.item(),
+                    losses.consistency.item(),
+                    losses.feature.item(),
+                ],
+                dtype=torch.float64,
+            )
+            steps += 1
+            bar.update()
+            if steps % cfg.train.log_every == 0:
+                bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}")
+            if steps_cap is not None and steps >= steps_cap:
+                break
+        bar.close()
+        val_mse, val_mae = _validate(model, val_loader, acc, bf16)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        means = (sums / max(steps, 1)).tolist()
+        entry = EpochLog(
+            epoch=epoch + 1,
+            train_loss=means[0],
+            task_loss=means[1],
+            consistency_loss=means[2],
+            feature_loss=means[3],
+            val_mse=val_mse,
+            val_mae=val_mae,
+            lr=lr,
+            seconds=time.perf_counter() - t0,
+            steps=steps,
+        )
+        result.history.append(entry)
+        if val_mse < best_mse:
+            best_mse, bad_epochs, result.best_epoch = val_mse, 0, epoch + 1
+            best_state = _trainable_state(raw_model)
+        else:
+            bad_epochs += 1
+        if acc.is_main_process:
+            log.info(
+                "epoch %d: loss %.4f (task %.4f, cons %.4f, feat %.4f) | val MSE %.4f MAE %.4f "
+                "| lr %.2e | %.1fs%s",
+                entry.epoch,
+                *means,
+                val_mse,
+                val_mae,
+                lr,
+                entry.seconds,
+                " *" if bad_epochs == 0 else "",
+            )
+            _log_history(run_dir, entry)
+            ckpt.save(
+                model=raw_model,
+                best=best_state,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state={
+                    "config_digest": digest,
+                    "epoch": epoch,
+                    "best_val_mse": best_mse,
+                    "bad_epochs": bad_epochs,
+                    "best_epoch": result.best_epoch,
+                    "history": [asdict(h) for h in result.history],
+                },
+            )
+        acc.wait_for_everyone()
+        if bad_epochs >= cfg.train.patience:
+            result.stopped_early = True
+            log.info("early stop: no validation improvement for %d epochs", bad_epochs)
+            break
+
+    _load_trainable(raw_model, best_state)
+    raw_model.eval()
+    result.model = raw_model
+    result.best_val_mse = best_mse
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def _validate(
+    model: torch.nn.Module, loader: DataLoader, acc: Accelerator, bf16: bool
+) -> tuple[float, float]:
+    """Validation MSE/MAE of the student, summed across processes."""
+    model.eval()
+    sq = torch.zeros((), dtype=torch.float64, device=acc.device)
+    ab = torch.zeros((), dtype=torch.float64, device=acc.device)
+    count = torch.zeros((), dtype=torch.float64, device=acc.device)
+    for x, y in loader:
+        with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = model(x, distill=False).y_time
+        pred, y = acc.gather_for_metrics((pred.float(), y))
+        err = pred.double() - y.double()
+        sq += (err**2).sum()
+        ab += err.abs().sum()
+        count += err.numel()
+    model.train()
+    return float(sq / count), float(ab / count)

@@ -1,0 +1,145 @@
+"""The model artifact: save -> load is exact; bad artifacts and bad inputs fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llata_core.backbone import prepare_backbone
+from llata_core.config import config_from_dict
+from llata_core.data import Scaler
+from llata_core.forecaster import ArtifactError, Forecaster, ForecastInputError, save_artifact
+from llata_core.model import LlataModel
+from tests.conftest import FAMILIES, tiny_overrides
+from tests.test_model import train_steps
+
+CHANNELS = ("a", "b", "c")
+
+
+def _artifact(tmp_path: Path, backbone: str = "tiny-gpt2") -> tuple[Path, LlataModel, Scaler]:
+    cfg = config_from_dict(tiny_overrides(backbone))
+    torch.manual_seed(0)
+    model = LlataModel(cfg, prepare_backbone(cfg.model))
+    train_steps(model)
+    model.eval()
+    scaler = Scaler(CHANNELS, np.array([10.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0]))
+    path = save_artifact(
+        tmp_path / "model",
+        model.to_inference(),
+        scaler,
+        {"mse": 0.5, "mae": 0.4},
+        metadata={"data_sha256": "abc"},
+    )
+    return path, model, scaler
+
+
+def _history(n: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.normal(loc=[10.0, -2.0, 0.5], scale=[2.0, 0.5, 3.0], size=(n, 3))
+
+
+@pytest.mark.parametrize("backbone", FAMILIES)
+def test_save_load_gives_identical_forecasts_in_data_units(tmp_path: Path, backbone: str) -> None:
+    path, model, scaler = _artifact(tmp_path, backbone)
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "manifest.json",
+        "metrics.json",
+        "model.safetensors",
+        "scaler.json",
+    ]
+    fc = Forecaster.load(path)
+    history = _history()
+    got = fc.predict(history)
+    assert got.shape == (8, 3)
+    x = torch.from_numpy(scaler.transform(history[-32:]))[None]
+    with torch.no_grad():
+        expected = scaler.inverse(model(x, distill=False).y_time.numpy())[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(Forecaster.load(path).predict(history), got)
+    assert fc.metrics["mse"] == 0.5 and fc.metadata["data_sha256"] == "abc"
+    assert fc.describe()["channels"] == list(CHANNELS)
+
+
+def test_longer_horizon_is_rolled_out_and_batch_matches_single(tmp_path: Path) -> None:
+    fc = Forecaster.load(_artifact(tmp_path)[0])
+    history = _history()
+    long = fc.predict(history, horizon=20)
+    assert long.shape == (20, 3)
+    np.testing.assert_allclose(long[:8], fc.predict(history), rtol=1e-5)
+    batch = fc.predict_batch(np.stack([history, history[::-1]]), horizon=5)
+    np.testing.assert_allclose(batch[0], fc.predict(history, horizon=5), rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
+    fc = Forecaster.load(_artifact(tmp_path)[0])
+    with pytest.raises(ForecastInputError, match="needs at least 32"):
+        fc.predict(_history(10))
+    with pytest.raises(ForecastInputError, match="4 channels, the model expects 3"):
+        fc.predict(np.zeros((40, 4)))
+    bad = _history()
+    bad[-1, 1] = np.nan
+    with pytest.raises(ForecastInputError, match="NaN"):
+        fc.predict(bad)
+    with pytest.raises(ForecastInputError, match=r"\[steps, channels\]"):
+        fc.predict(np.zeros(40))
+    with pytest.raises(ForecastInputError, match="not a numeric"):
+        fc.predict([[1.0, 2.0, 3.0], [1.0, 2.0]])
+    with pytest.raises(ForecastInputError, match="horizon must be at least 1"):
+        fc.predict(_history(), horizon=0)
+
+
+def test_missing_truncated_and_tampered_artifacts_fail(tmp_path: Path) -> None:
+    path, _, _ = _artifact(tmp_path)
+    with pytest.raises(ArtifactError, match="not found"):
+        Forecaster.load(tmp_path / "nope")
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(path, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match="model.safetensors does not match its checksum"):
+        Forecaster.load(truncated)
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(path, tampered)
+    scaler = json.loads((tampered / "scaler.json").read_text())
+    scaler["mean"][0] = 99.0
+    (tampered / "scaler.json").write_text(json.dumps(scaler))
+    with pytest.raises(ArtifactError, match="scaler.json does not match"):
+        Forecaster.load(tampered)
+
+    incomplete = tmp_path / "incomplete"
+    shutil.copytree(path, incomplete)
+    (incomplete / "metrics.json").unlink()
+    with pytest.raises(ArtifactError, match="metrics.json is missing"):
+        Forecaster.load(incomplete)
+    (incomplete / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+        Forecaster.load(incomplete)
+
+
+def test_loading_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _, _ = _artifact(tmp_path)
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used while loading an artifact")
+
+    monkeypatch.setattr("pickle.load", forbidden)
+    monkeypatch.setattr("pickle.loads", forbidden)
+    monkeypatch.setattr("torch.load", forbidden)
+    Forecaster.load(path).predict(_history())
+
+
+def test_overwrite_is_atomic_and_explicit(tmp_path: Path) -> None:
+    path, model, scaler = _artifact(tmp_path)
+    with pytest.raises(ArtifactError, match="exists"):
+        save_artifact(path, model.to_inference(), scaler, {"mse": 1.0})
+    save_artifact(path, model.to_inference(), scaler, {"mse": 0.25}, overwrite=True)
+    assert Forecaster.load(path).metrics["mse"] == 0.25
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

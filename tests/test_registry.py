@@ -1,0 +1,407 @@
+"""Registry tests against BentoML's real model store in a temporary BENTOML_HOME.
+
+Code tests (no model is trained): artifacts are small dummy directories with a correct
+manifest; the registry never looks inside the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import pytest
+from bentoml._internal.models import ModelStore
+from bentoml._internal.utils.analytics import usage_stats
+
+import serving.registry as registry_mod
+from serving import registry_cli
+from serving.registry import (
+    ArtifactError,
+    PromotionError,
+    Registry,
+    RegistryError,
+    VersionNotFoundError,
+    verify_artifact_dir,
+)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private BENTOML_HOME, no telemetry, and a private temp dir for BentoML's staging."""
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    # BentoML posts a usage event on every models.create; the switch is read once per process.
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
+    usage_stats.do_not_track.cache_clear()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(staging))
+    return home
+
+
+def make_artifact(root: Path, mse: float, *, mae: float | None = None) -> Path:
+    """Writes a dummy artifact directory with a correct manifest."""
+    root.mkdir(parents=True)
+    contents = {
+        "config.json": json.dumps({"input_size": 8, "horizon": 4}).encode(),
+        "model.safetensors": os.urandom(64),
+        "scaler.json": json.dumps({"mean": [0.0], "std": [1.0]}).encode(),
+        "metrics.json": json.dumps({"mse": mse, "mae": mse if mae is None else mae}).encode(),
+    }
+    for name, data in contents.items():
+        (root / name).write_bytes(data)
+    manifest = {
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def register(reg: Registry, tmp: Path, name: str, mse: float, split: str = "split-a") -> str:
+    meta = {
+        "params": {"lr": 1e-3, "backbone": "tiny"},
+        "data_hash": "d" * 8,
+        "git_revision": "0123abc",
+        "eval_split_hash": split,
+    }
+    return reg.register(make_artifact(tmp / name, mse), metadata=meta)
+
+
+def metrics_mse(path: Path) -> float:
+    """A scorer standing in for evaluation: reads the stored metrics.json."""
+    return float(json.loads((path / "metrics.json").read_text())["mse"])
+
+
+def slow_metrics_mse(path: Path) -> float:
+    time.sleep(0.2)  # make racing promotions overlap: both score before either writes
+    return metrics_mse(path)
+
+
+def aliases_json(reg: Registry) -> dict[str, Any]:
+    return json.loads(reg.aliases_path.read_text())
+
+
+def replay(history: list[dict[str, Any]]) -> tuple[str | None, str | None, int]:
+    """Rebuilds (production, previous, revision) from the history alone."""
+    production = previous = None
+    revision = 0
+    for entry in history:
+        assert entry["production_before"] == production, entry
+        if entry["action"] in ("promote", "rollback"):
+            production, previous = entry["production_after"], entry["previous_after"]
+            revision += 1
+            assert entry["revision"] == revision
+    return production, previous, revision
+
+
+def test_register_list_show(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    first = register(reg, tmp_path, "a", 1.0)
+    second = register(reg, tmp_path, "b", 0.5)
+
+    versions = reg.list_versions()
+    assert [v.tag for v in versions] == [first, second]  # by creation time
+    info = reg.get(first)
+    assert info.path.is_relative_to(home / "models")
+    assert info.metrics == {"mse": 1.0, "mae": 1.0}
+    assert info.metadata["git_revision"] == "0123abc"
+    assert info.metadata["params"] == {"lr": 1e-3, "backbone": "tiny"}
+    assert "registered_at" in info.metadata
+    assert info.aliases == ()
+    verify_artifact_dir(info.path)  # the stored copy is a complete artifact
+    # Same version through the real BentoML API, by bare version and by prefix.
+    store = ModelStore(home / "models")
+    assert bentoml.models.get(first, _model_store=store).info.metadata["data_hash"] == "d" * 8
+    assert reg.get(info.version).tag == first
+    assert reg.get(info.version[:12]).tag == first
+    with pytest.raises(VersionNotFoundError):
+        reg.get("nosuchversion")
+    with pytest.raises(RegistryError, match="not set"):
+        reg.get("production")
+    assert reg.production() is None
+
+
+def test_tampered_artifact_rejected(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    art = make_artifact(tmp_path / "a", 1.0)
+    (art / "config.json").write_text('{"input_size": 9}')
+    with pytest.raises(ArtifactError, match="config.json"):
+        reg.register(art, metadata={})
+    art2 = make_artifact(tmp_path / "b", 1.0)
+    (art2 / "scaler.json").unlink()
+    with pytest.raises(ArtifactError, match="scaler.json"):
+        reg.register(art2, metadata={})
+    with pytest.raises(ValueError, match="git_revision"):
+        reg.register(make_artifact(tmp_path / "c", 1.0), metadata={"git_revision": None})
+    assert reg.list_versions() == []
+
+
+def test_failed_registration_leaves_no_model(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg = Registry()
+    calls = []
+    real_copy = registry_mod._copy_file
+
+    def failing_copy(src: Path, dst: Path) -> None:
+        calls.append(src.name)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_copy(src, dst)
+
+    monkeypatch.setattr(registry_mod, "_copy_file", failing_copy)
+    with pytest.raises(OSError, match="No space left"):
+        reg.register(make_artifact(tmp_path / "a", 1.0), metadata={})
+    assert len(calls) == 3
+    assert reg.list_versions() == []
+    name_dir = home / "models" / "llata-forecaster"
+    assert not name_dir.exists() or not any(p.is_dir() for p in name_dir.iterdir())
+    assert list((tmp_path / "staging").iterdir()) == []  # staging removed, not left to GC
+
+
+def test_first_promotion_without_production(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    tag = register(reg, tmp_path, "a", 1.0)
+    decision = reg.promote(tag, score=metrics_mse, margin=0.05)
+    assert decision.promoted
+    assert decision.production_before is None
+    assert decision.candidate_mse == 1.0
+    assert reg.production().tag == tag  # type: ignore[union-attr]
+    assert reg.production_tag() == tag
+    assert aliases_json(reg)["previous"] is None
+    assert reg.get("production").aliases == ("production",)
+    assert [h["action"] for h in reg.history()] == ["promote"]
+
+
+def test_better_candidate_promoted_sets_previous(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    old = register(reg, tmp_path, "a", 1.0)
+    new = register(reg, tmp_path, "b", 0.5)
+    reg.promote(old, score=metrics_mse, margin=0.05)
+    decision = reg.promote(new, score=metrics_mse, margin=0.05)
+    assert decision.promoted
+    assert (decision.candidate_mse, decision.production_mse) == (0.5, 1.0)
+    assert decision.production_before == old
+    assert reg.get("production").tag == new
+    assert reg.get("previous").tag == old
+    assert replay(reg.history())[:2] == (new, old)
+
+
+def test_worse_candidate_rejected_production_untouched(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    prod = register(reg, tmp_path, "a", 0.5)
+    worse = register(reg, tmp_path, "b", 0.8)
+    reg.promote(prod, score=metrics_mse, margin=0.0)
+    before = reg.aliases_path.read_bytes()
+    decision = reg.promote(worse, score=metrics_mse, margin=0.0)
+    assert not decision.promoted
+    assert reg.aliases_path.read_bytes() == before
+    last = reg.history()[-1]
+    assert last["action"] == "reject"
+    assert (last["candidate_mse"], last["production_mse"]) == (0.8, 0.5)
+    assert last["production_after"] == prod
+    assert "0.8" in last["reason"] and "0.5" in last["reason"]
+
+
+@pytest.mark.parametrize(("cand_mse", "promoted"), [(0.96, False), (0.95, False), (0.94, True)])
+def test_margin_respected(home: Path, tmp_path: Path, cand_mse: float, promoted: bool) -> None:
+    reg = Registry()
+    reg.promote(register(reg, tmp_path, "a", 1.0), score=metrics_mse, margin=0.05)
+    cand = register(reg, tmp_path, "b", cand_mse)
+    assert reg.promote(cand, score=metrics_mse, margin=0.05).promoted is promoted
+    assert (reg.get("production").tag == cand) is promoted
+
+
+def test_scorer_raising_leaves_aliases_untouched(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    prod = register(reg, tmp_path, "a", 1.0)
+    cand = register(reg, tmp_path, "b", 0.1)
+    reg.promote(prod, score=metrics_mse, margin=0.0)
+    before, history_before = reg.aliases_path.read_bytes(), reg.history()
+    prod_path = reg.get(prod).path
+
+    def broken(path: Path) -> float:
+        if path == prod_path:
+            raise RuntimeError("evaluation split unavailable")
+        return metrics_mse(path)
+
+    with pytest.raises(PromotionError, match="production") as info:
+        reg.promote(cand, score=broken, margin=0.0)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(PromotionError, match="nan"):
+        reg.promote(cand, score=lambda _: float("nan"), margin=0.0)
+    assert reg.aliases_path.read_bytes() == before
+    assert reg.history() == history_before
+
+
+def test_rollback_restores_previous(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    a = register(reg, tmp_path, "a", 1.0)
+    with pytest.raises(RegistryError, match="previous"):
+        reg.rollback()
+    reg.promote(a, score=metrics_mse, margin=0.0)
+    b = register(reg, tmp_path, "b", 0.5)
+    reg.promote(b, score=metrics_mse, margin=0.0)
+    decision = reg.rollback()
+    assert (decision.candidate, decision.production_before) == (a, b)
+    assert (reg.get("production").tag, reg.get("previous").tag) == (a, b)
+    assert reg.history()[-1]["action"] == "rollback"
+    production, previous, revision = replay(reg.history())
+    assert (production, previous, revision) == (a, b, aliases_json(reg)["revision"])
+
+
+def test_alias_to_deleted_version_is_a_clear_error(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    tag = register(reg, tmp_path, "a", 1.0)
+    reg.promote(tag, score=metrics_mse, margin=0.0)
+    with pytest.raises(RegistryError, match="refusing to delete"):
+        reg.delete(tag)
+    # Deleted behind the registry's back, through BentoML itself.
+    bentoml.models.delete(tag, _model_store=ModelStore(home / "models"))
+    with pytest.raises(VersionNotFoundError, match="production.*no longer in the model store"):
+        reg.get("production")
+    with pytest.raises(VersionNotFoundError):
+        reg.production()
+
+
+def test_production_moving_while_scoring_is_rescored(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    p = register(reg, tmp_path, "p", 1.0)
+    a = register(reg, tmp_path, "a", 0.5)
+    b = register(reg, tmp_path, "b", 0.6)
+    reg.promote(p, score=metrics_mse, margin=0.0)
+    scored: list[float] = []
+
+    def racing(path: Path) -> float:
+        mse = metrics_mse(path)
+        scored.append(mse)
+        if len(scored) == 1:  # another operator promotes A while B is being evaluated
+            Registry().promote(a, score=metrics_mse, margin=0.0)
+        return mse
+
+    decision = reg.promote(b, score=racing, margin=0.0)
+    # B beat P but not A, which became production meanwhile: judged against A.
+    assert not decision.promoted
+    assert decision.production_before == a
+    assert decision.production_mse == 0.5
+    assert scored == [0.6, 1.0, 0.5]
+    assert reg.get("production").tag == a
+
+
+def _promote_worker(candidate: str, barrier: Any, results: Any) -> None:
+    reg = Registry()  # BENTOML_HOME comes from the parent's environment
+    barrier.wait(timeout=60)
+    decision = reg.promote(candidate, score=slow_metrics_mse, margin=0.05)
+    results.put(dataclasses.asdict(decision))
+
+
+def _check_race_outcome(reg: Registry, p: str, a: str, b: str, decisions: list[dict]) -> None:
+    aliases = aliases_json(reg)  # parses: never a torn file
+    history = reg.history()
+    assert len(history) == 3 and len(decisions) == 2
+    # B (0.4) beats both P (1.0) and A (0.5), so whatever the order, B ends in production.
+    assert aliases["production"] == b
+    assert aliases["previous"] in (a, p)
+    assert replay(history) == (aliases["production"], aliases["previous"], aliases["revision"])
+
+
+def test_racing_promotions_in_processes(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    p = register(reg, tmp_path, "p", 1.0)
+    a = register(reg, tmp_path, "a", 0.5)
+    b = register(reg, tmp_path, "b", 0.4)
+    reg.promote(p, score=metrics_mse, margin=0.05)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_promote_worker, args=(c, barrier, results)) for c in (a, b)]
+    for proc in procs:
+        proc.start()
+    decisions = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    _check_race_outcome(reg, p, a, b, decisions)
+
+
+def test_racing_promotions_in_threads(home: Path, tmp_path: Path) -> None:
+    reg = Registry()
+    p = register(reg, tmp_path, "p", 1.0)
+    a = register(reg, tmp_path, "a", 0.5)
+    b = register(reg, tmp_path, "b", 0.4)
+    reg.promote(p, score=metrics_mse, margin=0.05)
+    barrier = threading.Barrier(2)
+    decisions: list[dict] = []
+    errors: list[BaseException] = []
+
+    def worker(candidate: str) -> None:
+        try:
+            barrier.wait(timeout=10)
+            decision = Registry().promote(candidate, score=slow_metrics_mse, margin=0.05)
+            decisions.append(dataclasses.asdict(decision))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in (a, b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    _check_race_outcome(reg, p, a, b, decisions)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = registry_cli.main(["registry", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = Registry()
+    p = register(reg, tmp_path, "p", 1.0)
+    a = register(reg, tmp_path, "a", 0.5)
+    other_split = register(reg, tmp_path, "c", 0.1, split="split-b")
+
+    code, out, _ = run_cli(capsys, "promote", p, "--margin", "0.05")
+    assert code == 0 and json.loads(out)["promoted"]
+    code, out, _ = run_cli(capsys, "promote", a, "--margin", "0.05")
+    decision = json.loads(out)
+    assert code == 0 and decision["promoted"] and decision["production_mse"] == 1.0
+
+    code, _, err = run_cli(capsys, "promote", other_split)
+    assert code == 1 and "split" in err and "--force" in err
+    assert reg.get("production").tag == a
+
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0 and "production" in out and "previous" in out and p in out
+    code, out, _ = run_cli(capsys, "show", "production")
+    assert code == 0 and json.loads(out)["tag"] == a
+
+    code, out, _ = run_cli(capsys, "promote", other_split, "--force")
+    assert code == 0 and json.loads(out)["promoted"]
+    code, out, _ = run_cli(capsys, "rollback")
+    assert code == 0 and json.loads(out)["candidate"] == a
+    code, _, err = run_cli(capsys, "show", "nosuchversion")
+    assert code == 1 and "error:" in err
+
+
+def test_cli_parser_composes(home: Path) -> None:
+    """The lead's `llata` parser can host the subcommands next to its own."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="llata")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train")
+    registry_cli.add_subcommands(sub)
+    args = parser.parse_args(["registry", "promote", "abc", "--margin", "0.1", "--force"])
+    assert (args.version, args.margin, args.force) == ("abc", 0.1, True)
+    assert callable(args.func)
