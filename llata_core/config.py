@@ -57,10 +57,25 @@ class LoraSettings(_Frozen):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
+class BaselineSettings(_Frozen):
+    """Hyperparameters of the baselines (DLinear, PatchTST) trained in the same harness."""
+
+    moving_avg: int = Field(25, ge=1)
+    patch_len: int = Field(16, ge=1)
+    stride: int = Field(8, ge=1)
+    d_model: int = Field(16, ge=1)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(3, ge=1)
+    ffn: int = Field(128, ge=1)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+
+
 class ModelConfig(_Frozen):
     """The forecaster's architecture.
 
     Attributes:
+        kind: `llata` (the distilled LLM forecaster) or a baseline trained in the same
+            harness (`dlinear`, `patchtst`).
         backbone: a name from the backbone table (`smollm2-135m`, `gpt2`, `tiny-gpt2`,
             `tiny-llama`) or a Hugging Face id / local directory.
         revision: backbone revision (hub commit or tag); recorded with the model.
@@ -73,8 +88,10 @@ class ModelConfig(_Frozen):
         encoder_ffn: feed-forward width of the input encoder's transformer layer.
         dropout: dropout inside the input encoder.
         lora: LoRA settings for the temporal branch.
+        baseline: settings of the baselines (unused by `llata`).
     """
 
+    kind: Literal["llata", "dlinear", "patchtst"] = "llata"
     backbone: str = "smollm2-135m"
     revision: str | None = None
     init: Literal["pretrained", "random"] = "pretrained"
@@ -84,6 +101,7 @@ class ModelConfig(_Frozen):
     encoder_ffn: int = Field(2048, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     lora: LoraSettings = LoraSettings()
+    baseline: BaselineSettings = BaselineSettings()
 
 
 class LossConfig(_Frozen):

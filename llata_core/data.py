@@ -300,6 +300,26 @@ def load_series(cfg: DataConfig, *, allow_synthetic: bool = False) -> SeriesFram
     )
 
 
+def series_from_frame(
+    frame: pd.DataFrame,
+    cfg: DataConfig,
+    *,
+    origin: str,
+    source: SourceKind = "file",
+    sha256: str | None = None,
+) -> SeriesFrame:
+    """Wrap an in-memory wide frame (e.g. what the feature store returned) as a series.
+
+    The frame goes through the same checks as a file (timestamps parse, channels numeric and
+    finite); `cfg.split` picks the split rule (`auto` means 70/10/20 for a frame).
+    """
+    frame, channels = _prepare_frame(frame, cfg.timestamp_column, cfg.channels, origin)
+    frame = frame.sort_values(cfg.timestamp_column, kind="stable").reset_index(drop=True)
+    digest = sha256 or sha256_bytes(frame.to_csv(index=False).encode())
+    split = "ratio" if cfg.split == "auto" else cfg.split
+    return SeriesFrame(frame, cfg.timestamp_column, channels, source, origin, digest, split)
+
+
 def _synthetic(
     cfg: DataConfig, *, freq: str, split: Literal["ett_hour", "ett_minute", "ratio"]
 ) -> SeriesFrame:

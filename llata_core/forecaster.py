@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, PretrainedConfig
 
+from llata_core.baselines import BaselineForecastModel, build_baseline
 from llata_core.config import LlataConfig
 from llata_core.data import Scaler
 from llata_core.model import ForecastModel
@@ -54,7 +55,7 @@ def _sha256(path: Path) -> str:
 
 def save_artifact(
     path: str | Path,
-    model: ForecastModel,
+    model: ForecastModel | BaselineForecastModel,
     scaler: Scaler,
     metrics: Mapping[str, Any],
     *,
@@ -86,7 +87,9 @@ def save_artifact(
         config = {
             "format_version": FORMAT_VERSION,
             "llata": model.cfg.to_dict(),
-            "backbone_config": model.backbone_config.to_dict(),
+            "backbone_config": (
+                model.backbone_config.to_dict() if model.backbone_config is not None else None
+            ),
             "channels": list(scaler.channels),
             "metadata": dict(metadata or {}),
         }
@@ -156,7 +159,7 @@ class Forecaster:
 
     def __init__(
         self,
-        model: ForecastModel,
+        model: ForecastModel | BaselineForecastModel,
         scaler: Scaler,
         metrics: dict[str, Any],
         metadata: dict[str, Any],
@@ -195,13 +198,19 @@ class Forecaster:
         raw = verify_artifact(root)
         try:
             cfg = LlataConfig.model_validate(raw["llata"])
-            backbone_config = _backbone_config(raw["backbone_config"])
+            backbone_config = (
+                _backbone_config(raw["backbone_config"]) if cfg.model.kind == "llata" else None
+            )
             scaler = Scaler.from_dict(json.loads((root / "scaler.json").read_text()))
             metrics = json.loads((root / "metrics.json").read_text())
             state = load_file(str(root / "model.safetensors"), device=device)
         except (KeyError, ValueError, SafetensorError) as err:
             raise ArtifactError(f"{root}: cannot read the artifact ({err})") from err
-        model = ForecastModel(cfg, backbone_config)
+        model = (
+            ForecastModel(cfg, backbone_config)
+            if backbone_config is not None
+            else build_baseline(cfg).to_inference()
+        )
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -277,7 +286,8 @@ class Forecaster:
     def describe(self) -> dict[str, Any]:
         """What `GET /model` and `llata forecast` tell about this model."""
         return {
-            "backbone": self.config.model.backbone,
+            "kind": self.config.model.kind,
+            "backbone": self.config.model.backbone if self.config.model.kind == "llata" else None,
             "n_layers": self.config.model.n_layers,
             "input_size": self.input_size,
             "horizon": self.horizon,

@@ -102,8 +102,10 @@ def train_job(
         len(splits.val),
         len(splits.test),
     )
-    with state.main_process_first():  # rank 0 builds the backbone cache, the others read it
-        backbone = prepare_backbone(cfg.model)
+    backbone = None
+    if cfg.model.kind == "llata":
+        with state.main_process_first():  # rank 0 builds the backbone cache, others read it
+            backbone = prepare_backbone(cfg.model)
     result = fit(cfg, splits, backbone, run_dir=run_dir, resume=resume)
     if not state.is_main_process:
         # Under DDP every rank holds the same weights; rank 0 alone evaluates and saves.
@@ -127,8 +129,9 @@ def train_job(
         "mse_by_step": list(test.mse_by_step),
     }
     metadata = {
-        "backbone": cfg.model.backbone,
-        "backbone_revision": backbone.revision,
+        "model_kind": cfg.model.kind,
+        "backbone": cfg.model.backbone if backbone else None,
+        "backbone_revision": backbone.revision if backbone else None,
         "data_source": series.source,
         "data_origin": series.origin,
         "data_sha256": series.sha256,

@@ -25,16 +25,20 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from llata_core.backbone import PreparedBackbone
+from llata_core.baselines import Baseline, build_baseline
 from llata_core.config import LlataConfig
 from llata_core.data import Splits
 from llata_core.losses import DistillationLoss
 from llata_core.model import LlataModel
 
 log = logging.getLogger(__name__)
+
+TrainingModel = LlataModel | Baseline
 
 
 @dataclass
@@ -57,7 +61,7 @@ class EpochLog:
 class FitResult:
     """The trained model (best weights restored) and how training went."""
 
-    model: LlataModel
+    model: TrainingModel
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
     best_val_mse: float = math.inf
@@ -89,18 +93,27 @@ def make_accelerator(cfg: LlataConfig) -> Accelerator:
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
+def build_training_model(cfg: LlataConfig, backbone: PreparedBackbone | None) -> TrainingModel:
+    """The model `cfg.model.kind` names: LLaTA over a prepared backbone, or a baseline."""
+    if cfg.model.kind == "llata":
+        if backbone is None:
+            raise ValueError("the llata model needs a prepared backbone")
+        return LlataModel(cfg, backbone)
+    return build_baseline(cfg)
+
+
 def config_digest(cfg: LlataConfig) -> str:
     """Identifies a training setup; a checkpoint from another setup is never resumed."""
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _trainable_state(model: LlataModel) -> dict[str, torch.Tensor]:
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {
         n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad
     }
 
 
-def _load_trainable(model: LlataModel, state: dict[str, torch.Tensor]) -> None:
+def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     if missing:
@@ -126,7 +139,7 @@ class Checkpoint:
     def save(
         self,
         *,
-        model: LlataModel,
+        model: nn.Module,
         best: dict[str, torch.Tensor],
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -171,7 +184,7 @@ def _log_history(run_dir: Path, entry: EpochLog) -> None:
 def fit(
     cfg: LlataConfig,
     splits: Splits,
-    backbone: PreparedBackbone,
+    backbone: PreparedBackbone | None,
     *,
     run_dir: Path,
     resume: bool = False,
@@ -196,7 +209,8 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.train.seed)
-    model = LlataModel(cfg, backbone)
+    model = build_training_model(cfg, backbone)
+    distill = cfg.loss.distills and isinstance(model, LlataModel)
     projections = {id(p) for p in model.projection_parameters()}
     main_params = [p for p in model.parameters() if p.requires_grad and id(p) not in projections]
     optimizer = torch.optim.Adam(
@@ -217,7 +231,10 @@ def fit(
     if cfg.train.max_eval_windows is not None and cfg.train.max_eval_windows < len(val_set):
         val_set = Subset(val_set, range(cfg.train.max_eval_windows))  # type: ignore[assignment]
     val_loader = DataLoader(val_set, batch_size=cfg.train.eval_batch_size, shuffle=False)
-    criterion = DistillationLoss(cfg.loss)
+    # Without a teacher (baselines, or w_out = w_feat = 0) only the task loss applies.
+    criterion = DistillationLoss(
+        cfg.loss if distill else cfg.loss.model_copy(update={"w_out": 0.0, "w_feat": 0.0})
+    )
 
     digest = config_digest(cfg)
     ckpt = Checkpoint(run_dir)
@@ -249,7 +266,7 @@ def fit(
     model, optimizer, train_loader, val_loader = acc.prepare(
         model, optimizer, train_loader, val_loader
     )
-    raw_model: LlataModel = acc.unwrap_model(model)
+    raw_model: TrainingModel = acc.unwrap_model(model)
     result.precision = resolve_precision(cfg.train.precision, acc.device)
     bf16 = result.precision == "bf16"
     result.device = str(acc.device)
@@ -274,7 +291,7 @@ def fit(
         )
         for x, y in train_loader:
             with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(x, distill=cfg.loss.distills)
+                out = model(x, distill=distill)
                 losses = criterion(out, y)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(losses.total)

@@ -140,3 +140,14 @@ def test_scaler_round_trip_and_malformed() -> None:
     np.testing.assert_allclose(again.inverse(again.transform(values)), values, atol=1e-5)
     with pytest.raises(DataError, match="malformed scaler"):
         Scaler.from_dict({"channels": ["a"], "mean": [0.0, 1.0], "std": [1.0]})
+
+
+def test_series_from_frame_checks_and_sorts() -> None:
+    from llata_core.data import series_from_frame
+
+    frame = sine_frame(100).iloc[::-1]
+    series = series_from_frame(frame, DataConfig(split="ratio"), origin="feast")
+    assert series.frame["date"].is_monotonic_increasing and series.split == "ratio"
+    frame.loc[frame.index[3], "c0"] = np.inf
+    with pytest.raises(DataError, match="NaN/inf"):
+        series_from_frame(frame, DataConfig(), origin="feast")

@@ -36,6 +36,10 @@ VARIANTS: dict[str, list[str]] = {
     "llata-random": ["model.init=random"],
     "llata-no-llm": ["model.n_layers=0"],
     "llata-no-distill": ["loss.w_out=0", "loss.w_feat=0"],
+    # Baselines with their published recipes (DLinear: lr 5e-3, batch 32; PatchTST ETTh:
+    # lr 1e-4, batch 128), in the same harness, splits, early stopping and evaluation.
+    "dlinear": ["model.kind=dlinear", "train.lr=0.005", "train.batch_size=32", "train.patience=3"],
+    "patchtst": ["model.kind=patchtst", "train.lr=0.0001", "train.batch_size=128"],
 }
 
 
