@@ -12,6 +12,7 @@ and history are still on disk.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -19,7 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ACCURACY = HERE / "accuracy" / "results"
-RUNS = HERE / "accuracy" / "runs"
+RUNS = Path(os.environ.get("LLATA_BENCH_RUNS", HERE / "accuracy" / "runs"))
 SPEED = HERE / "results" / "speed_cpu.json"
 PLOTS = HERE / "plots"
 OUT = HERE / "RESULTS.md"

@@ -27,7 +27,9 @@ from llata_core.jobs import evaluate_job, git_revision, machine_description, tra
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-RUNS = HERE / "runs"
+# Checkpoints and models of the cells. Point LLATA_BENCH_RUNS outside the work tree (e.g.
+# under ~/.cache/llata) to keep a half-trained cell across fresh checkouts of the repo.
+RUNS = Path(os.environ.get("LLATA_BENCH_RUNS", HERE / "runs"))
 log = logging.getLogger("bench")
 
 # Each variant is a set of overrides on the paper recipe (params.yaml).
