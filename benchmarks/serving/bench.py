@@ -1,0 +1,484 @@
+"""Serving benchmark: one ETTh1 window (96 steps x 7 channels) through every layer, side by side.
+
+One run measures, on the same machine state:
+
+1. in process, no server (same torch thread count as the server): `Forecaster.predict` on
+   the window, the student-only inference model's forward pass, and the full two-branch
+   training model's forward pass (`LlataModel(x, distill=True)`, eval mode), interleaved
+   call by call (what serving the student alone saves); the same under bf16 autocast, and
+   the bf16-vs-fp32 accuracy on the first test windows;
+2. three `bentoml serve serving.service:Forecaster` processes started side by side: adaptive
+   batching on (fp32), batching off (`LLATA_BATCHING=0`, fp32), batching on with
+   `LLATA_PRECISION=bf16`;
+3. latency at concurrency 1: rounds of one in-process `predict` and one request to each
+   server, in rotating order, so slow drifts of a shared machine hit every variant alike;
+   the server overhead is the median of the paired differences;
+4. throughput at concurrency 16: `--duration` seconds per server, in `--segments`
+   alternating slices.
+
+Every non-2xx answer is counted. The servers run on 127.0.0.1 with a private BENTOML_HOME in
+which the artifact is registered and promoted, as the pipeline does it.
+
+    LLATA_HOME=.llata HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serving/bench.py \\
+        --artifact /tmp/serve_model --out benchmarks/serving/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pandas as pd
+import requests
+import torch
+
+from llata_core.backbone import prepare_backbone
+from llata_core.config import LlataConfig
+from llata_core.forecaster import Forecaster
+from llata_core.model import LlataModel
+from serving.registry import Registry
+
+log = logging.getLogger("bench.serving")
+ROOT = Path(__file__).resolve().parents[2]
+ETTH1 = ROOT.parent / "shared" / "data" / "ETTh1.csv.gz"
+# ETTh1's standard split: 12/4/4 months of hours; the first test forecast starts here.
+TEST_START = 12 * 30 * 24 + 4 * 30 * 24
+SERVERS = {
+    "batching_on": {},
+    "batching_off": {"LLATA_BATCHING": "0"},
+    "batching_on_bf16": {"LLATA_PRECISION": "bf16"},
+}
+
+
+def load_values(path: Path, channels: tuple[str, ...]) -> np.ndarray:
+    return pd.read_csv(path).loc[:, list(channels)].to_numpy(np.float64)
+
+
+def stats(seconds: list[float] | np.ndarray) -> dict[str, float]:
+    ms = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {
+        "n": int(ms.size),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+    }
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Times each function once per round, rotating the order every round."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def bf16() -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def in_process(artifact: Path, values: np.ndarray, rounds: int) -> dict[str, Any]:
+    fc = Forecaster.load(artifact)
+    window = values[TEST_START - fc.input_size : TEST_START]
+    x = torch.from_numpy(fc.scaler.transform(window[None]))  # [1, L, M], scaled
+    cfg = LlataConfig.model_validate(json.loads((artifact / "config.json").read_text())["llata"])
+    full = LlataModel(cfg, prepare_backbone(cfg.model)).eval()
+
+    def bf16_predict() -> object:
+        with bf16():
+            return fc.predict(window)
+
+    with torch.inference_mode():
+        for fn in (lambda: fc.predict(window), bf16_predict, lambda: full(x, distill=True)):
+            for _ in range(5):
+                fn()
+        times = interleaved(
+            {
+                "forecaster_predict": lambda: fc.predict(window),
+                "forecaster_predict_bf16": bf16_predict,
+                "student_forward": lambda: fc.model(x),
+                "two_branch_forward": lambda: full(x, distill=True),
+            },
+            rounds,
+        )
+    out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    out.update({name: stats(t) for name, t in times.items()})
+    ratio = np.asarray(times["two_branch_forward"]) / np.asarray(times["student_forward"])
+    out["two_branch_over_student_median_ratio"] = round(float(np.median(ratio)), 2)
+    out["student_params"] = sum(p.numel() for p in fc.model.parameters())
+    out["two_branch_params"] = sum(p.numel() for p in full.parameters())
+
+    # The model's own batched throughput: the ceiling for any server on this machine.
+    for size in (16, 64):
+        batch = np.repeat(window[None], size, axis=0)
+
+        def bf16_batch(batch: np.ndarray = batch) -> object:
+            with bf16():
+                return fc.predict_batch(batch)
+
+        t = interleaved(
+            {"fp32": lambda batch=batch: fc.predict_batch(batch), "bf16": bf16_batch},
+            max(rounds // 20, 5),
+        )
+        out[f"predict_batch{size}"] = {
+            name: {**stats(v), "windows_per_s": round(size / float(np.median(v)), 1)}
+            for name, v in t.items()
+        }
+
+    # What bf16 costs in accuracy: MSE (scaled units) on the first test windows.
+    n = 256
+    starts = TEST_START - fc.input_size + np.arange(n)
+    histories = np.stack([values[s : s + fc.input_size] for s in starts])
+    targets = np.stack([values[s + fc.input_size : s + fc.input_size + fc.horizon] for s in starts])
+    truth = fc.scaler.transform(targets)
+    pred32 = fc.scaler.transform(fc.predict_batch(histories))
+    with bf16():
+        pred16 = fc.scaler.transform(fc.predict_batch(histories))
+    out["bf16_accuracy"] = {
+        "windows": n,
+        "mse_fp32": round(float(np.mean((pred32 - truth) ** 2)), 5),
+        "mse_bf16": round(float(np.mean((pred16 - truth) ** 2)), 5),
+        "max_abs_diff_scaled": round(float(np.abs(pred32 - pred16).max()), 4),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`bentoml serve` in its own process group (no --host: the service binds 127.0.0.1)."""
+
+    def __init__(self, label: str, home: Path, workdir: Path, env: dict[str, str]) -> None:
+        self.label = label
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [
+            str(Path(sys.executable).with_name("bentoml")),
+            "serve",
+            "serving.service:Forecaster",
+            "--port",
+            str(self.port),
+        ]
+        self._log = (workdir / f"server-{label}.log").open("wb")
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "BENTOML_HOME": str(home),
+                "BENTOML_DO_NOT_TRACK": "True",
+                "HF_HUB_OFFLINE": "1",
+                **env,
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 300) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.label}: bentoml serve exited with {self.proc.returncode}"
+                )
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return time.monotonic() - start
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.label}: not ready after {timeout} s")
+
+    def batch_stats(self) -> tuple[float, float]:
+        """(model calls, windows) so far, from the service's `llata_batch_windows` histogram."""
+        found = {"llata_batch_windows_count": 0.0, "llata_batch_windows_sum": 0.0}
+        for line in requests.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            name = line.split("{")[0].split(" ")[0]
+            if name in found:
+                found[name] += float(line.rsplit(" ", 1)[1])
+        return found["llata_batch_windows_count"], found["llata_batch_windows_sum"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> int:
+    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        await r.read()
+        return r.status
+
+
+async def latency_rounds(
+    servers: list[ServerProcess], predict: Callable[[], object], body: bytes, rounds: int
+) -> dict[str, Any]:
+    """Concurrency 1: each round times one in-process predict and one request per server."""
+    times: dict[str, list[float]] = {"in_process": [], **{s.label: [] for s in servers}}
+    non_2xx = {s.label: 0 for s in servers}
+    async with aiohttp.ClientSession() as session:
+        for s in servers:  # warm each server (and the dispatcher's first timed calls)
+            for _ in range(30):
+                await post(session, f"{s.url}/forecast", body)
+        order: list[ServerProcess | None] = [None, *servers]
+        for r in range(rounds):
+            for target in order[r % len(order) :] + order[: r % len(order)]:
+                start = time.perf_counter()
+                if target is None:
+                    predict()
+                else:
+                    status = await post(session, f"{target.url}/forecast", body)
+                    non_2xx[target.label] += not 200 <= status < 300
+                elapsed = time.perf_counter() - start
+                times["in_process" if target is None else target.label].append(elapsed)
+    out: dict[str, Any] = {name: stats(t) for name, t in times.items()}
+    base = np.asarray(times["in_process"])
+    for s in servers:
+        out[s.label]["non_2xx"] = non_2xx[s.label]
+        overhead = np.asarray(times[s.label]) - base
+        out[s.label]["overhead_vs_in_process_median_ms"] = round(
+            float(np.median(overhead)) * 1e3, 2
+        )
+        out[s.label]["ratio_to_in_process_p50"] = round(
+            out[s.label]["p50_ms"] / out["in_process"]["p50_ms"], 2
+        )
+    return out
+
+
+async def load_slice(url: str, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+    statuses: dict[int, int] = {}
+    latencies: list[float] = []
+    timeout = aiohttp.ClientTimeout(total=120)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                try:
+                    status = await post(session, url, body)
+                except aiohttp.ClientError:
+                    status = -1
+                latencies.append(time.perf_counter() - start)
+                statuses[status] = statuses.get(status, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {"wall": wall, "statuses": statuses, "latencies": latencies}
+
+
+def throughput(
+    servers: list[ServerProcess], body: bytes, concurrency: int, duration: float, segments: int
+) -> dict[str, Any]:
+    """Concurrency `concurrency`, `duration` s per server, in alternating slices."""
+    runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in servers}
+    before = {s.label: s.batch_stats() for s in servers}
+    for _ in range(segments):
+        for s in servers:
+            runs[s.label].append(
+                asyncio.run(load_slice(f"{s.url}/forecast", body, concurrency, duration / segments))
+            )
+    out: dict[str, Any] = {}
+    for s in servers:
+        wall = sum(r["wall"] for r in runs[s.label])
+        statuses: dict[int, int] = {}
+        for r in runs[s.label]:
+            for k, v in r["statuses"].items():
+                statuses[k] = statuses.get(k, 0) + v
+        ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+        calls, windows = (b - a for a, b in zip(before[s.label], s.batch_stats(), strict=True))
+        out[s.label] = {
+            "concurrency": concurrency,
+            "seconds": round(wall, 1),
+            "windows_per_s": round(ok / wall, 1),
+            "per_slice_windows_per_s": [
+                round(sum(v for k, v in r["statuses"].items() if 200 <= k < 300) / r["wall"], 1)
+                for r in runs[s.label]
+            ],
+            "requests": sum(statuses.values()),
+            "non_2xx": sum(statuses.values()) - ok,
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "latency": stats([x for r in runs[s.label] for x in r["latencies"]]),
+            "model_calls": calls,
+            "mean_batch": round(windows / calls, 2) if calls else None,
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def busy_processes() -> list[str]:
+    """Processes using >= 5% CPU now (other than this one): the machine's contention."""
+    lines = subprocess.run(
+        ["ps", "-eo", "pcpu,pid,args", "--sort=-pcpu", "--no-headers"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
+    out = []
+    for line in lines[:10]:
+        pcpu, pid, *args = line.split()
+        if float(pcpu) >= 5.0 and int(pid) != os.getpid():
+            out.append(f"{pcpu}% {' '.join(args)[:100]}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", type=Path, required=True, help="ETTh1 model artifact dir")
+    parser.add_argument("--data", type=Path, default=ETTH1)
+    parser.add_argument("--rounds", type=int, default=300, help="latency rounds (c=1)")
+    parser.add_argument("--inproc-rounds", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per server")
+    parser.add_argument("--segments", type=int, default=3, help="alternating slices")
+    parser.add_argument("--torch-threads", type=int, default=None, help="default: the service's")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.monotonic()
+    # The service's default (usable cores - 1, at least 1), unless told otherwise; the
+    # in-process numbers use the same count so the overhead ratio compares like with like.
+    threads = args.torch_threads or max(1, len(os.sched_getaffinity(0)) - 1)
+    torch.set_num_threads(threads)
+
+    result: dict[str, Any] = {
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "torch_threads": threads,
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "busy_processes_before": busy_processes(),
+    }
+    fc = Forecaster.load(args.artifact)
+    values = load_values(args.data, fc.channels)
+    window = values[TEST_START - fc.input_size : TEST_START]
+    body = json.dumps({"history": window.tolist()}).encode()
+    described = fc.describe()
+    result["model"] = {
+        "artifact": str(args.artifact),
+        **{k: described[k] for k in ("backbone", "n_layers", "input_size", "horizon")},
+        "channels": len(fc.channels),
+        "request_bytes": len(body),
+    }
+
+    log.info("in-process measurements (%d torch threads)", threads)
+    result["in_process"] = in_process(args.artifact, values, args.inproc_rounds)
+
+    with tempfile.TemporaryDirectory(prefix="llata-serving-bench-") as tmp:
+        workdir = Path(tmp)
+        servers: list[ServerProcess] = []
+        try:
+            for label, extra in SERVERS.items():
+                # One BENTOML_HOME per server: BentoML keeps its Prometheus files under it and
+                # a second server on the same home wipes the first one's.
+                home = workdir / label
+                registry = Registry(bentoml_home=home)
+                tag = registry.register(args.artifact, metadata={"benchmark": "serving"})
+                registry.promote(tag, score=None, margin=0.0, force=True)
+                env = {"LLATA_POLL_SECONDS": "5", "LLATA_TORCH_THREADS": str(threads), **extra}
+                servers.append(ServerProcess(label, home, workdir, env))
+                startup = servers[-1].wait_ready()  # one at a time: start-ups compete for CPU
+                log.info("%s ready in %.0f s", label, startup)
+            log.info("latency at concurrency 1: %d rounds", args.rounds)
+            result["latency_c1"] = asyncio.run(
+                latency_rounds(servers, lambda: fc.predict(window), body, args.rounds)
+            )
+            # Warm-up for the load: BentoML's dispatcher times its first batches (one, two,
+            # three windows) before it batches freely.
+            for s in servers:
+                asyncio.run(load_slice(f"{s.url}/forecast", body, args.concurrency, 5))
+            log.info("throughput at concurrency %d", args.concurrency)
+            result["throughput"] = throughput(
+                servers, body, args.concurrency, args.duration, args.segments
+            )
+            result["servers"] = {
+                s.label: {"env": s.env, "command": shlex.join(s.command)} for s in servers
+            }
+        finally:
+            for s in servers:
+                s.stop()
+
+    lat, thr, ip = result["latency_c1"], result["throughput"], result["in_process"]
+    result["summary"] = {
+        "p50_ms_c1": lat["batching_on"]["p50_ms"],
+        "p99_ms_c1": lat["batching_on"]["p99_ms"],
+        "in_process_predict_p50_ms": lat["in_process"]["p50_ms"],
+        "server_overhead_median_ms": lat["batching_on"]["overhead_vs_in_process_median_ms"],
+        "server_over_in_process_p50": lat["batching_on"]["ratio_to_in_process_p50"],
+        "windows_per_s_c16_batching_on": thr["batching_on"]["windows_per_s"],
+        "windows_per_s_c16_batching_off": thr["batching_off"]["windows_per_s"],
+        "windows_per_s_c16_batching_on_bf16": thr["batching_on_bf16"]["windows_per_s"],
+        "mean_batch_c16": thr["batching_on"]["mean_batch"],
+        "non_2xx_total": sum(v["non_2xx"] for v in thr.values())
+        + sum(lat[k]["non_2xx"] for k in SERVERS),
+        "two_branch_over_student": ip["two_branch_over_student_median_ratio"],
+    }
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["busy_processes_after"] = busy_processes()
+    result["wall_s"] = round(time.monotonic() - t0, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
