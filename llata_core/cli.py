@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from llata_core.config import ConfigError, LlataConfig, load_params
+from llata_core.config import M4_PREFIX, ConfigError, LlataConfig, config_from_dict, load_params
 
 log = logging.getLogger("llata")
 
@@ -56,14 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         allow_synthetic=args.allow_synthetic,
     )
-    if outcome.test is None:  # a non-main rank of a distributed run
+    if outcome.metrics is None:  # a non-main rank of a distributed run
         return 0
+    headline = ("smape", "mase", "owa") if cfg.data.short_term else ("mse", "mae")
     print(
         json.dumps(
             {
                 "artifact": str(outcome.artifact),
-                "test_mse": outcome.test.mse,
-                "test_mae": outcome.test.mae,
+                **{f"test_{k}": outcome.metrics[k] for k in headline},
                 "epochs": len(outcome.fit.history),
                 "best_epoch": outcome.fit.best_epoch,
                 "seconds": round(outcome.fit.seconds, 1),
@@ -75,20 +75,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from llata_core.jobs import evaluate_job, plot_forecasts
+    from llata_core.forecaster import Forecaster
+    from llata_core.jobs import evaluate_forecaster, evaluate_short_term, plot_forecasts
 
+    fc = Forecaster.load(args.model)
+    base = fc.config.data
     data = None
     if args.dataset:
-        data = load_params(None, [f"data.dataset={args.dataset}"]).data
-    metrics, fc, splits = evaluate_job(
-        args.model, data, split=args.split, allow_synthetic=args.allow_synthetic
-    )
-    result = {"dataset": (data or fc.config.data).dataset, "split": args.split, **metrics.to_dict()}
+        section = {"dataset": args.dataset}
+        if base.series_column is not None and not args.dataset.startswith(M4_PREFIX):
+            # Another long-format file, read with the model's column names.
+            keep = {"series_column", "value_column", "timestamp_column", "seasonality"}
+            section |= base.model_dump(include=keep)
+        data = config_from_dict({"data": section}).data
+    if base.short_term:
+        if args.split == "train" or args.plot:
+            raise ValueError("a short-term model is scored on --split test or val, without --plot")
+        scores, _ = evaluate_short_term(fc, data, split=args.split)
+        result: dict = {"dataset": (data or base).dataset, "split": args.split, **scores}
+    else:
+        metrics, splits = evaluate_forecaster(
+            fc, data, split=args.split, allow_synthetic=args.allow_synthetic
+        )
+        result = {"dataset": (data or base).dataset, "split": args.split, **metrics.to_dict()}
+        if args.plot:
+            plot_forecasts(fc, splits, args.plot)
     if args.metrics_out:
         args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
         args.metrics_out.write_text(json.dumps(result, indent=2))
-    if args.plot:
-        plot_forecasts(fc, splits, args.plot)
     print(json.dumps({k: v for k, v in result.items() if not k.startswith("mse_by")}, indent=2))
     return 0
 
@@ -206,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()
         return int(args.func(args) or 0)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ConfigError, ValueError, OSError, RuntimeError, ArithmeticError) as err:
         # Bad input is reported in one line naming the problem, not as a traceback.
         log.debug("failure", exc_info=True)
         print(f"llata: error: {err}", file=sys.stderr)

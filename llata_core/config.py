@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 LossKind = Literal["l1", "smooth_l1", "mse"]
+ForecastLossKind = Literal["l1", "smooth_l1", "mse", "smape", "mase"]
+M4_PREFIX = "M4-"
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -29,15 +31,34 @@ class _Frozen(BaseModel):
 class DataConfig(_Frozen):
     """Which series to read and how to cut them into windows.
 
+    Two settings share this section. Long-term (the default): one multivariate series, cut
+    into sliding windows on the standard splits. Short-term (M4): many univariate series,
+    each forecast from its own last `input_size` points; it is selected by an M4 name
+    (`M4-Hourly`, `M4-Weekly`, ... any of the six subsets, read from
+    `$LLATA_DATA_MIRROR/m4/`) or by `series_column` on a long-format file.
+
     Attributes:
-        dataset: a benchmark name (`ETTh1`, `ETTh2`, `ETTm1`, `ETTm2`, `synthetic`) or a path
-            to a wide CSV / parquet file (timestamp column plus numeric channels).
-        timestamp_column: name of the timestamp column in a file.
+        dataset: a benchmark name (`ETTh1`, `ETTh2`, `ETTm1`, `ETTm2`, `synthetic`), an M4
+            subset (`M4-Hourly`, ...), or a path to a wide CSV / parquet file (timestamp
+            column plus numeric channels) or, with `series_column`, a long-format file.
+        timestamp_column: name of the timestamp column in a file (in a long-format file,
+            the column that orders each series' rows: timestamps or step numbers).
         channels: channel columns to use; None takes every numeric column.
-        input_size: length `L` of the history window.
-        horizon: length `H` of the forecast.
-        few_shot_percent: keep only the first p% of the training windows (few-shot).
-        split: `auto` picks the benchmark borders for ETT names and 70/10/20 otherwise.
+        input_size: length `L` of the history window. Short-term: defaults to
+            `2 * horizon`, the CALF/N-BEATS M4 setting.
+        horizon: length `H` of the forecast. M4: defaults to the subset's horizon, and no
+            other value is allowed (the test file holds exactly that many points).
+        few_shot_percent: keep only the first p% of the training windows (few-shot;
+            long-term only).
+        split: `auto` picks the benchmark borders for ETT names and 70/10/20 otherwise
+            (long-term only).
+        series_column: makes `dataset` a long-format file of many univariate series
+            (`series_column`, `timestamp_column`, `value_column`), i.e. short-term. Each
+            series' last `horizon` points are its test target, the `horizon` before them
+            its validation target.
+        value_column: the value column of a long-format file.
+        seasonality: the period `m` of MASE and Naive2 (short-term). M4: the subset's
+            (Hourly 24, others as in the competition); a long-format file: 1 unless set.
     """
 
     dataset: str = "ETTh1"
@@ -47,6 +68,57 @@ class DataConfig(_Frozen):
     horizon: int = Field(96, ge=1)
     few_shot_percent: float = Field(100.0, gt=0.0, le=100.0)
     split: Literal["auto", "ett_hour", "ett_minute", "ratio"] = "auto"
+    series_column: str | None = None
+    value_column: str = "value"
+    seasonality: int | None = Field(None, ge=1)
+
+    @property
+    def m4_subset(self) -> str | None:
+        """The M4 subset an `M4-<Subset>` dataset names (`Hourly`, ...), else None."""
+        return self.dataset[len(M4_PREFIX) :] if self.dataset.startswith(M4_PREFIX) else None
+
+    @property
+    def short_term(self) -> bool:
+        """Many univariate series scored by SMAPE/MASE/OWA, rather than one long series."""
+        return self.m4_subset is not None or self.series_column is not None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_term_sizes(cls, raw: Any) -> Any:
+        """Fill in the short-term sizes the user left out, so the frozen config (and the
+        copy saved with the weights) states them explicitly."""
+        if not isinstance(raw, Mapping):
+            return raw
+        dataset = str(raw.get("dataset", ""))
+        if not dataset.startswith(M4_PREFIX) and raw.get("series_column") is None:
+            return raw
+        raw = dict(raw)
+        if dataset.startswith(M4_PREFIX):
+            # Imported here: shortterm imports data, which imports this module.
+            from llata_core.shortterm import m4_subset
+
+            subset = m4_subset(dataset[len(M4_PREFIX) :])
+            raw.setdefault("horizon", subset.horizon)
+            if raw.get("seasonality") is None:
+                raw["seasonality"] = subset.seasonality
+            if raw["horizon"] != subset.horizon or raw["seasonality"] != subset.seasonality:
+                raise ValueError(
+                    f"M4 {subset.frequency_name} has horizon {subset.horizon} and "
+                    f"seasonality {subset.seasonality}; got horizon {raw['horizon']} and "
+                    f"seasonality {raw['seasonality']}; leave them out or set "
+                    f"data.horizon={subset.horizon} (input_size defaults to 2 x horizon)"
+                )
+        raw.setdefault("input_size", 2 * int(raw.get("horizon", 96)))
+        return raw
+
+    @model_validator(mode="after")
+    def _short_term_options(self) -> DataConfig:
+        if self.short_term and (self.few_shot_percent < 100.0 or self.channels is not None):
+            raise ValueError(
+                "few_shot_percent and channels apply to long-term data only; a short-term "
+                "dataset is many univariate series"
+            )
+        return self
 
 
 class LoraSettings(_Frozen):
@@ -109,10 +181,14 @@ class LossConfig(_Frozen):
 
     `task(y_time, y) + w_out * consistency(y_time, y_text)
     + w_feat * sum_k decay^k * feature(A_k f_time_k, B_k f_text_k)`.
+
+    The forecast terms also take `smape` and `mase`, the paper's M4 losses (SMAPE task
+    loss, MASE output consistency); both need the input window, which short-term batches
+    carry, and MASE needs the data's seasonality.
     """
 
-    task: LossKind = "l1"
-    consistency: LossKind = "l1"
+    task: ForecastLossKind = "l1"
+    consistency: ForecastLossKind = "l1"
     feature: LossKind = "l1"
     w_out: float = Field(1.0, ge=0.0)
     w_feat: float = Field(0.01, ge=0.0)

@@ -24,6 +24,12 @@ from llata_core.config import DataConfig, LlataConfig
 from llata_core.data import SeriesFrame, Splits, load_series, make_splits
 from llata_core.evaluate import Metrics, batch_predict, evaluate
 from llata_core.forecaster import Forecaster, save_artifact
+from llata_core.shortterm_harness import (
+    ShortTermSplit,
+    ShortTermSplits,
+    load_short_term_splits,
+    score_model,
+)
 from llata_core.train import FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -60,9 +66,10 @@ class TrainOutcome:
 
     artifact: Path
     fit: FitResult
-    test: Metrics | None  # None on the non-main ranks of a distributed run
+    test: Metrics | None  # None on the non-main ranks of a distributed run, and short-term
     val: Metrics | None
-    splits: Splits
+    splits: Splits | ShortTermSplits
+    metrics: dict[str, Any] | None = None  # what metrics.json holds (main rank)
 
 
 def train_job(
@@ -77,6 +84,9 @@ def train_job(
 ) -> TrainOutcome:
     """Load data, prepare the backbone, train, evaluate on the test split, save the artifact.
 
+    Long-term data is scored by MSE/MAE on scaled windows; short-term data (M4 and the
+    like, `cfg.data.short_term`) by SMAPE, MASE and OWA against Naive2 on its test data.
+
     Args:
         cfg: the validated configuration.
         out_dir: the artifact directory to write (replaced atomically when it exists).
@@ -84,24 +94,41 @@ def train_job(
         resume: continue from `run_dir`'s checkpoint.
         allow_synthetic: train on generated data when the benchmark is unreachable.
         series: use this series instead of loading `cfg.data.dataset` (e.g. the frame the
-            feature store returned).
+            feature store returned); long-term data only.
         extra_metadata: lineage to record in the artifact (e.g. the pipeline's data hash).
 
     Returns:
         The artifact path, the fit result and the validation and test metrics.
     """
     state = PartialState()  # one process, or one rank of `accelerate launch`
-    series = series or load_series(cfg.data, allow_synthetic=allow_synthetic)
-    splits = make_splits(series, cfg.data)
-    log.info(
-        "data %s (%s): %d channels, windows train/val/test %d/%d/%d",
-        cfg.data.dataset,
-        series.source,
-        len(series.channels),
-        len(splits.train),
-        len(splits.val),
-        len(splits.test),
-    )
+    splits: Splits | ShortTermSplits
+    if cfg.data.short_term:
+        if series is not None:
+            raise ValueError("a wide series frame is long-term data; this config is short-term")
+        splits = load_short_term_splits(cfg.data, seed=cfg.train.seed)
+        source, origin, sha256 = splits.source, splits.origin, splits.sha256
+        log.info(
+            "data %s (%s): %d univariate series, input %d, horizon %d, seasonality %d",
+            cfg.data.dataset,
+            source,
+            len(splits.windows.ids),
+            cfg.data.input_size,
+            cfg.data.horizon,
+            splits.seasonality,
+        )
+    else:
+        series = series or load_series(cfg.data, allow_synthetic=allow_synthetic)
+        splits = make_splits(series, cfg.data)
+        source, origin, sha256 = series.source, series.origin, series.sha256
+        log.info(
+            "data %s (%s): %d channels, windows train/val/test %d/%d/%d",
+            cfg.data.dataset,
+            series.source,
+            len(series.channels),
+            len(splits.train),
+            len(splits.val),
+            len(splits.test),
+        )
     backbone = None
     if cfg.model.kind == "llata":
         with state.main_process_first():  # rank 0 builds the backbone cache, others read it
@@ -112,30 +139,46 @@ def train_job(
         state.wait_for_everyone()
         return TrainOutcome(out_dir, result, None, None, splits)
     inference = result.model.to_inference()
-    val = evaluate(inference, splits.val, batch_size=cfg.train.eval_batch_size)
-    test = evaluate(inference, splits.test, batch_size=cfg.train.eval_batch_size)
-    log.info("test MSE %.4f MAE %.4f over %d windows", test.mse, test.mae, test.n_windows)
-    metrics = {
-        "mse": test.mse,
-        "mae": test.mae,
-        "n_windows": test.n_windows,
-        "val_mse": val.mse,
-        "val_mae": val.mae,
+    training = {
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "train_seconds": result.seconds,
         "precision": result.precision,
         "eval_split_hash": splits.fingerprint(),
-        "mse_by_step": list(test.mse_by_step),
     }
+    val = test = None
+    metrics: dict[str, Any]
+    if isinstance(splits, ShortTermSplits):
+        scores = score_model(inference, splits, "test", batch_size=cfg.train.eval_batch_size)
+        log.info(
+            "test SMAPE %.3f MASE %.3f OWA %.3f over %d series",
+            scores["smape"],
+            scores["mase"],
+            scores["owa"],
+            len(splits.windows.ids),
+        )
+        metrics = {**scores, "val_smape": result.best_val_smape, **training}
+    else:
+        val = evaluate(inference, splits.val, batch_size=cfg.train.eval_batch_size)
+        test = evaluate(inference, splits.test, batch_size=cfg.train.eval_batch_size)
+        log.info("test MSE %.4f MAE %.4f over %d windows", test.mse, test.mae, test.n_windows)
+        metrics = {
+            "mse": test.mse,
+            "mae": test.mae,
+            "n_windows": test.n_windows,
+            "val_mse": val.mse,
+            "val_mae": val.mae,
+            **training,
+            "mse_by_step": list(test.mse_by_step),
+        }
     metadata = {
         "model_kind": cfg.model.kind,
         "backbone": cfg.model.backbone if backbone else None,
         "backbone_revision": backbone.revision if backbone else None,
-        "data_source": series.source,
-        "data_origin": series.origin,
-        "data_sha256": series.sha256,
-        "synthetic_data": series.source == "synthetic",
+        "data_source": source,
+        "data_origin": origin,
+        "data_sha256": sha256,
+        "synthetic_data": source == "synthetic",
         "git_revision": git_revision(),
         "trained_at": datetime.now(UTC).isoformat(),
         "machine": machine_description(),
@@ -146,7 +189,7 @@ def train_job(
         out_dir, inference, splits.scaler, metrics, metadata=metadata, overwrite=True
     )
     state.wait_for_everyone()
-    return TrainOutcome(artifact, result, test, val, splits)
+    return TrainOutcome(artifact, result, test, val, splits, metrics)
 
 
 def evaluate_job(
@@ -164,6 +207,18 @@ def evaluate_job(
     convention of the zero-shot literature, which scores each dataset on its own scale).
     """
     fc = Forecaster.load(model_dir)
+    metrics, splits = evaluate_forecaster(fc, data, split=split, allow_synthetic=allow_synthetic)
+    return metrics, fc, splits
+
+
+def evaluate_forecaster(
+    fc: Forecaster,
+    data: DataConfig | None = None,
+    *,
+    split: str = "test",
+    allow_synthetic: bool = False,
+) -> tuple[Metrics, Splits]:
+    """`evaluate_job` on a loaded long-term artifact."""
     base = fc.config.data
     data = data or base
     data = data.model_copy(update={"input_size": base.input_size, "horizon": base.horizon})
@@ -171,8 +226,27 @@ def evaluate_job(
     same = tuple(series.channels) == tuple(fc.channels) and data.dataset == base.dataset
     splits = make_splits(series, data, scaler=fc.scaler if same else None)
     dataset = {"train": splits.train, "val": splits.val, "test": splits.test}[split]
-    metrics = evaluate(fc.model, dataset, batch_size=512)
-    return metrics, fc, splits
+    return evaluate(fc.model, dataset, batch_size=512), splits
+
+
+def evaluate_short_term(
+    fc: Forecaster, data: DataConfig | None = None, *, split: ShortTermSplit = "test"
+) -> tuple[dict[str, float], ShortTermSplits]:
+    """SMAPE, MASE and OWA (against Naive2) of a short-term artifact on its test data.
+
+    Args:
+        fc: the loaded artifact.
+        data: other short-term data with the model's input size and horizon (e.g. the same
+            series in another file); default the data it was trained on.
+        split: `test` (the test targets), or `val` (each series' held-out last horizon).
+    """
+    base = fc.config.data
+    data = data or base
+    if not data.short_term:
+        raise ValueError(f"{data.dataset!r} is not short-term data; the model is short-term")
+    data = data.model_copy(update={"input_size": base.input_size, "horizon": base.horizon})
+    splits = load_short_term_splits(data)
+    return score_model(fc.model, splits, split), splits
 
 
 def plot_forecasts(
@@ -217,3 +291,43 @@ def forecast_frame(
                 0, timestamp_column, pd.date_range(ts[-1], periods=len(out) + 1, freq=freq)[1:]
             )
     return out
+
+
+def plot_loss_curve(history: Path, path: Path) -> Path:
+    """Training loss and validation error per epoch from a run's `history.jsonl`, as PNG.
+
+    Two panels because the scales differ: the training objective (total and task loss, l1
+    by default) and the validation MSE/MAE that early stopping watches. Markers keep a
+    one-epoch run (the quick profile) visible.
+    """
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    lines = [line for line in history.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{history} holds no epochs")
+    rows = [json.loads(line) for line in lines]
+    epochs = [r["epoch"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train (total)")
+    top.plot(epochs, [r["task_loss"] for r in rows], marker="o", label="train (task)")
+    top.set_ylabel("loss")
+    top.legend(fontsize=8)
+    for key, color in (("val_mse", "tab:red"), ("val_mae", "tab:purple")):
+        label = "val " + key.removeprefix("val_").upper()
+        bottom.plot(epochs, [r[key] for r in rows], marker="o", color=color, label=label)
+    bottom.set_xlabel("epoch")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.set_ylabel("validation error (scaled)")
+    bottom.legend(fontsize=8)
+    top.set_title("training history")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -5,6 +5,10 @@ in several processes (`accelerate launch`, DDP). The paper's recipe by default: 
 (1e-4 for the feature projections), cosine annealing over `t_max` epochs, early stopping on
 validation MSE with the best weights restored. Every epoch writes a checkpoint, so a killed
 run continues with `resume=True` exactly where it stopped.
+
+The short-term (M4) setting runs through the same loop: its batches also carry the masks
+and input windows that the M4 losses take (`WindowContext`), each epoch draws fresh
+training cut points, and early stopping watches the validation SMAPE instead of the MSE.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from llata_core.backbone import PreparedBackbone
 from llata_core.baselines import Baseline, build_baseline
 from llata_core.config import LlataConfig
 from llata_core.data import Splits
-from llata_core.losses import DistillationLoss
+from llata_core.losses import DistillationLoss, WindowContext
 from llata_core.model import LlataModel
+from llata_core.shortterm import ShortTermSample
+from llata_core.shortterm_harness import ShortTermSplits, validation_smape
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +49,30 @@ TrainingModel = LlataModel | Baseline
 
 @dataclass
 class EpochLog:
-    """One line of the training history."""
+    """One line of the training history.
+
+    Long-term runs validate with MSE/MAE on scaled windows; short-term runs with the SMAPE
+    of each series' held-out horizon (`val_mse`/`val_mae` are None there).
+    """
 
     epoch: int
     train_loss: float
     task_loss: float
     consistency_loss: float
     feature_loss: float
-    val_mse: float
-    val_mae: float
+    val_mse: float | None
+    val_mae: float | None
     lr: float
     seconds: float
     steps: int
+    val_smape: float | None = None
+
+    @property
+    def val_score(self) -> float:
+        """What early stopping minimises: the SMAPE when there is one, else the MSE."""
+        score = self.val_smape if self.val_smape is not None else self.val_mse
+        assert score is not None
+        return score
 
 
 @dataclass
@@ -64,7 +82,8 @@ class FitResult:
     model: TrainingModel
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_mse: float = math.inf
+    best_val_mse: float = math.inf  # long-term runs
+    best_val_smape: float | None = None  # short-term runs
     stopped_early: bool = False
     seconds: float = 0.0
     precision: str = "fp32"
@@ -102,9 +121,33 @@ def build_training_model(cfg: LlataConfig, backbone: PreparedBackbone | None) ->
     return build_baseline(cfg)
 
 
+# Settings added after checkpoints were first written: they enter the digest only when they
+# differ from their defaults, so a checkpoint of an unchanged setup still resumes.
+_LATER_SETTINGS = {"data": ("series_column", "value_column", "seasonality")}
+
+
 def config_digest(cfg: LlataConfig) -> str:
     """Identifies a training setup; a checkpoint from another setup is never resumed."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    raw, defaults = cfg.to_dict(), LlataConfig().to_dict()
+    for section, keys in _LATER_SETTINGS.items():
+        for key in keys:
+            if raw[section][key] == defaults[section][key]:
+                del raw[section][key]
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unpack(
+    batch: tuple[torch.Tensor, torch.Tensor] | ShortTermSample,
+) -> tuple[torch.Tensor, torch.Tensor, WindowContext]:
+    """A batch as (input `[B, L, M]`, target `[B, H, M]`, what the losses may also need)."""
+    if isinstance(batch, ShortTermSample):
+        return (
+            batch.insample,
+            batch.target,
+            WindowContext(batch.insample, batch.insample_mask, batch.target_mask),
+        )
+    x, y = batch
+    return x, y, WindowContext(x)
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -183,7 +226,7 @@ def _log_history(run_dir: Path, entry: EpochLog) -> None:
 
 def fit(
     cfg: LlataConfig,
-    splits: Splits,
+    splits: Splits | ShortTermSplits,
     backbone: PreparedBackbone | None,
     *,
     run_dir: Path,
@@ -195,7 +238,8 @@ def fit(
 
     Args:
         cfg: the whole configuration (data sizes, model, loss, recipe).
-        splits: training and validation windows (the test split is not touched here).
+        splits: training and validation windows (the test split is not touched here):
+            long-term `Splits`, or short-term `ShortTermSplits` (M4 and the like).
         backbone: the prepared backbone the model wraps.
         run_dir: where the checkpoint and `history.jsonl` go.
         resume: continue from `run_dir`'s checkpoint when it exists for the same config.
@@ -227,18 +271,24 @@ def fit(
     train_loader = DataLoader(
         splits.train, batch_size=cfg.train.batch_size, shuffle=True, generator=generator
     )
-    val_set = splits.val
-    if cfg.train.max_eval_windows is not None and cfg.train.max_eval_windows < len(val_set):
-        val_set = Subset(val_set, range(cfg.train.max_eval_windows))  # type: ignore[assignment]
-    val_loader = DataLoader(val_set, batch_size=cfg.train.eval_batch_size, shuffle=False)
+    # Short-term data validates on each series' held-out horizon, without a loader.
+    val_loader, seasonality = None, 1
+    if isinstance(splits, ShortTermSplits):
+        seasonality = splits.seasonality
+    else:
+        val_set = splits.val
+        if cfg.train.max_eval_windows is not None and cfg.train.max_eval_windows < len(val_set):
+            val_set = Subset(val_set, range(cfg.train.max_eval_windows))  # type: ignore[assignment]
+        val_loader = DataLoader(val_set, batch_size=cfg.train.eval_batch_size, shuffle=False)
     # Without a teacher (baselines, or w_out = w_feat = 0) only the task loss applies.
     criterion = DistillationLoss(
-        cfg.loss if distill else cfg.loss.model_copy(update={"w_out": 0.0, "w_feat": 0.0})
+        cfg.loss if distill else cfg.loss.model_copy(update={"w_out": 0.0, "w_feat": 0.0}),
+        seasonality=seasonality,
     )
 
     digest = config_digest(cfg)
     ckpt = Checkpoint(run_dir)
-    first_epoch, best_mse, bad_epochs = 0, math.inf, 0
+    first_epoch, best_score, bad_epochs = 0, math.inf, 0  # score: val MSE, or SMAPE
     best_state = _trainable_state(model)
     result = FitResult(model=model)
     if resume and ckpt.exists():
@@ -252,20 +302,23 @@ def fit(
         optimizer.load_state_dict(optim["optimizer"])
         scheduler.load_state_dict(optim["scheduler"])
         torch.set_rng_state(optim["rng"])
-        first_epoch, best_mse, bad_epochs = (
+        first_epoch, best_score, bad_epochs = (
             state["epoch"] + 1,
-            state["best_val_mse"],
+            state["best_val_mse"],  # the best monitored score; the key predates short-term
             state["bad_epochs"],
         )
         result.history = [EpochLog(**h) for h in state["history"]]
         result.best_epoch = state["best_epoch"]
-        log.info("resuming from epoch %d (best val MSE %.4f)", first_epoch, best_mse)
+        log.info("resuming from epoch %d (best validation %.4f)", first_epoch, best_score)
     elif (run_dir / "history.jsonl").exists():
         (run_dir / "history.jsonl").unlink()
 
-    model, optimizer, train_loader, val_loader = acc.prepare(
-        model, optimizer, train_loader, val_loader
-    )
+    if val_loader is not None:
+        model, optimizer, train_loader, val_loader = acc.prepare(
+            model, optimizer, train_loader, val_loader
+        )
+    else:
+        model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
     raw_model: TrainingModel = acc.unwrap_model(model)
     result.precision = resolve_precision(cfg.train.precision, acc.device)
     bf16 = result.precision == "bf16"
@@ -279,6 +332,10 @@ def fit(
             break
         t0 = time.perf_counter()
         generator.manual_seed(cfg.train.seed + epoch)  # the epoch's order, also after resume
+        # Short-term windows draw fresh cut points each epoch. Through the loader, not the
+        # dataset: accelerate's loader re-sets the dataset's epoch to its own counter
+        # (which restarts at 0 on resume) whenever it starts iterating.
+        train_loader.set_epoch(epoch)
         model.train()
         sums = torch.zeros(4, dtype=torch.float64)
         steps = 0
@@ -289,10 +346,11 @@ def fit(
             disable=not (show and acc.is_main_process),
             leave=False,
         )
-        for x, y in train_loader:
+        for batch in train_loader:
+            x, y, context = _unpack(batch)
             with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model(x, distill=distill)
-                losses = criterion(out, y)
+                losses = criterion(out, y, context)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(losses.total)
             optimizer.step()
@@ -316,7 +374,12 @@ def fit(
             if steps_cap is not None and steps >= steps_cap:
                 break
         bar.close()
-        val_mse, val_mae = _validate(model, val_loader, acc, bf16)
+        val_mse = val_mae = val_smape = None
+        if val_loader is not None:
+            val_mse, val_mae = _validate(model, val_loader, acc, bf16)
+        else:
+            assert isinstance(splits, ShortTermSplits)
+            val_smape = _validate_short_term(model, splits, acc, bf16, cfg.train.eval_batch_size)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         means = (sums / max(steps, 1)).tolist()
@@ -331,21 +394,23 @@ def fit(
             lr=lr,
             seconds=time.perf_counter() - t0,
             steps=steps,
+            val_smape=val_smape,
         )
         result.history.append(entry)
-        if val_mse < best_mse:
-            best_mse, bad_epochs, result.best_epoch = val_mse, 0, epoch + 1
+        if entry.val_score < best_score:
+            best_score, bad_epochs, result.best_epoch = entry.val_score, 0, epoch + 1
             best_state = _trainable_state(raw_model)
         else:
             bad_epochs += 1
         if acc.is_main_process:
             log.info(
-                "epoch %d: loss %.4f (task %.4f, cons %.4f, feat %.4f) | val MSE %.4f MAE %.4f "
-                "| lr %.2e | %.1fs%s",
+                "epoch %d: loss %.4f (task %.4f, cons %.4f, feat %.4f) | val %s | lr %.2e "
+                "| %.1fs%s",
                 entry.epoch,
                 *means,
-                val_mse,
-                val_mae,
+                f"SMAPE {val_smape:.4f}"
+                if val_smape is not None
+                else f"MSE {val_mse:.4f} MAE {val_mae:.4f}",
                 lr,
                 entry.seconds,
                 " *" if bad_epochs == 0 else "",
@@ -359,7 +424,7 @@ def fit(
                 state={
                     "config_digest": digest,
                     "epoch": epoch,
-                    "best_val_mse": best_mse,
+                    "best_val_mse": best_score,
                     "bad_epochs": bad_epochs,
                     "best_epoch": result.best_epoch,
                     "history": [asdict(h) for h in result.history],
@@ -374,9 +439,28 @@ def fit(
     _load_trainable(raw_model, best_state)
     raw_model.eval()
     result.model = raw_model
-    result.best_val_mse = best_mse
+    if val_loader is None:
+        result.best_val_smape = best_score
+    else:
+        result.best_val_mse = best_score
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _validate_short_term(
+    model: torch.nn.Module, splits: ShortTermSplits, acc: Accelerator, bf16: bool, batch_size: int
+) -> float:
+    """Validation SMAPE of the student; every process scores all series (they are few)."""
+    model.eval()
+    score = validation_smape(
+        lambda x: model(x, distill=False).y_time,
+        splits,
+        batch_size=batch_size,
+        device=acc.device,
+        bf16=bf16,
+    )
+    model.train()
+    return score
 
 
 @torch.no_grad()

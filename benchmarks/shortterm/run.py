@@ -1,0 +1,249 @@
+"""Resumable short-term (M4) run matrix: one JSON result per finished cell.
+
+A cell is (M4 subset, model, seed). Trained models (`llata`, `dlinear`) go through
+`llata_core.jobs.train_job`, the same path as `llata train`, with checkpoints under
+`benchmarks/shortterm/runs/<cell>/` (or `$LLATA_BENCH_RUNS/shortterm/<cell>/`; a killed
+cell resumes); the no-training benchmarks (`naive2`, `seasonal_naive`) forecast each series
+from its history. Every cell is scored by
+the same function (SMAPE, MASE, OWA against Naive2 on the M4 test file) and written to
+`benchmarks/shortterm/results/<cell>.json` with epochs, wall time, machine, git revision and
+the exact command. A rerun skips finished cells.
+
+    python benchmarks/shortterm/run.py --cells benchmarks          # seconds
+    python benchmarks/shortterm/run.py --cells dlinear             # minutes
+    python benchmarks/shortterm/run.py --cells llata               # the slow part
+    python benchmarks/shortterm/run.py --table                     # markdown of the results
+
+Needs `LLATA_DATA_MIRROR` pointing at the mirror that holds `m4/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llata_core.config import load_params
+from llata_core.forecaster import Forecaster
+from llata_core.jobs import evaluate_short_term, git_revision, machine_description, train_job
+from llata_core.shortterm_harness import (
+    benchmark_forecasts,
+    load_short_term_splits,
+    score_forecasts,
+)
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+# Checkpoints and models of the cells. LLATA_BENCH_RUNS moves them out of the work tree (as
+# for the accuracy benchmark), into its `shortterm/` folder.
+RUNS = (
+    Path(os.environ["LLATA_BENCH_RUNS"]) / "shortterm"
+    if os.environ.get("LLATA_BENCH_RUNS")
+    else HERE / "runs"
+)
+log = logging.getLogger("bench.shortterm")
+
+SUBSETS = {"Hourly": 48, "Weekly": 13}  # horizon of each measured subset; input = 2 x horizon
+
+# Overrides on params.yaml (the long-term paper recipe) for each trained model.
+TRAINED: dict[str, list[str]] = {
+    # CALF's M4 script (scripts/short_term_forecasting/m4.sh): SMAPE task loss, MASE output
+    # consistency, smooth L1 feature loss; batch 512, lr 1e-3, patience 20, cosine T_max 20
+    # (run.py default); 200 epochs there, capped at 100 here for CPU time. One window per
+    # series per epoch, so an epoch is a single optimizer step on Hourly (414 series) and
+    # Weekly (359). bf16 autocast (precision auto on the CPU).
+    "llata": [
+        "loss.task=smape",
+        "loss.consistency=mase",
+        "loss.feature=smooth_l1",
+        "train.batch_size=512",
+        "train.lr=0.001",
+        "train.epochs=100",
+        "train.patience=20",
+        "train.t_max=20",
+    ],
+    # Time-Series-Library's DLinear M4 script: SMAPE loss, batch 16, lr 1e-3, 10 epochs,
+    # patience 3 (TSL halves the lr each epoch; the harness anneals it by cosine over 10).
+    # fp32: DLinear has no instance norm, and bf16 would round raw M4 values (~1e4).
+    "dlinear": [
+        "model.kind=dlinear",
+        "loss.task=smape",
+        "train.batch_size=16",
+        "train.lr=0.001",
+        "train.epochs=10",
+        "train.patience=3",
+        "train.t_max=10",
+        "train.precision=fp32",
+    ],
+}
+BENCHMARKS = ("naive2", "seasonal_naive")
+
+
+@dataclass(frozen=True)
+class Cell:
+    subset: str
+    model: str
+    seed: int | None = None  # None for the no-training benchmarks
+
+    @property
+    def key(self) -> str:
+        parts = [f"M4-{self.subset}", self.model]
+        if self.seed is not None:
+            parts.append(f"s{self.seed}")
+        return "_".join(parts)
+
+    def overrides(self, extra: list[str]) -> list[str]:
+        h = SUBSETS[self.subset]
+        return [
+            f"data.dataset=M4-{self.subset}",
+            f"data.horizon={h}",
+            f"data.input_size={2 * h}",
+            f"train.seed={self.seed}",
+            *TRAINED[self.model],
+            *extra,
+        ]
+
+
+GROUPS: dict[str, list[Cell]] = {
+    "benchmarks": [Cell(s, m) for s in SUBSETS for m in BENCHMARKS],
+    "dlinear": [Cell(s, "dlinear", 2024) for s in SUBSETS],
+    "llata": [Cell(s, "llata", 2024) for s in SUBSETS],
+}
+
+
+def parse_cell(text: str) -> Cell:
+    subset, model, *seed = text.split(":")
+    return Cell(subset, model, int(seed[0]) if seed else None)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _train_and_score(cell: Cell, params: Path, extra: list[str]) -> dict:
+    model_dir, run_dir = RUNS / cell.key / "model", RUNS / cell.key / "run"
+    overrides = cell.overrides(extra)
+    cfg = load_params(params, overrides)
+    info_path = RUNS / cell.key / "train_info.json"
+    if not (model_dir / "manifest.json").is_file():
+        outcome = train_job(cfg, out_dir=model_dir, run_dir=run_dir, resume=True)
+        fit = outcome.fit
+        _write_json(
+            info_path,
+            {
+                "epochs": len(fit.history),
+                "best_epoch": fit.best_epoch,
+                "stopped_early": fit.stopped_early,
+                "best_val_smape": fit.best_val_smape,
+                "train_seconds": fit.seconds,
+                "seconds_per_epoch": fit.seconds / max(len(fit.history), 1),
+                "precision": fit.precision,
+            },
+        )
+    scores, _ = evaluate_short_term(Forecaster.load(model_dir))
+    sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
+    return {
+        **scores,
+        **json.loads(info_path.read_text()),
+        "overrides": overrides,
+        "llata_command": f"llata train --params {params} {sets} --out {model_dir} "
+        f"--run-dir {run_dir} --resume",
+    }
+
+
+def _benchmark_scores(cell: Cell) -> dict:
+    cfg = load_params(None, [f"data.dataset=M4-{cell.subset}"])
+    splits = load_short_term_splits(cfg.data)
+    forecasts = benchmark_forecasts(cell.model, splits)  # type: ignore[arg-type]
+    return {**score_forecasts(forecasts, splits), "epochs": 0}
+
+
+def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
+    out = RESULTS / f"{cell.key}.json"
+    if out.is_file():
+        log.info("skip %s (done)", cell.key)
+        return json.loads(out.read_text())
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    t0 = time.perf_counter()
+    if cell.model in TRAINED:
+        scores = _train_and_score(cell, params, extra)
+    elif cell.model in BENCHMARKS:
+        scores = _benchmark_scores(cell)
+    else:
+        raise SystemExit(f"unknown model {cell.model!r}; expected {[*TRAINED, *BENCHMARKS]}")
+    payload = {
+        "cell": cell.key,
+        "subset": cell.subset,
+        "model": cell.model,
+        "seed": cell.seed,
+        **scores,
+        "wall_seconds": time.perf_counter() - t0,
+        "machine": machine_description(),
+        "git_revision": git_revision(),
+        "command": command,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_json(out, payload)
+    log.info(
+        "%s: SMAPE %.3f MASE %.3f OWA %.3f",
+        cell.key,
+        scores["smape"],
+        scores["mase"],
+        scores["owa"],
+    )
+    return payload
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def table() -> str:
+    """The finished cells as a markdown table, one row per subset and model."""
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    order = {m: i for i, m in enumerate([*TRAINED, *BENCHMARKS])}
+    rows.sort(key=lambda r: (list(SUBSETS).index(r["subset"]), order.get(r["model"], 99)))
+    lines = [
+        "| subset | model | seed | SMAPE | MASE | OWA | epochs (best) | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        epochs = f"{r['epochs']} ({r['best_epoch']})" if r.get("best_epoch") else "-"
+        lines.append(
+            f"| {r['subset']} | {r['model']} | {r['seed'] if r['seed'] is not None else '-'} "
+            f"| {r['smape']:.3f} | {r['mase']:.3f} | {r['owa']:.3f} | {epochs} "
+            f"| {_duration(r['wall_seconds'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cells", nargs="*", default=[], choices=sorted(GROUPS))
+    ap.add_argument(
+        "--only", nargs="*", default=[], help="SUBSET:MODEL[:SEED], e.g. Hourly:llata:2024"
+    )
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="extra overrides for trained cells")
+    ap.add_argument("--table", action="store_true", help="print the results as markdown")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cells = [c for g in args.cells for c in GROUPS[g]] + [parse_cell(t) for t in args.only]
+    for cell in cells:
+        run_cell(cell, args.params, args.set)
+    if args.table:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Commands of the production pipeline, plugged into `llata` (entry-point group
+`llata.commands`): `data pull`, `validate`, `features`, and `pipeline run|train|evaluate|serve`.
+
+Each command validates `params.yaml` once (`flows.params.load_pipeline_config`) and calls
+one function of `flows.stages`, the same function the Prefect task of that step calls.
+`dvc.yaml` runs these commands, so DVC, Prefect and a person at the shell share one
+implementation. Prefect, Feast, Great Expectations and torch are imported inside the
+commands: `llata --help` stays fast and `llata` configures logging before Prefect does.
+
+Exit codes: 0 on success, 1 when the data or the run failed (with a message naming why),
+2 for bad configuration (reported by `llata` itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
+
+logger = logging.getLogger(__name__)
+
+# Libraries whose INFO logs drown the pipeline's own (GX logs one line per decorated
+# function at import; httpx one per Prefect API call).
+_NOISY_LOGGERS = ("great_expectations", "feast", "httpx", "dvc", "numexpr", "urllib3")
+
+
+def add(subparsers: argparse._SubParsersAction) -> None:
+    """Add `data`, `validate`, `features` and `pipeline` to the `llata` command line.
+
+    Args:
+        subparsers: What `ArgumentParser.add_subparsers()` returned.
+    """
+    _quiet_libraries()  # before any command imports them
+    p = subparsers.add_parser("data", help="raw data under DVC")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser(
+        "pull",
+        help="fill data/raw from the DVC remote, the canonical URL or the mirror",
+        description=(
+            "Fetch the raw data from, in order: the configured DVC remote, the dataset's "
+            "canonical URL, $LLATA_DATA_MIRROR; every copy checksum-verified. Only when "
+            "none answers, write the synthetic series (loudly; recorded in the model)."
+        ),
+    )
+    _common(q, profile=False)
+    q.add_argument("--force", action="store_true", help="fetch even if the file exists")
+    q.add_argument(
+        "--no-synthetic", action="store_true", help="fail instead of writing synthetic data"
+    )
+    q.set_defaults(func=cmd_data_pull)
+
+    p = subparsers.add_parser(
+        "validate", help="run the Great Expectations suite on data/raw (reports/validation)"
+    )
+    _common(p, profile=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = subparsers.add_parser(
+        "features", help="build the Feast repo and the point-in-time training frame"
+    )
+    _common(p, profile=False)
+    p.set_defaults(func=cmd_features)
+
+    p = subparsers.add_parser("pipeline", help="the production pipeline (Prefect, DVC stages)")
+    psub = p.add_subparsers(dest="pipeline_command", required=True)
+    q = psub.add_parser(
+        "run",
+        help="run the retrain flow end to end (quick profile by default)",
+        description="validate -> features -> train -> evaluate -> register -> promote",
+    )
+    _common(q, profile=True, default_profile="quick")
+    q.add_argument(
+        "--no-synthetic", action="store_true", help="fail when no real data is reachable"
+    )
+    q.set_defaults(func=cmd_pipeline_run)
+    q = psub.add_parser("train", help="DVC stage: train on the training frame")
+    _common(q, profile=True)
+    q.set_defaults(func=cmd_pipeline_train)
+    q = psub.add_parser("evaluate", help="DVC stage: metrics.json, forecast and loss plots")
+    _common(q, profile=True)
+    q.set_defaults(func=cmd_pipeline_evaluate)
+    q = psub.add_parser(
+        "serve",
+        help="serve the scheduled retrain deployment (cron from params.yaml)",
+        description=(
+            "Register the `retrain` deployment with the cron of pipeline.schedule and run its "
+            "scheduled runs until interrupted. Point PREFECT_API_URL at a running server "
+            "(`prefect server start`) first."
+        ),
+    )
+    _common(q, profile=True)
+    q.add_argument("--name", default="llata-retrain", help="deployment name (%(default)s)")
+    q.set_defaults(func=cmd_pipeline_serve)
+
+
+def _common(p: argparse.ArgumentParser, *, profile: bool, default_profile: str = "full") -> None:
+    p.add_argument(
+        "--params",
+        type=Path,
+        default=Path(DEFAULT_PARAMS_FILE),
+        help="params.yaml to read (default: ./params.yaml); its folder is the project root",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a parameter, e.g. --set train.epochs=3 (repeatable)",
+    )
+    if profile:
+        p.add_argument(
+            "--profile",
+            choices=["full", "quick"],
+            default=default_profile,
+            help="quick adds pipeline.quick to the overrides (default: %(default)s)",
+        )
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    return load_pipeline_config(
+        args.params, overrides=args.set, profile=getattr(args, "profile", "full")
+    )
+
+
+def _quiet_libraries() -> None:
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _rel(cfg: PipelineConfig, path: Path) -> str:
+    try:
+        return str(path.relative_to(cfg.root))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- data & stages
+
+
+def cmd_data_pull(args: argparse.Namespace) -> int:
+    from flows.datasource import pull_raw_data
+    from llata_core.data import DataError
+
+    cfg = _config(args)
+    try:
+        result = pull_raw_data(cfg, force=args.force, allow_synthetic=not args.no_synthetic)
+    except DataError as err:
+        print(f"llata: error: {err}", file=sys.stderr)
+        return 1
+    dvc = {None: "not a DVC project", True: "unchanged", False: "CHANGED"}[result.dvc_unchanged]
+    print(f"{_rel(cfg, result.path)}: {result.source} ({result.origin})")
+    print(f"  sha256 {result.sha256}")
+    print(f"  dvc status {cfg.layout.dvc_file.name}: {dvc}")
+    if result.synthetic:
+        print(
+            "  WARNING: SYNTHETIC data; models trained on it are marked synthetic_data=true",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from features.frame import DataLoadError
+    from features.validation import DataValidationError
+    from flows.stages import validate_stage
+
+    cfg = _config(args)
+    try:
+        report = validate_stage(cfg)
+    except (FileNotFoundError, DataLoadError) as err:
+        print(f"llata: error: {err}", file=sys.stderr)
+        return 1
+    where = _rel(cfg, cfg.layout.validation_dir)
+    if not report.success:
+        print(f"llata: error: {DataValidationError(report)}", file=sys.stderr)
+        print(f"report: {where}/validation.json, {where}/data_docs/index.html", file=sys.stderr)
+        return 1
+    print(
+        f"{_rel(cfg, cfg.layout.raw_data)}: valid ({report.rows} rows, "
+        f"{len(report.channels)} channels, frequency {report.frequency}); report in {where}/"
+    )
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from features.frame import DataLoadError
+    from features.validation import DataValidationError
+    from flows.stages import features_stage
+
+    cfg = _config(args)
+    try:
+        result = features_stage(cfg)
+    except (FileNotFoundError, DataLoadError, DataValidationError) as err:
+        print(f"llata: error: {err}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(
+            {
+                "feature_repo": _rel(cfg, cfg.layout.feature_repo),
+                "training_frame": _rel(cfg, result.training_frame),
+                "rows": result.rows,
+                "channels": list(result.channels),
+                "retrieval": result.retrieval,
+                "filled_values": result.filled,
+                "synthetic_data": result.lineage["synthetic_data"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_pipeline_train(args: argparse.Namespace) -> int:
+    from flows.stages import train_stage
+
+    cfg = _config(args)
+    outcome = train_stage(cfg)
+    if outcome.test is None:  # a non-main rank of a distributed run
+        return 0
+    print(
+        json.dumps(
+            {
+                "artifact": _rel(cfg, outcome.artifact),
+                "test_mse": outcome.test.mse,
+                "test_mae": outcome.test.mae,
+                "epochs": len(outcome.fit.history),
+                "device": outcome.fit.device,
+                "seconds": round(outcome.fit.seconds, 1),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_pipeline_evaluate(args: argparse.Namespace) -> int:
+    from flows.stages import evaluate_stage
+
+    cfg = _config(args)
+    result = evaluate_stage(cfg)
+    shown = {k: v for k, v in result.metrics.items() if k != "mse_by_channel"}
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+def _prefect_environment() -> None:
+    """Local-only defaults, set before Prefect is imported (it reads them once).
+
+    No telemetry from the client, the temporary server or BentoML, and the library
+    loggers forwarded to the Prefect run logs.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "llata_core,features,flows,serving")
+    # The summary after the run logs outside any flow run; that is not an error.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_PrefectRunNames())
+
+
+class _PrefectRunNames(logging.Filter):
+    """Name the flow or task run in Prefect's lines.
+
+    `llata` configures the root handler before Prefect is imported, so Prefect keeps it
+    (and its format) instead of installing its own console handler; Prefect's run loggers
+    then print "Finished in state Completed()" without saying which task finished.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
+        if run and record.name.startswith("prefect."):
+            record.name = f"{record.name.removeprefix('prefect.')}[{run}]"
+        return True
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # validate params.yaml before starting anything
+    _prefect_environment()
+    from flows.retrain import RetrainRequest, RetrainResult, retrain
+
+    request = RetrainRequest(
+        params_file=str(Path(args.params).resolve()),
+        profile=args.profile,
+        overrides=tuple(args.set),
+        allow_synthetic=not args.no_synthetic,
+    )
+    start = time.perf_counter()
+    state = retrain(request, return_state=True)
+    seconds = time.perf_counter() - start
+    if not state.is_completed():
+        print(f"\nllata: pipeline failed after {seconds:.0f}s: {state.message}", file=sys.stderr)
+        print("production model unchanged.", file=sys.stderr)
+        return 1
+    result = state.result()
+    assert isinstance(result, RetrainResult)
+    _print_summary(cfg, result, seconds)
+    return 0
+
+
+def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
+    """Production model, metrics, a sample forecast and how to serve it."""
+    from flows.retrain import RetrainResult
+    from flows.stages import open_registry
+    from llata_core.forecaster import Forecaster
+    from llata_core.jobs import forecast_frame
+
+    assert isinstance(result, RetrainResult)
+    production = open_registry(cfg).production()
+    m = result.metrics
+    layout = cfg.layout
+    print()
+    print(f"LLaTA pipeline finished in {seconds:.0f}s ({cfg.profile} profile)")
+    if result.synthetic_data:
+        print("  !!! trained on SYNTHETIC data (no real source was reachable) !!!")
+    print(f"  data        {_rel(cfg, layout.raw_data)} ({result.data_source})")
+    verdict = "PROMOTED" if result.promoted else "not promoted"
+    print(f"  candidate   {result.candidate}: {verdict} ({result.reason})")
+    print(
+        f"  test        MSE {m['mse']:.4f}  MAE {m['mae']:.4f} over {m['n_windows']} windows "
+        f"({m['dataset']}, scaled)"
+    )
+    reports = ", ".join(
+        _rel(cfg, p)
+        for p in (
+            layout.metrics,
+            layout.forecast_plot,
+            layout.loss_plot,
+            layout.validation_dir / "data_docs" / "index.html",
+        )
+    )
+    print(f"  reports     {reports}")
+    if production is None:
+        print("  production  none")
+        return
+    pm = production.metrics
+    print(
+        f"  production  {production.tag}: test MSE {pm.get('mse', float('nan')):.4f}  "
+        f"MAE {pm.get('mae', float('nan')):.4f}"
+    )
+    from features.frame import load_frame
+
+    fc = Forecaster.load(production.path)
+    ts_col = cfg.model.data.timestamp_column
+    history = load_frame(layout.raw_data, ts_col).tail(fc.input_size)
+    forecast = forecast_frame(fc, history, ts_col)
+    print(
+        f"\nSample forecast of the production model: the {len(forecast)} steps after "
+        f"{history[ts_col].iloc[-1]} (first 5, data units):"
+    )
+    print(forecast.head(5).to_string(index=False, float_format=lambda v: f"{v:9.3f}"))
+    print("\nServe it (picks up the production alias, reloads on promotion):")
+    print("  bentoml serve serving.service:Forecaster")
+    print("Registry:  llata registry list | show production | rollback")
+
+
+def cmd_pipeline_serve(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    _prefect_environment()
+    from flows.deploy import serve_scheduled
+    from flows.retrain import RetrainRequest
+
+    request = RetrainRequest(
+        params_file=str(Path(args.params).resolve()), profile=args.profile, overrides=args.set
+    )
+    schedule = cfg.params.schedule
+    print(f"serving retrain/{args.name} on cron '{schedule.cron}' ({schedule.timezone})")
+    serve_scheduled(cfg, request, name=args.name)
+    return 0

@@ -1,0 +1,318 @@
+"""Filling `data/raw/` on a fresh machine: DVC remote, canonical URL, mirror, then synthetic.
+
+`data.dvc` pins the raw folder by content hash. `pull_raw_data` tries the sources in the
+order a production checkout should: the configured DVC remote (the versioned copy), the
+dataset's canonical public URL, the local mirror (`$LLATA_DATA_MIRROR`). Every copy is
+checked against the published SHA-256 before it is written, and written atomically. When
+the bytes match, the folder is committed to the local DVC cache so that `dvc status`
+reports `data.dvc` unchanged. Only when no source answers does it write the synthetic
+series, with a loud warning and a provenance record that the features stage carries into
+the model's metadata (`synthetic_data: true`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from flows.params import PipelineConfig
+from llata_core.data import BENCHMARKS, MIRROR_ENV, DataError, synthetic_frame
+
+logger = logging.getLogger(__name__)
+
+PullSource = Literal["present", "remote", "url", "mirror", "synthetic"]
+URL_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """Where the raw data came from.
+
+    Attributes:
+        source: `present` (already there, untouched), `remote`, `url`, `mirror` or
+            `synthetic`.
+        origin: The remote, URL or file it was read from.
+        path: The raw file.
+        sha256: SHA-256 of the raw file's bytes.
+        dvc_unchanged: Whether `dvc status data.dvc` reports no change afterwards (None when
+            the project is not a DVC repository).
+        tried: One line per source that failed, for the log and the error message.
+    """
+
+    source: PullSource
+    origin: str
+    path: Path
+    sha256: str
+    dvc_unchanged: bool | None
+    tried: tuple[str, ...] = ()
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_provenance(cfg: PipelineConfig) -> dict[str, object] | None:
+    """The provenance record `pull_raw_data` wrote, if it still describes the raw file."""
+    path = cfg.layout.provenance
+    if not path.is_file() or not cfg.layout.raw_data.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        logger.warning("ignoring unreadable %s", path)
+        return None
+    if record.get("sha256") != file_sha256(cfg.layout.raw_data):
+        return None  # the raw file changed since it was pulled
+    return record
+
+
+def pull_raw_data(
+    cfg: PipelineConfig, *, force: bool = False, allow_synthetic: bool = True
+) -> PullResult:
+    """Make sure the raw file exists, fetching it from the first source that answers.
+
+    Args:
+        cfg: The pipeline configuration.
+        force: Fetch even when the raw file exists (it is replaced only by verified bytes,
+            never by synthetic data).
+        allow_synthetic: Write the synthetic series when no source answers and there is no
+            raw file; otherwise fail.
+
+    Returns:
+        Where the data came from.
+
+    Raises:
+        DataError: No source answered and synthetic data was not allowed (or a forced
+            refresh found nothing).
+    """
+    layout = cfg.layout
+    target = layout.raw_data
+    if target.is_file() and not force:
+        record = read_provenance(cfg)
+        synthetic = record is not None and record.get("source") == "synthetic"
+        if synthetic:
+            logger.warning("!!! %s holds SYNTHETIC data from an earlier pull !!!", target)
+        return PullResult(
+            "synthetic" if synthetic else "present",
+            str(record.get("origin", target)) if record else str(target),
+            target,
+            file_sha256(target),
+            _dvc_unchanged(cfg),
+        )
+
+    tried: list[str] = []
+    bench = BENCHMARKS.get(cfg.params.dataset)
+    origin: str | None = None
+    source: PullSource = "remote"
+    if _dvc_remote_pull(cfg, tried) and target.is_file():
+        origin = "dvc remote"
+    if origin is None and bench is not None:
+        data = _fetch_url(bench.url, tried)
+        if data is not None and _verified(data, bench.sha256, bench.url, tried):
+            _atomic_write(target, data)
+            origin, source = bench.url, "url"
+    if origin is None and bench is not None:
+        found = _read_mirror(bench.filename, bench.sha256, tried)
+        if found is not None:
+            mirror_path, data = found
+            _atomic_write(target, data)
+            origin, source = str(mirror_path), "mirror"
+    if origin is None:
+        if not allow_synthetic or target.is_file():
+            # A forced refresh that reaches nothing keeps the file it has.
+            kept = f"; kept the existing {target}" if target.is_file() else ""
+            raise DataError(
+                f"{cfg.params.dataset} is not available for {target}; tried: "
+                + "; ".join(tried)
+                + kept
+            )
+        logger.warning(
+            "!!! No source of %s is reachable (%s). Writing SYNTHETIC data to %s: models "
+            "trained on it are marked synthetic_data=true and their metrics mean nothing. !!!",
+            cfg.params.dataset,
+            "; ".join(tried),
+            target,
+        )
+        freq = bench.freq if bench is not None else "h"
+        n_rows = 17420 if cfg.params.split != "ett_minute" else 69680  # ETT's own lengths
+        # Named like the real data's channels, so the same suite and model apply.
+        names = cfg.model.data.channels or cfg.params.validation.channels
+        frame = synthetic_frame(n_rows, n_channels=len(names) if names else 7, freq=freq)
+        columns = {"date": cfg.model.data.timestamp_column}
+        if names:
+            columns.update({f"ch{i}": name for i, name in enumerate(names)})
+        frame = frame.rename(columns=columns)
+        _atomic_write(target, frame.to_csv(index=False).encode())
+        origin, source = "llata_core.data.synthetic_frame(seed=0)", "synthetic"
+    digest = file_sha256(target)
+    if source != "synthetic":
+        _dvc_commit_if_matching(cfg)
+    _write_provenance(cfg, source, origin, digest)
+    result = PullResult(source, origin, target, digest, _dvc_unchanged(cfg), tuple(tried))
+    logger.info("%s: from %s (%s), sha256 %s", target, source, origin, digest[:12])
+    return result
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _dvc(cfg: PipelineConfig, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the DVC command line (the ordinary client) in the project root."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cfg.root,
+        capture_output=True,
+        text=True,
+        check=check,
+        env=env,
+    )
+
+
+def _is_dvc_project(cfg: PipelineConfig) -> bool:
+    return (cfg.root / ".dvc").is_dir() and cfg.layout.dvc_file.is_file()
+
+
+def _dvc_remote_pull(cfg: PipelineConfig, tried: list[str]) -> bool:
+    """`dvc pull data.dvc` when the project configures a remote; False when there is none."""
+    if not _is_dvc_project(cfg):
+        tried.append("dvc remote (not a DVC project)")
+        return False
+    remotes = _dvc(cfg, "remote", "list")
+    if remotes.returncode != 0 or not remotes.stdout.strip():
+        tried.append("dvc remote (none configured)")
+        return False
+    pulled = _dvc(cfg, "pull", cfg.layout.dvc_file.name)
+    if pulled.returncode != 0:
+        reason = (pulled.stderr.strip().splitlines() or ["failed"])[-1]
+        tried.append(f"dvc remote ({reason})")
+        return False
+    return True
+
+
+def _fetch_url(url: str, tried: list[str]) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp:  # noqa: S310
+            return resp.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        tried.append(f"{url} ({err})")
+        return None
+
+
+def _verified(data: bytes, sha256: str, where: str, tried: list[str]) -> bool:
+    if hashlib.sha256(data).hexdigest() == sha256:
+        return True
+    tried.append(f"{where} (checksum mismatch)")
+    logger.warning("%s has the wrong SHA-256; ignoring it", where)
+    return False
+
+
+def _read_mirror(filename: str, sha256: str, tried: list[str]) -> tuple[Path, bytes] | None:
+    mirror = os.environ.get(MIRROR_ENV)
+    if not mirror:
+        tried.append(f"mirror (${MIRROR_ENV} not set)")
+        return None
+    for name in (filename + ".gz", filename):
+        path = Path(mirror) / name
+        if not path.is_file():
+            continue
+        raw = path.read_bytes()
+        try:
+            data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        except (OSError, EOFError) as err:
+            tried.append(f"{path} (unreadable: {err})")
+            continue
+        if _verified(data, sha256, str(path), tried):
+            return path, data
+    tried.append(f"mirror {mirror} (no verified {filename})")
+    return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the data private to this user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_provenance(cfg: PipelineConfig, source: str, origin: str, sha256: str) -> None:
+    record = {
+        "dataset": cfg.params.dataset,
+        "path": str(cfg.params.raw_data),
+        "source": source,
+        "origin": origin,
+        "sha256": sha256,
+        "pulled_at": datetime.now(UTC).isoformat(),
+    }
+    _atomic_write(cfg.layout.provenance, (json.dumps(record, indent=2) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- DVC state
+
+
+def _dvc_status(cfg: PipelineConfig) -> dict | None:
+    if not _is_dvc_project(cfg):
+        return None
+    status = _dvc(cfg, "status", "--json", cfg.layout.dvc_file.name)
+    if status.returncode != 0:
+        logger.warning("dvc status failed: %s", status.stderr.strip())
+        return None
+    try:
+        return json.loads(status.stdout or "{}")
+    except json.JSONDecodeError:
+        return None
+
+
+def _dvc_unchanged(cfg: PipelineConfig) -> bool | None:
+    status = _dvc_status(cfg)
+    return None if status is None else not status
+
+
+def _dvc_commit_if_matching(cfg: PipelineConfig) -> None:
+    """Put freshly fetched bytes into the DVC cache, but only if data.dvc already names them.
+
+    A fetched file is absent from `.dvc/cache`, which `dvc status` reports as "not in
+    cache". `dvc commit` fixes that; run on different bytes it would rewrite data.dvc, so
+    it runs only when the cache is the sole difference.
+    """
+    status = _dvc_status(cfg)
+    if not status:
+        return
+    changes = [
+        change
+        for entries in status.values()
+        for entry in entries
+        if isinstance(entry, dict)
+        for change in entry.get("changed outs", {}).values()
+    ]
+    if changes and all(change == "not in cache" for change in changes):
+        _dvc(cfg, "commit", "--force", cfg.layout.dvc_file.name, check=True)
+    else:
+        logger.warning("data.dvc does not match %s: %s", cfg.layout.raw_data, status)

@@ -1,0 +1,330 @@
+"""The pipeline's typed parameters: the `pipeline:` section of `params.yaml`, validated once.
+
+`params.yaml` is the one configuration of LLaTA. `llata_core` validates its `data`, `model`,
+`loss` and `train` sections; this module validates the `pipeline` section (where the raw
+data lives, how it is split and checked, where artifacts and reports go, the registry, the
+schedule, the quick profile) and resolves every path against the project root. The result,
+`PipelineConfig`, is frozen and is what every stage, command and Prefect task receives.
+
+The same file feeds `dvc.yaml` (through its `params` and `${pipeline.*}` templating), so a
+path or threshold changed here moves the DVC stages and the Prefect flow together.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from llata_core.config import ConfigError, LlataConfig, config_from_dict, parse_overrides
+
+SplitRule = Literal["ett_hour", "ett_minute", "ratio"]
+Profile = Literal["full", "quick"]
+
+PIPELINE_SECTION = "pipeline"
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ValidationParams(_Frozen):
+    """Thresholds of the Great Expectations suite on the raw frame.
+
+    Attributes:
+        channels: Channel columns the raw frame must hold, numeric, in model order (unless
+            `data.channels` names them). None accepts every numeric column; a channel that
+            pandas read as text (one stray token) is then left out with a warning instead
+            of failing the suite, so production data should name its channels.
+        frequency: Expected pandas offset alias of the timestamps (`h` for ETTh1); None
+            infers it from the data, which must still be regular.
+        max_nan_fraction: Largest share of NaN allowed in any channel. The features stage
+            fills the remaining gaps (forward, then backward) because training refuses NaN.
+    """
+
+    channels: tuple[str, ...] | None = None
+    frequency: str | None = "h"
+    max_nan_fraction: float = Field(0.01, ge=0.0, lt=1.0)
+
+
+class FeatureParams(_Frozen):
+    """How the training frame is read back from the Feast offline store.
+
+    Feast 0.67's file offline store answers a point-in-time join by merging every entity
+    row with every observation of its series, which needs rows^2 memory: ETTh1's 17,420
+    rows were killed at 22 GB. Frames up to `pit_max_rows` rows go through that join whole;
+    longer ones are read from the offline store with the same as-of semantics, and
+    `pit_check_rows` evenly spaced rows are cross-checked against Feast's own join.
+
+    Attributes:
+        pit_max_rows: Longest frame answered entirely by `get_historical_features`.
+        pit_check_rows: Rows of a longer frame cross-checked against Feast's join.
+    """
+
+    pit_max_rows: int = Field(2000, ge=1)
+    pit_check_rows: int = Field(64, ge=1)
+
+
+class RegistryParams(_Frozen):
+    """Where trained models are registered and how promotion decides.
+
+    Attributes:
+        model_name: BentoML model name.
+        dir: Aliases/history directory, relative to the project root; None keeps the
+            registry's default (`$BENTOML_HOME/llata_registry`), which is where the
+            service and `llata registry` look.
+        margin: Relative test-MSE improvement a candidate needs over production.
+    """
+
+    model_name: str = "llata-forecaster"
+    dir: Path | None = None
+    margin: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class ScheduleParams(_Frozen):
+    """When the scheduled deployment retrains.
+
+    Attributes:
+        cron: Five-field cron expression (minute hour day month weekday).
+        timezone: IANA time zone the cron is read in.
+    """
+
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        # Prefect validates the expression itself when the deployment is built; this only
+        # catches the common slip (a six-field or empty cron) at the edge.
+        if len(value.split()) != 5:
+            raise ValueError(f"cron {value!r} must have five fields (minute hour dom month dow)")
+        return value
+
+
+class PipelineParams(_Frozen):
+    """The `pipeline:` section of `params.yaml`.
+
+    Attributes:
+        dataset: Benchmark the raw file holds (`ETTh1`); names its canonical URL, checksum
+            and mirror file for `llata data pull`. Any other name means "own data": only a
+            DVC remote can supply it.
+        raw_data: The raw CSV, relative to the project root; its folder is tracked by
+            `data.dvc`.
+        series_id: Id of the series in the feature store.
+        split: Split rule of the raw file (`ett_hour` for ETTh1's 12/4/4 months); the
+            training frame from the feature store is cut with the same borders.
+        artifacts_dir: Models, runs, the feature repo and the training frame.
+        reports_dir: Validation reports, metrics and plots.
+        feature_repo: The run's Feast repo, relative to the project root.
+        validation: Thresholds of the data suite.
+        features: Training-frame retrieval settings.
+        registry: Model registry and promotion gate.
+        schedule: Cron of the scheduled retraining.
+        quick: `section.key=value` overrides of the quick profile (the main job), applied
+            over `data/model/loss/train` before any command-line override.
+    """
+
+    dataset: str = "ETTh1"
+    raw_data: Path = Path("data/raw/ETTh1.csv")
+    series_id: str = "ETTh1"
+    split: SplitRule = "ett_hour"
+    artifacts_dir: Path = Path("artifacts")
+    reports_dir: Path = Path("reports")
+    feature_repo: Path = Path("artifacts/feature_repo")
+    validation: ValidationParams = ValidationParams()
+    features: FeatureParams = FeatureParams()
+    registry: RegistryParams = RegistryParams()
+    schedule: ScheduleParams = ScheduleParams()
+    quick: tuple[str, ...] = ()
+
+    @field_validator("raw_data", "artifacts_dir", "reports_dir", "feature_repo")
+    @classmethod
+    def _relative(cls, value: Path) -> Path:
+        # Paths are relative so that params.yaml (and dvc.yaml, which templates them) mean
+        # the same thing in every clone.
+        if value.is_absolute() or ".." in value.parts:
+            raise ValueError(f"{value} must be a path inside the project (relative, no '..')")
+        return value
+
+    @field_validator("quick")
+    @classmethod
+    def _overrides_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            tree = parse_overrides(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from err
+        stray = set(tree) - set(LlataConfig.model_fields)
+        if stray:
+            raise ValueError(f"quick overrides may only set data/model/loss/train, not {stray}")
+        return value
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every file the pipeline reads or writes, as absolute paths under the project root.
+
+    `dvc.yaml` declares the same paths as stage outputs; `tests/test_pipeline.py` checks
+    that the two agree.
+    """
+
+    root: Path
+    raw_data: Path
+    provenance: Path
+    dvc_file: Path
+    validation_dir: Path
+    feature_repo: Path
+    features_dir: Path
+    training_frame: Path
+    lineage: Path
+    backbone_stamp: Path
+    model_dir: Path
+    run_dir: Path
+    metrics: Path
+    plots_dir: Path
+    forecast_plot: Path
+    loss_plot: Path
+
+    @classmethod
+    def under(cls, root: Path, params: PipelineParams) -> Layout:
+        """The layout of a project rooted at `root`."""
+        artifacts = root / params.artifacts_dir
+        reports = root / params.reports_dir
+        raw = root / params.raw_data
+        plots = reports / "plots"
+        return cls(
+            root=root,
+            raw_data=raw,
+            # Beside data/raw, not inside it: a file in data/raw would change data.dvc's hash.
+            provenance=raw.parent.parent / f"{raw.parent.name}.provenance.json",
+            dvc_file=root / "data.dvc",
+            validation_dir=reports / "validation",
+            feature_repo=root / params.feature_repo,
+            features_dir=artifacts / "features",
+            training_frame=artifacts / "features" / "training.parquet",
+            lineage=artifacts / "features" / "lineage.json",
+            backbone_stamp=artifacts / "backbone.json",
+            model_dir=artifacts / "model",
+            run_dir=artifacts / "run",
+            metrics=reports / "metrics.json",
+            plots_dir=plots,
+            forecast_plot=plots / "forecast.png",
+            loss_plot=plots / "loss_curve.png",
+        )
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What every stage receives: the pipeline section, the model config and the layout.
+
+    Attributes:
+        params: The validated `pipeline` section.
+        model: The llata_core configuration with `data.dataset` pointing at the training
+            frame the features stage writes and `data.split` set to the pipeline's rule, so
+            training, evaluation and promotion all cut the same borders.
+        layout: Absolute paths.
+        profile: `full` (params.yaml as written) or `quick` (plus `pipeline.quick`).
+        overrides: The command-line overrides applied (recorded with the model).
+    """
+
+    params: PipelineParams
+    model: LlataConfig
+    layout: Layout
+    profile: Profile
+    overrides: tuple[str, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+
+def min_rows_for_split(rule: SplitRule, input_size: int, horizon: int) -> int:
+    """Fewest rows for which every split of `rule` holds at least one window.
+
+    The validation suite checks this, so a frame too short for the split borders stops at
+    validation with a report instead of failing inside training.
+    """
+    from llata_core.data import split_borders  # imports torch, which `llata --help` need not
+
+    window = input_size + horizon
+    if rule != "ratio":
+        # Fixed month-based borders: the test split's end is the minimum length.
+        return split_borders(sys.maxsize, input_size, rule)["test"][1]
+    n_rows = window
+    while True:
+        borders = split_borders(n_rows, input_size, rule)
+        if all(end - start >= window for start, end in borders.values()):
+            return n_rows
+        n_rows += 1
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections")
+    return loaded or {}
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_pipeline_config(
+    params_file: str | Path = DEFAULT_PARAMS_FILE,
+    *,
+    overrides: Iterable[str] = (),
+    profile: Profile = "full",
+    root: str | Path | None = None,
+) -> PipelineConfig:
+    """Read and validate `params.yaml` for the pipeline, once, at the edge.
+
+    Args:
+        params_file: The params file.
+        overrides: `section.key=value` strings; `pipeline.*` keys override the pipeline
+            section, the others the llata_core sections (after the quick profile).
+        profile: `quick` applies `pipeline.quick` before `overrides`.
+        root: Project root that relative paths resolve against; default the params file's
+            folder.
+
+    Returns:
+        The frozen configuration.
+
+    Raises:
+        ConfigError: The file or an override does not validate.
+    """
+    path = Path(params_file).resolve()
+    raw = _read_yaml(path)
+    overrides = tuple(overrides)
+    tree = parse_overrides(overrides)
+    pipeline_raw = _merge(raw.get(PIPELINE_SECTION) or {}, tree.pop(PIPELINE_SECTION, {}))
+    try:
+        params = PipelineParams.model_validate(pipeline_raw)
+    except ValidationError as err:
+        raise ConfigError(f"invalid {PIPELINE_SECTION} section in {path}:\n{err}") from err
+    layout = Layout.under(Path(root).resolve() if root else path.parent, params)
+    model_tree = parse_overrides(params.quick) if profile == "quick" else {}
+    model_tree = _merge(model_tree, tree)
+    model_tree = _merge(
+        model_tree, {"data": {"dataset": str(layout.training_frame), "split": params.split}}
+    )
+    model = config_from_dict(raw, model_tree)
+    return PipelineConfig(
+        params=params, model=model, layout=layout, profile=profile, overrides=overrides
+    )

@@ -1,0 +1,319 @@
+"""The `retrain` Prefect flow: data -> validate -> features -> train -> evaluate -> register
+-> promote, and its report as Prefect artifacts.
+
+Orchestration only: every task is a typed wrapper around one function of `flows.stages`
+(the same functions the `llata` commands and the DVC stages call). Retries are declared
+only on tasks that do I/O (fetching data, the Feast stores, the backbone cache, the model
+store and registry lock, the Prefect API), and they retry only on I/O errors; training and
+evaluation are deterministic, so retrying them would only repeat a failure.
+
+Failure rules, which the tests exercise:
+
+- Invalid data ends the run (state Failed, no traceback) before the feature store, the
+  model directory or the registry is touched; the validation report says why.
+- A task that raises ends the run; the registry is only written by the last two tasks,
+  so production stays as it was. Artifacts are written atomically by llata_core.
+- A candidate that does not beat production by the margin is registered (versions are
+  immutable history) but not promoted; the run still completes.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Failed
+from pydantic import BaseModel, ConfigDict
+
+from flows import stages
+from flows.datasource import PullResult, pull_raw_data
+from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
+
+if TYPE_CHECKING:
+    from features.validation import ValidationReport
+    from serving.registry import PromotionDecision
+
+METRICS_ARTIFACT = "llata-metrics"
+FORECAST_ARTIFACT = "llata-forecast"
+VALIDATION_ARTIFACT = "llata-validation"
+
+
+class RetrainRequest(BaseModel):
+    """The flow's one parameter: which params file, profile and overrides to run with.
+
+    Attributes:
+        params_file: `params.yaml` to read; relative paths are taken from the working
+            directory (the project root for `llata pipeline run` and served deployments).
+        root: Project root the pipeline's paths resolve against; default the params
+            file's folder.
+        profile: `full` trains with params.yaml as written; `quick` adds `pipeline.quick`.
+        overrides: `section.key=value` overrides applied last (e.g. `train.epochs=3`,
+            `pipeline.registry.margin=0.05`).
+        allow_synthetic: When no source of the raw data is reachable, train on the
+            synthetic series (flagged in the model's metadata) instead of failing.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    params_file: str = DEFAULT_PARAMS_FILE
+    root: str | None = None
+    profile: Literal["full", "quick"] = "full"
+    overrides: tuple[str, ...] = ()
+    allow_synthetic: bool = True
+
+
+class RetrainResult(BaseModel):
+    """What a completed run did.
+
+    Attributes:
+        candidate: Tag of the version this run registered.
+        promoted: Whether it is now production.
+        reason: The promotion gate's explanation.
+        candidate_mse: The candidate's test MSE as scored by the gate.
+        production_mse: Production's test MSE with the same scorer (None if there was none).
+        production: Production's tag after the run.
+        metrics: `reports/metrics.json` of the candidate.
+        data_source: Where the raw data came from (`present`, `remote`, `url`, `mirror`,
+            `synthetic`).
+        synthetic_data: Whether the model was trained on synthetic data.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate: str
+    promoted: bool
+    reason: str
+    candidate_mse: float | None
+    production_mse: float | None
+    production: str | None
+    metrics: dict[str, Any]
+    data_source: str
+    synthetic_data: bool
+
+
+def _retry_on(*errors: type[BaseException]) -> Callable[[Any, TaskRun, State], bool]:
+    """A `retry_condition_fn` that retries only the given (I/O) exception types."""
+
+    def condition(_task: Any, _run: TaskRun, state: State) -> bool:
+        return isinstance(state.data, errors)
+
+    return condition
+
+
+# OSError covers network errors, timeouts and filelock.Timeout (a TimeoutError);
+# sqlite3.OperationalError is a locked Feast online store.
+_IO = _retry_on(OSError, sqlite3.OperationalError)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def pull_data(cfg: PipelineConfig, allow_synthetic: bool) -> PullResult:
+    """Make sure `data/raw` holds the data (DVC remote, URL, mirror, then synthetic)."""
+    return pull_raw_data(cfg, allow_synthetic=allow_synthetic)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def validate_data(cfg: PipelineConfig) -> ValidationReport:
+    """Run the Great Expectations suite; the report is returned, failing or not."""
+    return stages.validate_stage(cfg)
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def build_features(cfg: PipelineConfig) -> stages.FeaturesResult:
+    """Apply and fill the Feast repo; write the point-in-time training frame."""
+    return stages.features_stage(cfg)
+
+
+@task(
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def prepare_backbone(cfg: PipelineConfig) -> Path:
+    """Build or reuse the cached truncated backbone."""
+    return stages.backbone_stage(cfg)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def train_model(cfg: PipelineConfig) -> Path:
+    """Train (on the GPU when the worker has one) and save the artifact atomically."""
+    outcome = stages.train_stage(cfg)
+    get_run_logger().info(
+        "trained %s on %s in %.0fs (%d epoch(s))",
+        outcome.artifact,
+        outcome.fit.device,
+        outcome.fit.seconds,
+        len(outcome.fit.history),
+    )
+    return outcome.artifact
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def evaluate_model(cfg: PipelineConfig) -> stages.EvaluationResult:
+    """Score the artifact on the test split; write metrics.json and the plots."""
+    return stages.evaluate_stage(cfg)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def register_model(cfg: PipelineConfig, artifact: Path) -> str:
+    """Copy the artifact into the model store as a new immutable version."""
+    return stages.register_stage(cfg, artifact)
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def promote_model(cfg: PipelineConfig, tag: str) -> PromotionDecision:
+    """Score candidate and production with one scorer; switch the alias if it wins."""
+    decision = stages.promote_stage(cfg, tag)
+    log = get_run_logger()
+    (log.info if decision.promoted else log.warning)(
+        "%s %s: %s", "promoted" if decision.promoted else "not promoted", tag, decision.reason
+    )
+    return decision
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def publish_report(evaluation: stages.EvaluationResult, decision: PromotionDecision) -> None:
+    """Publish the metrics table and the forecast/loss plots as Prefect artifacts."""
+    metrics = evaluation.metrics
+    rows: list[dict[str, Any]] = [
+        {"metric": "test_mse", "value": metrics["mse"]},
+        {"metric": "test_mae", "value": metrics["mae"]},
+        {"metric": "val_mse", "value": metrics.get("val_mse")},
+        {"metric": "test_windows", "value": metrics["n_windows"]},
+        {"metric": "gate_candidate_mse", "value": decision.candidate_mse},
+        {"metric": "gate_production_mse", "value": decision.production_mse},
+        *(
+            {"metric": f"test_mse[{channel}]", "value": value}
+            for channel, value in metrics["mse_by_channel"].items()
+        ),
+    ]
+    verdict = "promoted to production" if decision.promoted else "not promoted"
+    create_table_artifact(
+        table=rows,
+        key=METRICS_ARTIFACT,
+        description=f"{decision.candidate}: {verdict} ({decision.reason})",
+    )
+    create_markdown_artifact(
+        markdown="\n\n".join(
+            [
+                f"## {decision.candidate}: {verdict}",
+                decision.reason,
+                "### Forecast vs actual (test split, scaled)",
+                _embedded_png(evaluation.forecast_plot, "forecast vs actual"),
+                "### Training history",
+                _embedded_png(evaluation.loss_plot, "loss curve"),
+            ]
+        ),
+        key=FORECAST_ARTIFACT,
+        description="Forecast of the candidate on test windows and its loss curve",
+    )
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_IO,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def publish_validation_failure(report: ValidationReport) -> None:
+    """Publish the failed expectations as a markdown artifact."""
+    create_markdown_artifact(
+        markdown="## Data validation failed\n\n```\n" + _failure_message(report) + "\n```",
+        key=VALIDATION_ARTIFACT,
+        description="The raw data broke the Great Expectations suite; nothing was trained",
+    )
+
+
+def _failure_message(report: ValidationReport) -> str:
+    from features.validation import DataValidationError
+
+    return str(DataValidationError(report))
+
+
+def _embedded_png(path: Path, alt: str) -> str:
+    # Image artifacts need a URL the UI can fetch; a local PNG has none, so it travels
+    # inside the markdown as a data URI, which the Prefect UI renders.
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{encoded})"
+
+
+@flow(name="retrain", persist_result=False, validate_parameters=True)
+def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
+    """Retrain, evaluate, register and (if it wins) promote a forecaster.
+
+    Args:
+        request: Which params file, profile and overrides to use (defaults: params.yaml in
+            the working directory, full profile).
+
+    Returns:
+        What the run did; a Failed state (no traceback) when the data breaks the suite.
+    """
+    request = request or RetrainRequest()
+    cfg = load_pipeline_config(
+        request.params_file,
+        overrides=request.overrides,
+        profile=request.profile,
+        root=request.root,
+    )
+    pulled = pull_data(cfg, request.allow_synthetic)
+    report = validate_data(cfg)
+    if not report.success:
+        publish_validation_failure(report)
+        return Failed(message=_failure_message(report))
+    build_features(cfg)
+    prepare_backbone(cfg)
+    artifact = train_model(cfg)
+    evaluation = evaluate_model(cfg)
+    tag = register_model(cfg, artifact)
+    decision = promote_model(cfg, tag)
+    publish_report(evaluation, decision)
+    return RetrainResult(
+        candidate=tag,
+        promoted=decision.promoted,
+        reason=decision.reason,
+        candidate_mse=decision.candidate_mse,
+        production_mse=decision.production_mse,
+        production=stages.open_registry(cfg).production_tag(),
+        metrics=evaluation.metrics,
+        data_source=pulled.source,
+        synthetic_data=pulled.synthetic,
+    )

@@ -1,0 +1,480 @@
+"""The pipeline's stages: one implementation behind the command line, DVC and Prefect.
+
+Each function is one step of DESIGN section 3 over a `PipelineConfig`: it reads the
+previous step's files, calls the library (`features` for Great Expectations and Feast,
+`llata_core` for training and evaluation, `serving.registry` for the registry) and writes
+its own files into the layout. `llata validate|features|pipeline train|pipeline evaluate`
+(which `dvc.yaml` runs) and the Prefect tasks in `flows.retrain` are thin wrappers around
+these functions, so `dvc repro` and the flow produce the same files from the same params.
+
+Every file is written atomically (temp file + rename; llata_core does the same for the
+model), so a step that dies leaves the previous complete output or none, never half of one.
+
+Great Expectations, Feast, BentoML and torch are imported inside the stages that need them:
+each DVC stage is its own process, and importing all four costs about ten seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from flows.datasource import file_sha256, read_provenance
+from flows.params import PipelineConfig, min_rows_for_split
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from features.frame import FrameSpec
+    from features.validation import ValidationReport
+    from llata_core.jobs import TrainOutcome
+    from serving.registry import PromotionDecision, Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    """What the features stage wrote.
+
+    Attributes:
+        training_frame: The point-in-time training frame (parquet).
+        rows: Rows in it.
+        channels: Its channel columns.
+        retrieval: `point_in_time` (Feast's join over every row) or `offline_asof` (the
+            offline store read with as-of semantics, cross-checked against Feast's join).
+        filled: NaN values filled (forward, then backward) before training.
+        lineage: What the training step records about the data.
+    """
+
+    training_frame: Path
+    rows: int
+    channels: tuple[str, ...]
+    retrieval: str
+    filled: int
+    lineage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What the evaluation stage wrote: `reports/metrics.json` and two plots."""
+
+    metrics: dict[str, Any]
+    metrics_path: Path
+    forecast_plot: Path
+    loss_plot: Path
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file keeps the real suffix: matplotlib and pandas pick the format from it.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports and frames are for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, document: Any) -> None:
+    text = json.dumps(document, indent=2, default=str) + "\n"
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _without_none(value: Any) -> Any:
+    """JSON-shaped copy without None values (BentoML metadata cannot hold None)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
+def frame_spec(cfg: PipelineConfig) -> FrameSpec:
+    """The data contract of the raw frame: columns, frequency, NaN share, enough rows.
+
+    `min_rows` is what the split rule needs for one window in every split, at least
+    `input_size + horizon`, so a frame too short for training fails validation.
+    """
+    from features.frame import FrameSpec
+
+    data = cfg.model.data
+    return FrameSpec(
+        timestamp_column=data.timestamp_column,
+        channels=data.channels or cfg.params.validation.channels,
+        min_rows=min_rows_for_split(cfg.params.split, data.input_size, data.horizon),
+        max_nan_fraction=cfg.params.validation.max_nan_fraction,
+        frequency=cfg.params.validation.frequency,
+        default_series_id=cfg.params.series_id,
+    )
+
+
+def load_raw_frame(cfg: PipelineConfig) -> pd.DataFrame:
+    """The raw frame as stored (timestamps still text: parsing is the validation's job).
+
+    Raises:
+        FileNotFoundError: The raw file is missing (run `llata data pull`).
+        features.frame.DataLoadError: It cannot be parsed as a table.
+    """
+    from features.frame import load_frame
+
+    path = cfg.layout.raw_data
+    if not path.is_file():
+        raise FileNotFoundError(f"raw data not found: {path}; run `llata data pull` first")
+    return load_frame(path, cfg.model.data.timestamp_column)
+
+
+def data_lineage(cfg: PipelineConfig) -> dict[str, Any]:
+    """Where the raw data came from, for the model's metadata.
+
+    Synthetic data is recognised from the provenance record `llata data pull` wrote for
+    exactly these bytes, so it is flagged however the later stages are run.
+    """
+    record = read_provenance(cfg) or {}
+    source = str(record.get("source", "file"))
+    return {
+        "dataset": cfg.params.dataset,
+        "raw_data": str(cfg.params.raw_data),
+        "raw_data_sha256": file_sha256(cfg.layout.raw_data),
+        "raw_data_source": source,
+        "raw_data_origin": str(record.get("origin", cfg.params.raw_data)),
+        "synthetic_data": source == "synthetic",
+    }
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate_stage(cfg: PipelineConfig) -> ValidationReport:
+    """Run the Great Expectations suite on the raw frame.
+
+    Writes `reports/validation/validation.json` and the GX Data Docs beside it, whether the
+    frame passes or not; the caller decides to stop (`report.raise_for_failures()`).
+
+    Raises:
+        FileNotFoundError: The raw file is missing.
+        features.frame.DataLoadError: It cannot be read as a table.
+    """
+    from features.validation import validate_frame
+
+    frame = load_raw_frame(cfg)
+    return validate_frame(frame, frame_spec(cfg), cfg.layout.validation_dir)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def features_stage(cfg: PipelineConfig) -> FeaturesResult:
+    """Build the Feast repo and write the point-in-time training frame.
+
+    Applies the definitions, materializes the observations into the sqlite online store,
+    pushes the latest context window, then reads the training frame back from the offline
+    store (see `training_frame_from_store`) and writes it with its lineage.
+
+    The frame is validated again first (without Data Docs, about a second): whoever calls
+    this stage, nothing unvalidated reaches the feature store.
+
+    Raises:
+        features.validation.DataValidationError: The raw frame breaks the suite.
+    """
+    from features.store import prepare_feature_repo
+    from features.validation import validate_frame
+
+    layout = cfg.layout
+    frame = load_raw_frame(cfg)
+    spec = frame_spec(cfg)
+    validate_frame(frame, spec).raise_for_failures()
+    store = prepare_feature_repo(layout.feature_repo, frame, spec, cfg.model.data.input_size)
+    training, retrieval = training_frame_from_store(cfg, store, frame)
+    channels = tuple(c for c in training.columns if c != cfg.model.data.timestamp_column)
+    missing = int(training[list(channels)].isna().sum().sum())
+    if missing:
+        # Validation allowed up to max_nan_fraction of gaps; training refuses any NaN.
+        logger.warning("filling %d NaN value(s) in the training frame (ffill, then bfill)", missing)
+        training[list(channels)] = training[list(channels)].ffill().bfill()
+    _atomic_write(layout.training_frame, lambda tmp: training.to_parquet(tmp, index=False))
+    lineage = {
+        **data_lineage(cfg),
+        "feature_repo": str(layout.feature_repo.relative_to(layout.root)),
+        "training_frame": str(layout.training_frame.relative_to(layout.root)),
+        "training_frame_sha256": file_sha256(layout.training_frame),
+        "training_retrieval": retrieval,
+        "filled_values": missing,
+        "built_at": datetime.now(UTC).isoformat(),
+    }
+    _write_json(layout.lineage, lineage)
+    logger.info(
+        "training frame %s: %d rows x %d channels (%s)",
+        layout.training_frame,
+        len(training),
+        len(channels),
+        retrieval,
+    )
+    return FeaturesResult(
+        layout.training_frame, len(training), channels, retrieval, missing, lineage
+    )
+
+
+def training_frame_from_store(
+    cfg: PipelineConfig, store: FeatureStore, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, str]:
+    """The wide training frame, read back from the Feast offline store as of each row.
+
+    One entity row per raw timestamp asks for the channel values known at that time. Up to
+    `pipeline.features.pit_max_rows` rows, Feast's `get_historical_features` answers them
+    all. Beyond that, Feast 0.67's file store would need rows^2 memory (it merges every
+    entity row with every observation of the series before filtering), so the observation
+    source is read through the offline store's `pull_all_from_table_or_query` (what Feast's
+    materialization uses) and joined as of each row with `pandas.merge_asof` - the same
+    semantics: the latest observation at or before the row, the latest write on ties. A
+    sample of rows is then checked against Feast's own join and any difference is an error.
+
+    Returns:
+        The frame (timestamp column plus channels, naive UTC timestamps, time order) and
+        the retrieval used (`point_in_time` or `offline_asof`).
+    """
+    from features.entities import SERIES_JOIN_KEY
+    from features.frame import parse_timestamps
+    from features.sources import EVENT_TIMESTAMP
+    from features.store import get_training_frame
+
+    ts_col = cfg.model.data.timestamp_column
+    timestamps = parse_timestamps(frame[ts_col])
+    if timestamps.dt.tz is None:
+        timestamps = timestamps.dt.tz_localize("UTC")
+    entity_df = pd.DataFrame(
+        {
+            SERIES_JOIN_KEY: cfg.params.series_id,
+            EVENT_TIMESTAMP: timestamps.dt.tz_convert("UTC").reset_index(drop=True),
+        }
+    )
+    entity_df = entity_df.sort_values(EVENT_TIMESTAMP, kind="stable", ignore_index=True)
+    if len(entity_df) <= cfg.params.features.pit_max_rows:
+        joined = get_training_frame(store, entity_df)
+        retrieval = "point_in_time"
+    else:
+        joined = _offline_asof(store, entity_df)
+        _check_against_point_in_time(store, entity_df, joined, cfg.params.features.pit_check_rows)
+        retrieval = "offline_asof"
+    wide = joined.drop(columns=[SERIES_JOIN_KEY]).rename(columns={EVENT_TIMESTAMP: ts_col})
+    wide[ts_col] = wide[ts_col].dt.tz_convert("UTC").dt.tz_localize(None)
+    return wide.reset_index(drop=True), retrieval
+
+
+def _offline_asof(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """As-of join of `entity_df` against the observations read from the offline store."""
+    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+    from features.entities import SERIES_JOIN_KEY
+    from features.sources import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+    from features.views import OBSERVATIONS_VIEW
+
+    view = store.get_feature_view(OBSERVATIONS_VIEW)
+    if view.batch_source is None:
+        raise RuntimeError(f"feature view {OBSERVATIONS_VIEW!r} has no batch source")
+    channels = [f.name for f in view.features]
+    offline = get_offline_store_from_config(store.config.offline_store)
+    job = offline.pull_all_from_table_or_query(
+        config=store.config,
+        data_source=view.batch_source,
+        join_key_columns=[SERIES_JOIN_KEY],
+        feature_name_columns=channels,
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED_TIMESTAMP,
+        start_date=entity_df[EVENT_TIMESTAMP].min().to_pydatetime(),
+        end_date=entity_df[EVENT_TIMESTAMP].max().to_pydatetime(),
+    )
+    observations = job.to_df()
+    observations[EVENT_TIMESTAMP] = pd.to_datetime(observations[EVENT_TIMESTAMP], utc=True)
+    observations[SERIES_JOIN_KEY] = observations[SERIES_JOIN_KEY].astype(str)
+    # The latest write of a (series, timestamp) wins, as in Feast's join.
+    observations = observations.sort_values([EVENT_TIMESTAMP, CREATED_TIMESTAMP], kind="stable")
+    observations = observations.drop_duplicates([SERIES_JOIN_KEY, EVENT_TIMESTAMP], keep="last")
+    keys = entity_df[[SERIES_JOIN_KEY, EVENT_TIMESTAMP]].copy()
+    keys[EVENT_TIMESTAMP] = keys[EVENT_TIMESTAMP].astype(observations[EVENT_TIMESTAMP].dtype)
+    joined = pd.merge_asof(
+        keys,
+        observations[[SERIES_JOIN_KEY, EVENT_TIMESTAMP, *channels]],
+        on=EVENT_TIMESTAMP,
+        by=SERIES_JOIN_KEY,
+        direction="backward",
+        allow_exact_matches=True,
+    )
+    joined[EVENT_TIMESTAMP] = entity_df[EVENT_TIMESTAMP].to_numpy()
+    return joined
+
+
+def _check_against_point_in_time(
+    store: FeatureStore, entity_df: pd.DataFrame, joined: pd.DataFrame, n_rows: int
+) -> None:
+    """Compare evenly spaced rows of `joined` with Feast's point-in-time join."""
+    from features.store import get_training_frame
+
+    idx = np.unique(np.linspace(0, len(entity_df) - 1, min(n_rows, len(entity_df))).astype(int))
+    reference = get_training_frame(store, entity_df.iloc[idx].reset_index(drop=True))
+    channels = [c for c in reference.columns if c not in entity_df.columns]
+    ours = joined.iloc[idx][channels].to_numpy(dtype=np.float64)
+    theirs = reference[channels].to_numpy(dtype=np.float64)
+    if not np.allclose(ours, theirs, equal_nan=True):
+        bad = int(idx[np.nonzero(~np.isclose(ours, theirs, equal_nan=True).all(axis=1))[0][0]])
+        raise RuntimeError(
+            f"training frame differs from Feast's point-in-time join at row {bad} "
+            f"({entity_df.iloc[bad].to_dict()})"
+        )
+    logger.info("training frame matches Feast's point-in-time join on %d sampled rows", len(idx))
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+def backbone_stage(cfg: PipelineConfig) -> Path:
+    """Prepare (or find) the cached backbone and write the stamp `llata backbone prepare
+    --stamp` writes, so both entry points leave the same file."""
+    from llata_core.backbone import prepare_backbone
+
+    backbone = prepare_backbone(cfg.model.model)
+    stamp = {
+        "backbone": backbone.name,
+        "revision": backbone.revision,
+        "n_layers": cfg.model.model.n_layers,
+        "n_principal": int(backbone.principal.shape[0]),
+    }
+    _write_json(cfg.layout.backbone_stamp, stamp)
+    return cfg.layout.backbone_stamp
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train_stage(cfg: PipelineConfig) -> TrainOutcome:
+    """Train on the features stage's training frame; write `artifacts/model` atomically.
+
+    The series keeps the raw data's lineage: a model trained on synthetic data says so in
+    its metadata (`synthetic_data: true`), whichever entry point trained it.
+    """
+    from llata_core.data import series_from_frame
+    from llata_core.jobs import train_job
+
+    layout = cfg.layout
+    if not layout.training_frame.is_file():
+        raise FileNotFoundError(
+            f"training frame not found: {layout.training_frame}; run the features stage first"
+        )
+    lineage = json.loads(layout.lineage.read_text(encoding="utf-8"))
+    frame = pd.read_parquet(layout.training_frame)
+    series = series_from_frame(
+        frame,
+        cfg.model.data,
+        origin=str(layout.training_frame),
+        source="synthetic" if lineage.get("synthetic_data") else "file",
+        # The file's hash, which is what `load_series` computes when evaluate_job reloads
+        # it: the evaluation split fingerprint then matches between training and scoring.
+        sha256=file_sha256(layout.training_frame),
+    )
+    extra = {
+        **{k: v for k, v in lineage.items() if k != "built_at"},
+        "pipeline_profile": cfg.profile,
+        "pipeline_overrides": list(cfg.overrides),
+    }
+    return train_job(
+        cfg.model,
+        out_dir=layout.model_dir,
+        run_dir=layout.run_dir,
+        series=series,
+        extra_metadata=extra,
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
+    """Score the trained model on the test split; write metrics.json and the two plots."""
+    from llata_core.jobs import evaluate_job, plot_forecasts, plot_loss_curve
+
+    layout = cfg.layout
+    metrics, fc, splits = evaluate_job(layout.model_dir, cfg.model.data, split="test")
+    trained = json.loads((layout.model_dir / "metrics.json").read_text(encoding="utf-8"))
+    document = {
+        "dataset": cfg.params.dataset,
+        "split": "test",
+        "mse": metrics.mse,
+        "mae": metrics.mae,
+        "n_windows": metrics.n_windows,
+        "val_mse": trained.get("val_mse"),
+        "val_mae": trained.get("val_mae"),
+        "epochs_run": trained.get("epochs_run"),
+        "mse_by_channel": dict(zip(fc.channels, metrics.mse_by_channel, strict=True)),
+        "eval_split_hash": splits.fingerprint(),
+    }
+    _write_json(layout.metrics, document)
+    _atomic_write(layout.forecast_plot, lambda tmp: plot_forecasts(fc, splits, tmp))
+    _atomic_write(
+        layout.loss_plot, lambda tmp: plot_loss_curve(layout.run_dir / "history.jsonl", tmp)
+    )
+    logger.info(
+        "test MSE %.4f MAE %.4f over %d windows", metrics.mse, metrics.mae, metrics.n_windows
+    )
+    return EvaluationResult(document, layout.metrics, layout.forecast_plot, layout.loss_plot)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def open_registry(cfg: PipelineConfig) -> Registry:
+    """The registry `pipeline.registry` names (BentoML home from `$BENTOML_HOME`)."""
+    from serving.registry import Registry
+
+    reg = cfg.params.registry
+    registry_dir = cfg.root / reg.dir if reg.dir is not None else None
+    return Registry(reg.model_name, registry_dir)
+
+
+def register_stage(cfg: PipelineConfig, artifact: Path) -> str:
+    """Register the artifact as a new immutable version with its lineage and params."""
+    config = json.loads((artifact / "config.json").read_text(encoding="utf-8"))
+    metrics = json.loads((artifact / "metrics.json").read_text(encoding="utf-8"))
+    metadata = {
+        **_without_none(config.get("metadata", {})),
+        "params": _without_none(cfg.model.to_dict()),
+        "pipeline": _without_none(cfg.params.model_dump(mode="json")),
+        "eval_split_hash": metrics["eval_split_hash"],
+    }
+    return open_registry(cfg).register(artifact, metadata=metadata)
+
+
+def mse_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
+    """The promotion scorer: test-split MSE on this run's data, the same for both sides.
+
+    Candidate and production are each loaded from their stored copy and evaluated on the
+    test windows of the current training frame with the pipeline's split borders.
+    """
+    from llata_core.jobs import evaluate_job
+
+    def score(path: Path) -> float:
+        metrics, _, _ = evaluate_job(path, cfg.model.data, split="test")
+        return metrics.mse
+
+    return score
+
+
+def promote_stage(cfg: PipelineConfig, tag: str) -> PromotionDecision:
+    """Promote the candidate if it beats production by the configured margin."""
+    return open_registry(cfg).promote(tag, score=mse_scorer(cfg), margin=cfg.params.registry.margin)

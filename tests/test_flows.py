@@ -1,0 +1,398 @@
+"""The `retrain` Prefect flow end to end, under `prefect_test_harness`, on a tiny backbone.
+
+Real Prefect (a temporary local server for the session), real Great Expectations, Feast
+and BentoML's model store in temporary homes. Every failure path checks that production
+is untouched and that no half-written artifact is left behind.
+
+One module workspace (a small hourly sine series, a tiny llama) holds the registry's
+production model, trained by the first run of the main job (`llata pipeline run`); each
+test that breaks something works on a copy of that workspace against the same registry.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Prefect reads its settings when it is imported: point it at private temporary homes and
+# switch off telemetry first. The harness below supplies the API server and its database.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="llata-test-prefect-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
+from prefect.client.schemas.filters import (  # noqa: E402
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.settings import PREFECT_API_URL  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from flows.deploy import build_deployment  # noqa: E402
+from flows.params import Layout, load_pipeline_config  # noqa: E402
+from flows.retrain import (  # noqa: E402
+    FORECAST_ARTIFACT,
+    METRICS_ARTIFACT,
+    VALIDATION_ARTIFACT,
+    RetrainRequest,
+    RetrainResult,
+    retrain,
+)
+from flows.stages import promote_stage, register_stage  # noqa: E402
+from llata_core.cli import main  # noqa: E402
+from llata_core.forecaster import Forecaster, verify_artifact  # noqa: E402
+from serving.registry import Registry  # noqa: E402
+from tests.test_pipeline import (  # noqa: E402
+    BIN,
+    REPO,
+    _paths,
+    corrupt,
+    resolved_dvc_stages,
+    sine_workspace,
+)
+
+# The baseline trains a little; the "worse" candidate barely moves from its initialisation.
+BASELINE = ("train.epochs=2", "train.max_steps_per_epoch=6")
+WORSE = ("train.lr=1e-7", "train.max_steps_per_epoch=1")
+CRASH = ("train.lr=1e30", "train.epochs=2", "train.max_steps_per_epoch=3")
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One temporary Prefect server for the session (it takes a while to start)."""
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="module")
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from bentoml._internal.utils.analytics import usage_stats
+
+    home = tmp_path_factory.mktemp("bentoml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_HOME", str(home))
+        usage_stats.do_not_track.cache_clear()
+        yield home
+
+
+@pytest.fixture(scope="module")
+def baseline(
+    prefect_api: str, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The main job, as `make run` runs it (`llata pipeline run`, in a subprocess), on
+    the module workspace: it leaves the production model every other test protects."""
+    root = tmp_path_factory.mktemp("workspace")
+    params = sine_workspace(root)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    cmd = ["llata", "pipeline", "run", "--params", str(params), "--profile", "full"]
+    for override in BASELINE:
+        cmd += ["--set", override]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    production = Registry().production()
+    return {"root": root, "params": params, "run": done, "production": production}
+
+
+def run_flow(params: Path, *overrides: str) -> Any:
+    """Run the flow in this process against the harness; return its final state."""
+    request = RetrainRequest(params_file=str(params), overrides=(*BASELINE, *overrides))
+    return retrain(request, return_state=True)
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    """Content hash of every file under `root` (hidden temp files included)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def registry_state() -> tuple[str | None, list[str], bytes]:
+    registry = Registry()
+    aliases = registry.aliases_path.read_bytes() if registry.aliases_path.exists() else b""
+    return registry.production_tag(), [v.tag for v in registry.list_versions()], aliases
+
+
+def copy_workspace(baseline: dict[str, Any], dest: Path) -> Path:
+    shutil.copytree(baseline["root"], dest)
+    return dest / "params.yaml"
+
+
+def leftovers(artifacts: Path) -> list[str]:
+    """Temporary files or directories an interrupted atomic write would leave."""
+    return [str(p) for p in artifacts.rglob(".*") if p.name not in (".gitignore",)]
+
+
+# --------------------------------------------------------------------------- main job
+
+
+def test_main_job_trains_registers_promotes_and_prints_no_traceback(
+    baseline: dict[str, Any],
+) -> None:
+    done = baseline["run"]
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output
+    assert "PROMOTED (no production version yet)" in done.stdout
+    assert "Sample forecast of the production model" in done.stdout
+    assert "bentoml serve serving.service:Forecaster" in done.stdout
+
+    production = baseline["production"]
+    assert production is not None and production.tag in done.stdout
+    metadata = production.metadata
+    assert metadata["synthetic_data"] is False
+    assert metadata["raw_data_source"] == "file"  # placed there, not pulled
+    assert metadata["eval_split_hash"] == production.metrics["eval_split_hash"]
+    assert metadata["params"]["model"]["backbone"] == "tiny-llama"
+    assert metadata["git_revision"]
+    verify_artifact(production.path)
+    metrics = json.loads((baseline["root"] / "reports/metrics.json").read_text())
+    assert metrics["mse"] == pytest.approx(production.metrics["mse"])
+
+
+def test_flow_leaves_exactly_the_files_dvc_declares(baseline: dict[str, Any]) -> None:
+    root = baseline["root"]
+    params = yaml.safe_load(baseline["params"].read_text())
+    declared: set[str] = set()
+    for stage in resolved_dvc_stages(params).values():
+        for key in ("outs", "metrics", "plots"):
+            declared.update(_paths(stage.get(key, [])))
+    for path in declared:
+        assert (root / path).exists(), f"the flow did not write {path}"
+    cfg = load_pipeline_config(baseline["params"])
+    layout = Layout.under(root, cfg.params)
+    written = {
+        str(p.relative_to(root))
+        for top in (layout.root / "artifacts", layout.root / "reports")
+        for p in top.rglob("*")
+        if p.is_file()
+    }
+    undeclared = [p for p in written if not any(p == d or p.startswith(d + "/") for d in declared)]
+    assert undeclared == []
+    assert leftovers(root / "artifacts") == []
+
+
+# --------------------------------------------------------------------------- failure paths
+
+
+def test_worse_candidate_is_registered_but_not_promoted(baseline: dict[str, Any]) -> None:
+    production, versions, aliases = registry_state()
+    state = run_flow(baseline["params"], *WORSE)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert isinstance(result, RetrainResult)
+    assert not result.promoted
+    assert result.candidate_mse is not None and result.production_mse is not None
+    assert result.candidate_mse > result.production_mse
+    assert result.production == production
+    after_production, after_versions, after_aliases = registry_state()
+    assert after_production == production and after_aliases == aliases
+    assert after_versions == [*versions, result.candidate]
+    assert Registry().history()[-1]["action"] == "reject"
+
+    # The run published its report, and its logs carry no traceback.
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    by_key = {a.key: a for a in artifacts}
+    table = by_key[METRICS_ARTIFACT].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    values = {row["metric"]: row["value"] for row in rows}
+    assert values["test_mse"] == pytest.approx(result.metrics["mse"])
+    assert values["gate_production_mse"] == pytest.approx(result.production_mse)
+    markdown = by_key[FORECAST_ARTIFACT].data
+    assert "not promoted" in markdown
+    assert markdown.count("data:image/png;base64,") == 2
+    assert logs and not [log.message for log in logs if "Traceback" in log.message]
+
+
+def test_invalid_data_stops_before_features_model_and_registry(
+    baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    params = copy_workspace(baseline, tmp_path / "ws")
+    root = params.parent
+    corrupt(root / "data/raw/series.csv")
+    artifacts = digest_tree(root / "artifacts")
+    before = registry_state()
+
+    state = run_flow(params)
+    assert state.is_failed()
+    for check in ("timestamp_unique", "numeric_channel", "nan_share"):
+        assert check in state.message
+    assert digest_tree(root / "artifacts") == artifacts  # feature repo, frame, model
+    assert registry_state() == before
+    report = json.loads((root / "reports/validation/validation.json").read_text())
+    assert report["success"] is False
+    with get_client(sync_client=True) as client:
+        artifacts_published = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    assert [a.key for a in artifacts_published] == [VALIDATION_ARTIFACT]
+
+
+def test_training_crash_leaves_production_and_the_last_artifact_intact(
+    baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    params = copy_workspace(baseline, tmp_path / "ws")
+    root = params.parent
+    model = digest_tree(root / "artifacts/model")
+    metrics = (root / "reports/metrics.json").read_bytes()
+    before = registry_state()
+
+    state = run_flow(params, *CRASH)  # the loss turns NaN after the first optimizer step
+    assert state.is_failed()
+    assert re.search(r"training loss became (nan|inf)", state.message)
+    assert registry_state() == before
+    assert digest_tree(root / "artifacts/model") == model  # the previous, complete model
+    verify_artifact(root / "artifacts/model")
+    assert leftovers(root / "artifacts") == []
+    assert (root / "reports/metrics.json").read_bytes() == metrics  # evaluate never ran
+
+
+def test_two_promotions_racing_end_on_the_better_model(
+    baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two candidates promoted at once, with the flow's scorer, into an empty registry.
+
+    Whatever the interleaving, production ends on the better one: either it wins first
+    and the other is rejected, or the other wins first and is then beaten. The registry's
+    own tests cover the lock itself.
+    """
+    good = Path(shutil.copytree(baseline["production"].path, tmp_path / "good"))
+    cfg = load_pipeline_config(baseline["params"], overrides=[*BASELINE, *WORSE])
+    ws = copy_workspace(baseline, tmp_path / "ws").parent
+    from flows.stages import train_stage
+
+    cfg_worse = load_pipeline_config(ws / "params.yaml", overrides=[*BASELINE, *WORSE])
+    bad = train_stage(cfg_worse).artifact
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    good_tag = register_stage(cfg, good)
+    bad_tag = register_stage(cfg, bad)
+
+    decisions: list[Any] = []
+    errors: list[BaseException] = []
+
+    def promote(tag: str) -> None:
+        try:
+            decisions.append(promote_stage(cfg, tag))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promote, args=(tag,)) for tag in (bad_tag, good_tag)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    registry = Registry()
+    assert registry.production_tag() == good_tag
+    history = registry.history()
+    promotions = [h for h in history if h["action"] == "promote"]
+    assert len(history) == 2 and 1 <= len(promotions) <= 2
+    aliases = json.loads(registry.aliases_path.read_text())
+    assert aliases["revision"] == len(promotions)
+    assert aliases["previous"] in (None, bad_tag)
+
+
+def test_rollback_restores_the_previous_model(baseline: dict[str, Any]) -> None:
+    production = baseline["production"]
+    cfg = load_pipeline_config(baseline["params"], overrides=list(BASELINE))
+    other = register_stage(cfg, baseline["root"] / "artifacts/model")
+    assert main(["registry", "promote", other, "--force"]) == 0
+    assert Registry().production_tag() == other
+
+    assert main(["registry", "rollback"]) == 0
+    registry = Registry()
+    assert registry.production_tag() == production.tag
+    assert registry.get("previous").tag == other
+    restored = Forecaster.load(registry.production().path)
+    original = Forecaster.load(production.path)
+    window = np.random.default_rng(0).normal(size=(restored.input_size, len(restored.channels)))
+    np.testing.assert_array_equal(restored.predict(window), original.predict(window))
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def test_scheduled_deployment_uses_the_cron_from_params(
+    prefect_api: str, baseline: dict[str, Any]
+) -> None:
+    cfg = load_pipeline_config(baseline["params"])
+    request = RetrainRequest(params_file=str(baseline["params"]), profile="quick")
+    deployment_id = build_deployment(cfg, request, name="test-schedule").apply()
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+    assert deployment.entrypoint == "flows.retrain.retrain"
+    assert [s.schedule.cron for s in deployment.schedules] == [cfg.params.schedule.cron]
+    assert deployment.schedules[0].schedule.timezone == cfg.params.schedule.timezone
+    assert deployment.parameters["request"]["profile"] == "quick"
+
+
+def test_prefect_yaml_deploys_to_a_cpu_and_a_gpu_pool(prefect_api: str, tmp_path: Path) -> None:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    schedule = yaml.safe_load((REPO / "params.yaml").read_text())["pipeline"]["schedule"]
+    pools = {d["work_pool"]["name"]: d for d in spec["deployments"]}
+    assert set(pools) == {"llata-cpu", "llata-gpu"}
+    for deployment in spec["deployments"]:
+        (entry,) = deployment["schedules"]
+        assert (entry["cron"], entry["timezone"]) == (schedule["cron"], schedule["timezone"])
+    gpu_env = pools["llata-gpu"]["work_pool"]["job_variables"]["env"]
+    assert gpu_env["CUDA_VISIBLE_DEVICES"] == "0"
+
+    with get_client(sync_client=True) as client:
+        for name in pools:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "LLATA_PROJECT_DIR": str(REPO),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        gpu = client.read_deployment_by_name("retrain/retrain-gpu")
+        cpu = client.read_deployment_by_name("retrain/retrain-cpu")
+    assert gpu.work_pool_name == "llata-gpu"
+    assert gpu.job_variables["env"]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert [s.active for s in gpu.schedules] == [True]
+    assert [s.active for s in cpu.schedules] == [False]
+    assert gpu.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"]

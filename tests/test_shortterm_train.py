@@ -1,0 +1,322 @@
+"""The short-term (M4) setting through the one harness: config, losses, `fit`, CLI, artifact.
+
+A tiny M4-format Hourly subset is written to a temporary mirror, so `llata train` and
+`llata evaluate` run end to end on a tiny backbone in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from llata_core.backbone import prepare_backbone
+from llata_core.cli import main
+from llata_core.config import ConfigError, LlataConfig, config_from_dict, load_params
+from llata_core.data import DataError
+from llata_core.forecaster import Forecaster
+from llata_core.losses import (
+    DistillationLoss,
+    MASETerm,
+    PointLoss,
+    SMAPETerm,
+    WindowContext,
+)
+from llata_core.model import LlataOutput
+from llata_core.shortterm import mase_loss, smape_loss
+from llata_core.shortterm_harness import (
+    VALUE_CHANNEL,
+    benchmark_forecasts,
+    load_short_term_splits,
+    score_forecasts,
+)
+from llata_core.train import config_digest, fit
+from tests.conftest import tiny_overrides
+
+HOURLY_H = 48
+
+
+def _m4_rows(series: list[np.ndarray], prefix: str = "H") -> list[str]:
+    width = max(len(s) for s in series)
+    rows = []
+    for i, values in enumerate(series, start=1):
+        cells = [f'"{v:.3f}"' for v in values] + [""] * (width - len(values))
+        rows.append(",".join([f'"{prefix}{i}"', *cells]))
+    header = ",".join(f'"V{j}"' for j in range(1, width + 2))
+    return [header, *rows]
+
+
+def write_tiny_hourly(mirror: Path, n_series: int = 12, short: int | None = None) -> Path:
+    """A learnable M4-format Hourly subset: daily cycles on different levels and lengths.
+
+    Args:
+        mirror: the mirror directory; files go to `mirror/m4/`.
+        n_series: how many series.
+        short: give the last series only this many training points.
+    """
+    rng = np.random.default_rng(0)
+    train, test = [], []
+    for i in range(n_series):
+        n = 150 + 10 * (i % 5) if short is None or i < n_series - 1 else short
+        t = np.arange(n + HOURLY_H)
+        level = 100.0 * (i + 1)
+        values = level + 0.2 * level * np.sin(2 * np.pi * t / 24 + i)
+        values += rng.normal(0, 0.01 * level, size=t.shape)
+        train.append(values[:n])
+        test.append(values[n:])
+    folder = mirror / "m4"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Hourly-train.csv").write_text("\n".join(_m4_rows(train)) + "\n")
+    (folder / "Hourly-test.csv").write_text("\n".join(_m4_rows(test)) + "\n")
+    return mirror
+
+
+@pytest.fixture
+def tiny_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    mirror = write_tiny_hourly(tmp_path / "mirror")
+    monkeypatch.setenv("LLATA_DATA_MIRROR", str(mirror))
+    return mirror
+
+
+def m4_params(backbone: str = "tiny-llama", **loss: str) -> dict:
+    """Tiny-model params for `M4-Hourly`; the data sizes come from the subset."""
+    raw = tiny_overrides(backbone, train__epochs=2, train__max_steps_per_epoch=None)
+    raw["data"] = {"dataset": "M4-Hourly"}
+    raw["loss"] = {"task": "smape", "consistency": "mase", "feature": "smooth_l1", **loss}
+    return raw
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+
+def test_m4_name_selects_short_term_with_the_subsets_sizes() -> None:
+    data = load_params(None, ["data.dataset=M4-Hourly"]).data
+    assert data.short_term and data.m4_subset == "Hourly"
+    assert (data.horizon, data.input_size, data.seasonality) == (48, 96, 24)
+    weekly = load_params(None, ["data.dataset=M4-Weekly", "data.input_size=39"]).data
+    assert (weekly.horizon, weekly.input_size, weekly.seasonality) == (13, 39, 1)
+    assert not load_params(None).data.short_term
+
+
+def test_long_format_selects_short_term_and_defaults_input_to_twice_the_horizon() -> None:
+    data = load_params(None, ["data.dataset=x.csv", "data.series_column=sid", "data.horizon=6"])
+    assert data.data.short_term and data.data.input_size == 12
+    assert data.data.seasonality is None  # 1 when the data is read
+
+
+def test_short_term_config_errors() -> None:
+    with pytest.raises(ConfigError, match="horizon 48"):
+        load_params(None, ["data.dataset=M4-Hourly", "data.horizon=96"])
+    with pytest.raises(ConfigError, match="unknown M4 frequency"):
+        load_params(None, ["data.dataset=M4-Minutely"])
+    with pytest.raises(ConfigError, match="long-term data only"):
+        load_params(None, ["data.dataset=M4-Weekly", "data.few_shot_percent=10"])
+    with pytest.raises(ConfigError, match="task"):
+        load_params(None, ["loss.task=mape"])
+    with pytest.raises(ConfigError, match="feature"):
+        load_params(None, ["loss.feature=smape"])  # features are not forecasts
+
+
+def test_new_data_settings_leave_long_term_checkpoint_digests_unchanged() -> None:
+    """A long-term checkpoint written before the short-term settings existed still resumes."""
+    cfg = load_params(None, ["data.dataset=ETTh1", "train.epochs=3"])
+    before = cfg.to_dict()
+    for key in ("series_column", "value_column", "seasonality"):
+        del before["data"][key]
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_digest(cfg) == expected
+    short = load_params(None, ["data.dataset=M4-Weekly"])
+    assert config_digest(short) != config_digest(LlataConfig())
+
+
+# --------------------------------------------------------------------------------------
+# Losses chosen by the config, on explicit tensors
+# --------------------------------------------------------------------------------------
+
+
+def _tensors() -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 10, 1, generator=gen) * 10 + 1
+    y = torch.rand(4, 5, 1, generator=gen) * 10 + 1
+    pred = torch.rand(4, 5, 1, generator=gen) * 10 + 1
+    mask = torch.ones(4, 5, 1)
+    mask[0, 3:] = 0.0
+    return x, y, pred, mask
+
+
+def test_losses_are_selected_by_the_config_and_match_the_m4_definitions() -> None:
+    x, y, pred, mask = _tensors()
+    cfg = config_from_dict({"loss": {"task": "smape", "consistency": "mase", "w_feat": 0}})
+    loss = DistillationLoss(cfg.loss, seasonality=2)
+    assert isinstance(loss.task, SMAPETerm) and isinstance(loss.consistency, MASETerm)
+    teacher = y + 0.5
+    context = WindowContext(x, torch.ones_like(x), mask)
+    out = loss(LlataOutput(pred, teacher), y, context)
+    assert out.task == pytest.approx(smape_loss(pred, y, mask).item())
+    expected = mase_loss(x, 2, pred, teacher, mask, torch.ones_like(x))
+    assert out.consistency == pytest.approx(expected.item())
+    assert out.total.item() == pytest.approx(out.task.item() + out.consistency.item())
+    with pytest.raises(ValueError, match="input window"):
+        MASETerm(2)(pred, y)
+
+
+def test_point_losses_are_plain_without_a_mask_and_masked_with_one() -> None:
+    x, y, pred, mask = _tensors()
+    assert torch.equal(PointLoss("l1")(pred, y, WindowContext(x)), torch.nn.L1Loss()(pred, y))
+    masked = PointLoss("mse")(pred, y, WindowContext(x, target_mask=mask))
+    expected = (((pred - y) ** 2) * mask).sum() / mask.sum()
+    assert masked.item() == pytest.approx(expected.item())
+
+
+# --------------------------------------------------------------------------------------
+# Data and training
+# --------------------------------------------------------------------------------------
+
+
+def test_splits_of_an_m4_subset(tiny_mirror: Path) -> None:
+    cfg = config_from_dict(m4_params())
+    splits = load_short_term_splits(cfg.data, seed=3)
+    assert splits.seasonality == 24 and len(splits.windows.ids) == 12
+    assert splits.scaler.channels == (VALUE_CHANNEL,)
+    np.testing.assert_array_equal(splits.scaler.transform(np.array([[5.0]])), [[5.0]])
+    assert splits.train.seed == 3 and len(splits.train) == 12
+    naive = score_forecasts(benchmark_forecasts("naive2", splits), splits)
+    assert naive["owa"] == 1.0 and naive["n_series"] == 12
+
+
+def test_fit_draws_fresh_windows_each_epoch_and_resumes_exactly(
+    tiny_mirror: Path, tmp_path: Path
+) -> None:
+    raw = m4_params()
+    raw["train"]["epochs"] = 3
+    cfg = config_from_dict(raw)
+    backbone = prepare_backbone(cfg.model)
+    splits = load_short_term_splits(cfg.data, seed=cfg.train.seed)
+    straight = fit(cfg, splits, backbone, run_dir=tmp_path / "a", progress=False)
+    assert splits.train.epoch == 2  # set for every epoch: fresh cut points
+    assert [h.val_mse for h in straight.history] == [None] * 3
+    smapes = [h.val_smape for h in straight.history]
+    assert straight.best_val_smape == min(smapes)  # type: ignore[type-var]
+    assert straight.best_epoch == 1 + smapes.index(min(smapes))
+
+    one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
+    fit(one, load_short_term_splits(cfg.data, seed=0), backbone, run_dir=tmp_path / "b")
+    state_path = tmp_path / "b" / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["config_digest"] = config_digest(cfg)  # as if the 3-epoch run had been killed
+    state_path.write_text(json.dumps(state))
+    resumed = fit(
+        cfg,
+        load_short_term_splits(cfg.data, seed=0),
+        backbone,
+        run_dir=tmp_path / "b",
+        resume=True,
+        progress=False,
+    )
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    assert [round(h.val_smape or 0, 5) for h in resumed.history] == [
+        round(s or 0, 5) for s in smapes
+    ]
+
+
+def test_llata_train_and_evaluate_end_to_end(
+    tiny_mirror: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(m4_params()))
+    model = tmp_path / "model"
+    code = main(
+        ["train", "--params", str(params), "--out", str(model), "--run-dir", str(tmp_path / "r")]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["epochs"] == 2 and {"test_smape", "test_mase", "test_owa"} <= out.keys()
+    assert 0 < out["test_smape"] < 200 and out["test_mase"] > 0 and out["test_owa"] > 0
+    saved = json.loads((model / "metrics.json").read_text())
+    assert saved["smape"] == out["test_smape"] and saved["val_smape"] > 0
+    assert saved["naive2_smape"] > 0 and saved["n_series"] == 12
+
+    assert main(["evaluate", "--model", str(model), "--metrics-out", str(tmp_path / "m.json")]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["dataset"] == "M4-Hourly" and scored["split"] == "test"
+    for key in ("smape", "mase", "owa"):
+        assert scored[key] == pytest.approx(saved[key], rel=1e-9)
+    assert main(["evaluate", "--model", str(model), "--split", "val"]) == 0
+    assert json.loads(capsys.readouterr().out)["split"] == "val"
+    assert main(["evaluate", "--model", str(model), "--split", "train"]) == 2
+    assert "short-term model" in capsys.readouterr().err
+
+    # The artifact is a univariate forecaster in data units (identity scaler, one channel).
+    fc = Forecaster.load(model)
+    assert fc.channels == (VALUE_CHANNEL,) and (fc.input_size, fc.horizon) == (96, 48)
+    history = np.linspace(100.0, 200.0, 120)[:, None]
+    with torch.no_grad():
+        direct = fc.model(torch.tensor(history[-96:][None], dtype=torch.float32))[0].numpy()
+    np.testing.assert_allclose(fc.predict(history), direct, rtol=1e-5)
+
+
+def test_dlinear_and_a_long_format_file_with_padding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Baselines train through the same harness; a long-format file is short-term data, and
+    a series shorter than input_size + horizon is left-padded (the documented rule)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for sid, n in (("a", 60), ("b", 45), ("c", 20)):  # c: 20 - 6 test - 6 val = 8 < input 12
+        values = 50 + 5 * np.sin(np.arange(n) / 2) + rng.normal(0, 0.5, n)
+        rows += [{"series_id": sid, "step": t, "value": v} for t, v in enumerate(values)]
+    path = tmp_path / "long.csv"
+    pd.DataFrame(rows).sample(frac=1.0, random_state=0).to_csv(path, index=False)
+    raw = tiny_overrides(train__epochs=1)
+    raw["data"] = {
+        "dataset": str(path),
+        "series_column": "series_id",
+        "timestamp_column": "step",
+        "horizon": 6,
+        "seasonality": 2,
+    }
+    raw["model"] |= {"kind": "dlinear"}
+    raw["model"]["baseline"] = {"moving_avg": 5}
+    raw["loss"] = {"task": "smape"}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    model = tmp_path / "model"
+    args = ["train", "--params", str(params), "--out", str(model), "--run-dir", str(tmp_path / "r")]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["test_smape"] > 0
+    cfg = json.loads((model / "config.json").read_text())["llata"]
+    assert cfg["data"]["input_size"] == 12 and cfg["model"]["kind"] == "dlinear"
+    splits = load_short_term_splits(config_from_dict(raw).data)
+    assert splits.windows.ids == ("a", "b", "c")
+    assert splits.windows.validation_inputs().insample_mask[2, :4].sum() == 0  # padded
+
+
+def test_too_short_series_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mirror = write_tiny_hourly(tmp_path / "mirror", n_series=3, short=40)  # < horizon + 1
+    monkeypatch.setenv("LLATA_DATA_MIRROR", str(mirror))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(m4_params()))
+    assert main(["train", "--params", str(params), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "series 'H3' has 40 points" in err and "horizon + 1 = 49" in err
+
+    path = tmp_path / "long.csv"
+    frame = pd.DataFrame(
+        {"sid": ["a"] * 30 + ["b"] * 12, "date": list(range(30)) + list(range(12))}
+    )
+    frame["value"] = 1.0 + np.arange(len(frame)) % 7
+    frame.to_csv(path, index=False)
+    data = load_params(None, [f"data.dataset={path}", "data.series_column=sid", "data.horizon=6"])
+    with pytest.raises(DataError, match=r"series 'b' has 12 points; .* 2 \* horizon \+ 1 = 13"):
+        load_short_term_splits(data.data)
