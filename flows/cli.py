@@ -221,8 +221,10 @@ def cmd_pipeline_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     outcome = train_stage(cfg)
-    if outcome.test is None:  # a non-main rank of a distributed run
+    if outcome.metrics is None:  # a non-main rank of a distributed run
         return 0
+    print(json.dumps({**outcome.summary(), "artifact": _rel(cfg, outcome.artifact)}, indent=2))
+    return 0
     print(
         json.dumps(
             {

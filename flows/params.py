@@ -13,15 +13,21 @@ path or threshold changed here moves the DVC stages and the Prefect flow togethe
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llata_core.config import ConfigError, LlataConfig, config_from_dict, parse_overrides
+from llata_core.config import (
+    ConfigError,
+    LlataConfig,
+    config_from_dict,
+    merge_trees,
+    parse_overrides,
+    read_params_file,
+)
 
 SplitRule = Literal["ett_hour", "ett_minute", "ratio"]
 Profile = Literal["full", "quick"]
@@ -264,28 +270,6 @@ def min_rows_for_split(rule: SplitRule, input_size: int, horizon: int) -> int:
         n_rows += 1
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"params file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections")
-    return loaded or {}
-
-
-def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_pipeline_config(
     params_file: str | Path = DEFAULT_PARAMS_FILE,
     *,
@@ -310,18 +294,18 @@ def load_pipeline_config(
         ConfigError: The file or an override does not validate.
     """
     path = Path(params_file).resolve()
-    raw = _read_yaml(path)
+    raw = read_params_file(path)
     overrides = tuple(overrides)
     tree = parse_overrides(overrides)
-    pipeline_raw = _merge(raw.get(PIPELINE_SECTION) or {}, tree.pop(PIPELINE_SECTION, {}))
+    pipeline_raw = merge_trees(raw.get(PIPELINE_SECTION) or {}, tree.pop(PIPELINE_SECTION, {}))
     try:
         params = PipelineParams.model_validate(pipeline_raw)
     except ValidationError as err:
         raise ConfigError(f"invalid {PIPELINE_SECTION} section in {path}:\n{err}") from err
     layout = Layout.under(Path(root).resolve() if root else path.parent, params)
     model_tree = parse_overrides(params.quick) if profile == "quick" else {}
-    model_tree = _merge(model_tree, tree)
-    model_tree = _merge(
+    model_tree = merge_trees(model_tree, tree)
+    model_tree = merge_trees(
         model_tree, {"data": {"dataset": str(layout.training_frame), "split": params.split}}
     )
     model = config_from_dict(raw, model_tree)

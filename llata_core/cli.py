@@ -58,19 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if outcome.metrics is None:  # a non-main rank of a distributed run
         return 0
-    headline = ("smape", "mase", "owa") if cfg.data.short_term else ("mse", "mae")
-    print(
-        json.dumps(
-            {
-                "artifact": str(outcome.artifact),
-                **{f"test_{k}": outcome.metrics[k] for k in headline},
-                "epochs": len(outcome.fit.history),
-                "best_epoch": outcome.fit.best_epoch,
-                "seconds": round(outcome.fit.seconds, 1),
-            },
-            indent=2,
-        )
-    )
+    print(json.dumps(outcome.summary(), indent=2))
     return 0
 
 

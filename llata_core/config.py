@@ -271,14 +271,33 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_trees(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` updated by `extra`, nested mappings merged key by key (overrides on a file)."""
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_trees(out[key], value)
         else:
             out[key] = value
     return out
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a params YAML file, with errors that name the file.
+
+    Raises:
+        ConfigError: missing file, invalid YAML, or not a mapping of sections.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p} is not valid YAML: {err}") from err
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{p} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded or {}
 
 
 def config_from_dict(
@@ -290,7 +309,7 @@ def config_from_dict(
     pipeline's settings, which the pipeline validates itself.
     """
     sections = {k: v for k, v in raw.items() if k in LlataConfig.model_fields}
-    merged = _merge(sections, overrides or {})
+    merged = merge_trees(sections, overrides or {})
     try:
         return LlataConfig.model_validate(merged)
     except ValidationError as err:
@@ -310,16 +329,5 @@ def load_params(path: str | Path | None, overrides: Iterable[str] = ()) -> Llata
     Raises:
         ConfigError: the file is missing, not YAML, or does not validate.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"params file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p} is not valid YAML: {err}") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p} must hold a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded or {}
+    raw = read_params_file(path) if path is not None else {}
     return config_from_dict(raw, parse_overrides(overrides))

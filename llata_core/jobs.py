@@ -71,6 +71,19 @@ class TrainOutcome:
     splits: Splits | ShortTermSplits
     metrics: dict[str, Any] | None = None  # what metrics.json holds (main rank)
 
+    def summary(self) -> dict[str, Any]:
+        """The headline of a finished run, as the command lines print it."""
+        metrics = self.metrics or {}
+        headline = ("smape", "mase", "owa") if "smape" in metrics else ("mse", "mae")
+        return {
+            "artifact": str(self.artifact),
+            **{f"test_{k}": metrics[k] for k in headline if k in metrics},
+            "epochs": len(self.fit.history),
+            "best_epoch": self.fit.best_epoch,
+            "device": self.fit.device,
+            "seconds": round(self.fit.seconds, 1),
+        }
+
 
 def train_job(
     cfg: LlataConfig,
