@@ -58,7 +58,12 @@ def _published(variant: str, dataset: str, horizon: int) -> tuple[float, float] 
 
 
 def load_cells() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(ACCURACY.glob("*.json"))]
+    """Finished cells, plus snapshots of unfinished ones (`status: partial`) that have no
+    final result yet."""
+    done = [json.loads(p.read_text()) for p in sorted(ACCURACY.glob("*.json"))]
+    finished = {c["cell"] for c in done}
+    partial = [json.loads(p.read_text()) for p in sorted((ACCURACY / "partial").glob("*.json"))]
+    return done + [c for c in partial if c["cell"] not in finished]
 
 
 def _fmt(values: list[float]) -> str:
@@ -94,6 +99,8 @@ def table(cells: list[dict], title: str, note: str) -> list[str]:
         delta = f"{statistics.mean(mse) - pub[0]:+.3f}" if pub else "—"
         pub_s = f"{pub[0]:.3f} / {pub[1]:.3f}" if pub else "—"
         target = f"{ds}→{zs}" if zs else ds
+        if any(c.get("status") == "partial" for c in group):
+            variant = f"{variant} (partial: stopped at epoch {group[0]['epochs']}, see notes)"
         lines.append(
             f"| {target} | {h} | {variant} | {','.join(str(c['seed']) for c in group)} | "
             f"{_fmt(mse)} | {_fmt(mae)} | {pub_s} | {delta} | "

@@ -42,7 +42,10 @@ VARIANTS: dict[str, list[str]] = {
     # PatchTST ETTh: MSE loss, lr 1e-4, batch 128), in the same harness, splits, early
     # stopping and evaluation.
     "dlinear": [
-        "model.kind=dlinear", "loss.task=mse", "train.lr=0.005", "train.batch_size=32",
+        "model.kind=dlinear",
+        "loss.task=mse",
+        "train.lr=0.005",
+        "train.batch_size=32",
         "train.patience=3",
     ],
     "patchtst": ["model.kind=patchtst", "loss.task=mse", "train.lr=0.0001", "train.batch_size=128"],
@@ -170,17 +173,85 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     return payload
 
 
+def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
+    """Score an unfinished cell's best checkpoint so far (a run stopped by a time limit).
+
+    Writes `results/partial/<cell>.json` with `status: partial`; the cell itself stays
+    unfinished, so a later run resumes its training and replaces this with the final result.
+    """
+    from safetensors.torch import load_file
+
+    from llata_core.backbone import prepare_backbone
+    from llata_core.data import load_series, make_splits
+    from llata_core.evaluate import evaluate
+    from llata_core.train import _load_trainable, build_training_model
+
+    ckpt = RUNS / cell.train_key / "run" / "checkpoint"
+    state = json.loads((ckpt / "state.json").read_text())
+    cfg = load_params(params, cell.overrides(extra))
+    backbone = prepare_backbone(cfg.model) if cfg.model.kind == "llata" else None
+    model = build_training_model(cfg, backbone)
+    _load_trainable(model, load_file(str(ckpt / "best.safetensors")))
+    data = cfg.data
+    if cell.zero_shot_to:
+        data = data.model_copy(update={"dataset": cell.zero_shot_to})
+    splits = make_splits(load_series(data), data)
+    metrics = evaluate(model.eval().to_inference(), splits.test)
+    history = state["history"]
+    payload = {
+        "cell": cell.key,
+        "status": "partial",
+        "dataset": cell.dataset,
+        "horizon": cell.horizon,
+        "variant": cell.variant,
+        "seed": cell.seed,
+        "few_shot_percent": cell.few_shot,
+        "zero_shot_to": cell.zero_shot_to,
+        "mse": metrics.mse,
+        "mae": metrics.mae,
+        "n_windows": metrics.n_windows,
+        "epochs": len(history),
+        "best_epoch": state["best_epoch"],
+        "best_val_mse": state["best_val_mse"],
+        "val_mse_by_epoch": [h["val_mse"] for h in history],
+        "seconds_per_epoch": sum(h["seconds"] for h in history) / max(len(history), 1),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "machine": machine_description(),
+        "git_revision": git_revision(),
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "overrides": cell.overrides(extra),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_json(RESULTS / "partial" / f"{cell.key}.json", payload)
+    log.info(
+        "%s (partial, epoch %d): MSE %.4f MAE %.4f",
+        cell.key,
+        len(history),
+        metrics.mse,
+        metrics.mae,
+    )
+    return payload
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="*", default=[], choices=sorted(GROUPS))
     ap.add_argument("--only", nargs="*", default=[], help="DATASET:H:VARIANT:SEED[:FEW[:TO]]")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--set", action="append", default=[], help="extra overrides for every cell")
+    ap.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="score the best checkpoint of unfinished cells instead of training",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cells = [c for g in args.cells for c in GROUPS[g]] + [parse_cell(t) for t in args.only]
     for cell in cells:
-        run_cell(cell, args.params, args.set)
+        if args.snapshot:
+            snapshot_cell(cell, args.params, args.set)
+        else:
+            run_cell(cell, args.params, args.set)
     return 0
 
 
