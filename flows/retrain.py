@@ -110,51 +110,47 @@ def _retry_on(*errors: type[BaseException]) -> Callable[[Any, TaskRun, State], b
 # OSError covers network errors, timeouts and filelock.Timeout (a TimeoutError);
 # sqlite3.OperationalError is a locked Feast online store.
 _IO = _retry_on(OSError, sqlite3.OperationalError)
+# Results are not persisted or cached: every step writes its own files, and a rerun of the
+# flow must recompute, not replay a stored result.
+_compute_task = task(cache_policy=NO_CACHE, persist_result=False)
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+def _io_task(retries: int, delay: int) -> Any:
+    """A task that touches files, stores or the registry: retried on I/O errors only."""
+    return task(
+        retries=retries,
+        retry_delay_seconds=delay,
+        retry_condition_fn=_IO,
+        cache_policy=NO_CACHE,
+        persist_result=False,
+    )
+
+
+@_io_task(retries=2, delay=5)
 def pull_data(cfg: PipelineConfig, allow_synthetic: bool) -> PullResult:
     """Make sure `data/raw` holds the data (DVC remote, URL, mirror, then synthetic)."""
     return pull_raw_data(cfg, allow_synthetic=allow_synthetic)
 
 
-@task(cache_policy=NO_CACHE, persist_result=False)
+@_compute_task
 def validate_data(cfg: PipelineConfig) -> ValidationReport:
     """Run the Great Expectations suite; the report is returned, failing or not."""
     return stages.validate_stage(cfg)
 
 
-@task(
-    retries=1,
-    retry_delay_seconds=5,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@_io_task(retries=1, delay=5)
 def build_features(cfg: PipelineConfig) -> stages.FeaturesResult:
     """Apply and fill the Feast repo; write the point-in-time training frame."""
     return stages.features_stage(cfg)
 
 
-@task(
-    retries=1,
-    retry_delay_seconds=5,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@_io_task(retries=1, delay=5)
 def prepare_backbone(cfg: PipelineConfig) -> Path:
     """Build or reuse the cached truncated backbone."""
     return stages.backbone_stage(cfg)
 
 
-@task(cache_policy=NO_CACHE, persist_result=False)
+@_compute_task
 def train_model(cfg: PipelineConfig) -> Path:
     """Train (on the GPU when the worker has one) and save the artifact atomically."""
     outcome = stages.train_stage(cfg)
@@ -168,31 +164,19 @@ def train_model(cfg: PipelineConfig) -> Path:
     return outcome.artifact
 
 
-@task(cache_policy=NO_CACHE, persist_result=False)
+@_compute_task
 def evaluate_model(cfg: PipelineConfig) -> stages.EvaluationResult:
     """Score the artifact on the test split; write metrics.json and the plots."""
     return stages.evaluate_stage(cfg)
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@_io_task(retries=2, delay=5)
 def register_model(cfg: PipelineConfig, artifact: Path) -> str:
     """Copy the artifact into the model store as a new immutable version."""
     return stages.register_stage(cfg, artifact)
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@_io_task(retries=2, delay=5)
 def promote_model(cfg: PipelineConfig, tag: str) -> PromotionDecision:
     """Score candidate and production with one scorer; switch the alias if it wins."""
     decision = stages.promote_stage(cfg, tag)
@@ -203,13 +187,7 @@ def promote_model(cfg: PipelineConfig, tag: str) -> PromotionDecision:
     return decision
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@_io_task(retries=2, delay=2)
 def publish_report(evaluation: stages.EvaluationResult, decision: PromotionDecision) -> None:
     """Publish the metrics table and the forecast/loss plots as Prefect artifacts."""
     metrics = evaluation.metrics
@@ -247,13 +225,7 @@ def publish_report(evaluation: stages.EvaluationResult, decision: PromotionDecis
     )
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=_IO,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@_io_task(retries=2, delay=2)
 def publish_validation_failure(report: ValidationReport) -> None:
     """Publish the failed expectations as a markdown artifact."""
     create_markdown_artifact(
