@@ -138,7 +138,7 @@ def plots(cells: list[dict]) -> list[str]:
                 marker=".",
                 label=f"{c['variant']} s{c['seed']}",
             )
-        model = run / "model"
+        model = run / "model" if (run / "model").is_dir() else run / "partial_model"
         if c["variant"] in ("llata", "dlinear") and c["seed"] == 2024 and model.is_dir():
             _, fc, splits = evaluate_job(model)
             path = PLOTS / f"forecast_ETTh1_96_{c['variant']}.png"

@@ -184,6 +184,7 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     from llata_core.backbone import prepare_backbone
     from llata_core.data import load_series, make_splits
     from llata_core.evaluate import evaluate
+    from llata_core.forecaster import save_artifact
     from llata_core.train import _load_trainable, build_training_model
 
     ckpt = RUNS / cell.train_key / "run" / "checkpoint"
@@ -196,7 +197,16 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     if cell.zero_shot_to:
         data = data.model_copy(update={"dataset": cell.zero_shot_to})
     splits = make_splits(load_series(data), data)
-    metrics = evaluate(model.eval().to_inference(), splits.test)
+    inference = model.eval().to_inference()
+    metrics = evaluate(inference, splits.test)
+    if not cell.zero_shot_to:  # kept for the plots; a finished cell's `model/` replaces it
+        save_artifact(
+            RUNS / cell.train_key / "partial_model",
+            inference,
+            splits.scaler,
+            {"mse": metrics.mse, "mae": metrics.mae},
+            overwrite=True,
+        )
     history = state["history"]
     payload = {
         "cell": cell.key,
