@@ -66,10 +66,10 @@ def load_cells() -> list[dict]:
     return done + [c for c in partial if c["cell"] not in finished]
 
 
-def _fmt(values: list[float]) -> str:
+def _fmt(values: list[float], digits: int = 3) -> str:
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _group(cells: list[dict]) -> dict[tuple, list[dict]]:
@@ -104,7 +104,7 @@ def table(cells: list[dict], title: str, note: str) -> list[str]:
         lines.append(
             f"| {target} | {h} | {variant} | {','.join(str(c['seed']) for c in group)} | "
             f"{_fmt(mse)} | {_fmt(mae)} | {pub_s} | {delta} | "
-            f"{_fmt([c['epochs'] for c in group])} | "
+            f"{_fmt([c['epochs'] for c in group], 1 if len(group) > 1 else 0)} | "
             f"{statistics.mean(c['seconds_per_epoch'] for c in group):.0f} | "
             f"{statistics.mean(c['train_seconds'] for c in group):.0f} |"
         )
