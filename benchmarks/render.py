@@ -226,10 +226,14 @@ def main() -> int:
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]
     if SHORT_TERM.is_file():
+        # The short-term runner writes its own page; its body goes here one level down.
+        body = SHORT_TERM.read_text().split("\n", 1)[1].replace("\n## ", "\n### ")
         lines += [
             "## Short-term forecasting (M4)",
             "",
-            f"See [`shortterm/RESULTS.md`]({SHORT_TERM.relative_to(HERE)}).",
+            f"From [`shortterm/RESULTS.md`]({SHORT_TERM.relative_to(HERE)}), written by "
+            "`benchmarks/shortterm/run.py`.",
+            body.strip(),
             "",
         ]
     OUT.write_text("\n".join(lines) + "\n")
