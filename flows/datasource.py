@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from flows.params import PipelineConfig
-from llata_core.data import BENCHMARKS, MIRROR_ENV, DataError, synthetic_frame
+from llata_core.data import BENCHMARKS, MIRROR_ENV, DataError, file_sha256, synthetic_frame
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +61,6 @@ class PullResult:
     @property
     def synthetic(self) -> bool:
         return self.source == "synthetic"
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_provenance(cfg: PipelineConfig) -> dict[str, object] | None:

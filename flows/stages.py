@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from flows.datasource import file_sha256, read_provenance
+from flows.datasource import read_provenance
 from flows.params import PipelineConfig, min_rows_for_split
+from llata_core.data import file_sha256
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -12,7 +12,6 @@ half-written model; loading checks the manifest and never unpickles anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from llata_core.baselines import BaselineForecastModel, build_baseline
 from llata_core.config import LlataConfig
-from llata_core.data import Scaler
+from llata_core.data import Scaler, file_sha256
 from llata_core.model import ForecastModel
 
 FORMAT_VERSION = 1
@@ -43,14 +42,6 @@ class ArtifactError(ValueError):
 
 class ForecastInputError(ValueError):
     """A history window the model cannot forecast from (shape, length, NaN...)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_artifact(
@@ -96,7 +87,7 @@ def save_artifact(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "scaler.json").write_text(json.dumps(scaler.to_dict(), indent=2))
         (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=float))
-        manifest = {"files": {name: _sha256(tmp / name) for name in ARTIFACT_FILES}}
+        manifest = {"files": {name: file_sha256(tmp / name) for name in ARTIFACT_FILES}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
@@ -126,7 +117,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
         file = root / name
         if not file.is_file():
             raise ArtifactError(f"{root}: {name} is missing (incomplete artifact)")
-        if manifest.get(name) != _sha256(file):
+        if manifest.get(name) != file_sha256(file):
             raise ArtifactError(
                 f"{root}: {name} does not match its checksum (truncated or tampered)"
             )

@@ -30,7 +30,6 @@ is touched, so this module builds its own ``ModelStore`` from ``BENTOML_HOME`` (
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -47,6 +46,8 @@ import bentoml
 import filelock
 from bentoml._internal.models import ModelStore  # no public way to open a store at a path
 from bentoml.exceptions import BentoMLException, NotFound
+
+from llata_core.data import file_sha256
 
 if TYPE_CHECKING:
     from bentoml._internal.models import Model
@@ -84,14 +85,6 @@ class PromotionError(RegistryError):
 
 
 # --------------------------------------------------------------------------- artifacts
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_manifest_entry(root: Path, rel: str) -> None:
@@ -143,7 +136,7 @@ def verify_artifact_dir(path: str | os.PathLike[str]) -> dict[str, str]:
         file = root / rel
         if not file.is_file():
             raise ArtifactError(f"{root}: missing {rel} (listed in {MANIFEST_NAME})")
-        if _sha256(file) != expected.lower():
+        if file_sha256(file) != expected.lower():
             raise ArtifactError(
                 f"{root}: {rel} does not match its sha256 in {MANIFEST_NAME} "
                 "(tampered or partially written)"
@@ -362,7 +355,7 @@ class Registry:
         if "metrics" in meta and meta["metrics"] != metrics:
             raise ValueError(f"metadata['metrics'] differs from {src / 'metrics.json'}")
         meta["metrics"] = metrics
-        meta["manifest_sha256"] = _sha256(src / MANIFEST_NAME)
+        meta["manifest_sha256"] = file_sha256(src / MANIFEST_NAME)
         meta["registered_at"] = _now()
         with bentoml.models.create(
             self.model_name, metadata=meta, _model_store=self._store
