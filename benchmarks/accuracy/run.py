@@ -75,6 +75,18 @@ class Cell:
         """Zero-shot cells reuse the source model of the matching full-data cell."""
         return Cell(self.dataset, self.horizon, self.variant, self.seed, self.few_shot).key
 
+    def record(self) -> dict:
+        """The fields that identify this cell in its result JSON."""
+        return {
+            "cell": self.key,
+            "dataset": self.dataset,
+            "horizon": self.horizon,
+            "variant": self.variant,
+            "seed": self.seed,
+            "few_shot_percent": self.few_shot,
+            "zero_shot_to": self.zero_shot_to,
+        }
+
     def overrides(self, extra: list[str]) -> list[str]:
         return [
             f"data.dataset={self.dataset}",
@@ -150,13 +162,7 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         data = load_params(None, [f"data.dataset={cell.zero_shot_to}"]).data
     metrics, _, _ = evaluate_job(model_dir, data)
     payload = {
-        "cell": cell.key,
-        "dataset": cell.dataset,
-        "horizon": cell.horizon,
-        "variant": cell.variant,
-        "seed": cell.seed,
-        "few_shot_percent": cell.few_shot,
-        "zero_shot_to": cell.zero_shot_to,
+        **cell.record(),
         "mse": metrics.mse,
         "mae": metrics.mae,
         "n_windows": metrics.n_windows,
@@ -209,14 +215,8 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         )
     history = state["history"]
     payload = {
-        "cell": cell.key,
+        **cell.record(),
         "status": "partial",
-        "dataset": cell.dataset,
-        "horizon": cell.horizon,
-        "variant": cell.variant,
-        "seed": cell.seed,
-        "few_shot_percent": cell.few_shot,
-        "zero_shot_to": cell.zero_shot_to,
         "mse": metrics.mse,
         "mae": metrics.mae,
         "n_windows": metrics.n_windows,
