@@ -121,19 +121,34 @@ def build_training_model(cfg: LlataConfig, backbone: PreparedBackbone | None) ->
     return build_baseline(cfg)
 
 
-# Settings added after checkpoints were first written: they enter the digest only when they
-# differ from their defaults, so a checkpoint of an unchanged setup still resumes.
-_LATER_SETTINGS = {"data": ("series_column", "value_column", "seasonality")}
+# Settings added to the config after checkpoints had been written with it, in the order they
+# were added. At its default a setting reproduces the behaviour from before it existed, so it
+# enters the digest only when it differs from the default, and checkpoints written by each
+# earlier version of this rule (which left the newer settings in) still resume.
+_LATER_SETTINGS: tuple[dict[str, tuple[str, ...]], ...] = (
+    {"data": ("series_column", "value_column", "seasonality")},  # short-term data
+    {"model": ("kind", "baseline")},  # baselines in the same harness
+)
+
+
+def _digest(cfg: LlataConfig, later: tuple[dict[str, tuple[str, ...]], ...]) -> str:
+    raw, defaults = cfg.to_dict(), LlataConfig().to_dict()
+    for group in later:
+        for section, keys in group.items():
+            for key in keys:
+                if raw[section][key] == defaults[section][key]:
+                    del raw[section][key]
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_digest(cfg: LlataConfig) -> str:
     """Identifies a training setup; a checkpoint from another setup is never resumed."""
-    raw, defaults = cfg.to_dict(), LlataConfig().to_dict()
-    for section, keys in _LATER_SETTINGS.items():
-        for key in keys:
-            if raw[section][key] == defaults[section][key]:
-                del raw[section][key]
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest(cfg, _LATER_SETTINGS)
+
+
+def resumable_digests(cfg: LlataConfig) -> frozenset[str]:
+    """The digests under which this setup's checkpoints were written by any version."""
+    return frozenset(_digest(cfg, _LATER_SETTINGS[:n]) for n in range(len(_LATER_SETTINGS) + 1))
 
 
 def _unpack(
@@ -293,7 +308,7 @@ def fit(
     result = FitResult(model=model)
     if resume and ckpt.exists():
         state, current, best_state, optim = ckpt.load()
-        if state["config_digest"] != digest:
+        if state["config_digest"] not in resumable_digests(cfg):
             raise RuntimeError(
                 f"checkpoint in {ckpt.dir} was written for another configuration "
                 f"({state['config_digest']} != {digest}); use a new run directory"

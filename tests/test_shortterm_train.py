@@ -36,7 +36,7 @@ from llata_core.shortterm_harness import (
     load_short_term_splits,
     score_forecasts,
 )
-from llata_core.train import config_digest, fit
+from llata_core.train import config_digest, fit, resumable_digests
 from tests.conftest import tiny_overrides
 
 HOURLY_H = 48
@@ -125,16 +125,27 @@ def test_short_term_config_errors() -> None:
         load_params(None, ["loss.feature=smape"])  # features are not forecasts
 
 
-def test_new_data_settings_leave_long_term_checkpoint_digests_unchanged() -> None:
-    """A long-term checkpoint written before the short-term settings existed still resumes."""
+def test_checkpoints_written_before_later_settings_existed_still_resume() -> None:
+    """A long-term checkpoint written before the short-term settings (or the baselines'
+    `model.kind`/`model.baseline`) existed carries a digest without them; it still resumes."""
     cfg = load_params(None, ["data.dataset=ETTh1", "train.epochs=3"])
-    before = cfg.to_dict()
-    for key in ("series_column", "value_column", "seasonality"):
-        del before["data"][key]
-    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
-    assert config_digest(cfg) == expected
+
+    def digest_without(*dropped: tuple[str, str]) -> str:
+        raw = cfg.to_dict()
+        for section, key in dropped:
+            del raw[section][key]
+        return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+    data = [("data", k) for k in ("series_column", "value_column", "seasonality")]
+    model = [("model", "kind"), ("model", "baseline")]
+    assert config_digest(cfg) == digest_without(*data, *model)
+    assert digest_without(*data) in resumable_digests(cfg)  # written before the baselines
+    assert cfg.to_dict()["model"]["kind"] == "llata"
     short = load_params(None, ["data.dataset=M4-Weekly"])
     assert config_digest(short) != config_digest(LlataConfig())
+    assert not resumable_digests(short) & resumable_digests(LlataConfig())
+    dlinear = load_params(None, ["data.dataset=ETTh1", "train.epochs=3", "model.kind=dlinear"])
+    assert not resumable_digests(dlinear) & resumable_digests(cfg)
 
 
 # --------------------------------------------------------------------------------------
