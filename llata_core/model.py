@@ -255,7 +255,9 @@ class ForecastModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, L, M]` history -> `[B, H, M]` forecast, same units as `x`."""
-        x_norm, mean, std = instance_norm(x)  # [B, L, M]
-        h = self.encoder(x_norm.transpose(1, 2))  # [B, M, d]
+        x_norm, mean, std = instance_norm(x.float())  # [B, L, M], statistics in fp32
+        # The weights may be bf16 (`Forecaster.load(precision="bf16")`): the network runs in
+        # their dtype, the normalisation and its inverse stay in fp32.
+        h = self.encoder(x_norm.transpose(1, 2).to(self.head.weight.dtype))  # [B, M, d]
         out, _ = self.branch(h)  # [B, M, d]
-        return self.head(out).transpose(1, 2) * std + mean  # [B, H, M]
+        return self.head(out).float().transpose(1, 2) * std + mean  # [B, H, M]

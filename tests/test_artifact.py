@@ -13,7 +13,13 @@ import torch
 from llata_core.backbone import prepare_backbone
 from llata_core.config import config_from_dict
 from llata_core.data import Scaler
-from llata_core.forecaster import ArtifactError, Forecaster, ForecastInputError, save_artifact
+from llata_core.forecaster import (
+    ArtifactError,
+    Forecaster,
+    ForecastInputError,
+    inference_precision,
+    save_artifact,
+)
 from llata_core.model import LlataModel
 from tests.conftest import FAMILIES, tiny_overrides
 from tests.test_model import train_steps
@@ -74,6 +80,29 @@ def test_longer_horizon_is_rolled_out_and_batch_matches_single(tmp_path: Path) -
     np.testing.assert_allclose(long[:8], fc.predict(history), rtol=1e-5)
     batch = fc.predict_batch(np.stack([history, history[::-1]]), horizon=5)
     np.testing.assert_allclose(batch[0], fc.predict(history, horizon=5), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", FAMILIES)
+def test_bf16_load_holds_bfloat16_weights_and_answers_close_to_fp32(
+    tmp_path: Path, backbone: str
+) -> None:
+    path, _, _ = _artifact(tmp_path, backbone)
+    fp32 = Forecaster.load(path)
+    bf16 = Forecaster.load(path, precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert bf16.describe()["precision"] == "bf16"
+    history = _history()
+    got, want = bf16.predict(history), fp32.predict(history)
+    assert got.dtype == want.dtype and np.isfinite(got).all()
+    # bf16 keeps 8 mantissa bits; the normalisation and its inverse stay fp32, so the error
+    # is a small fraction of the series' scale, not of its level.
+    scale = history.std(axis=0)
+    assert (np.abs(got - want) / scale).max() < 0.05
+    assert inference_precision("fp32") == "fp32" and inference_precision("bf16") == "bf16"
+    assert inference_precision("auto") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision must be"):
+        inference_precision("fp16")
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:

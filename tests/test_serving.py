@@ -174,6 +174,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "LLATA_POLL_SECONDS": str(POLL_SECONDS),
             "LLATA_RETRY_SECONDS": "600",
             "LLATA_TORCH_THREADS": "1",
+            # fp32: answers are compared with the artifact's in-process fp32 forecasts.
+            "LLATA_PRECISION": "fp32",
         }
         log = root / "server.log"
         bentoml_cli = Path(sys.executable).with_name("bentoml")
@@ -311,7 +313,7 @@ def test_model_endpoint_describes_production(server: Server) -> None:
     info = r.json()
     assert info["model_version"] in server.versions.values()
     assert info["tag"] == f"llata-forecaster:{info['model_version']}"
-    assert info["backbone"] == "tiny-gpt2"
+    assert info["backbone"] == "tiny-gpt2" and info["precision"] == "fp32"
     assert (info["input_size"], info["horizon"], info["channels"]) == (32, 8, list(CHANNELS))
     assert info["metrics"] == {"mse": 0.5, "mae": 0.4}
     assert info["data_sha256"].startswith("hash-") and info["trained_at"].startswith("2024-01-01")

@@ -5,11 +5,12 @@ One run measures, on the same machine state:
 1. in process, no server (same torch thread count as the server): `Forecaster.predict` on
    the window, the student-only inference model's forward pass, and the full two-branch
    training model's forward pass (`LlataModel(x, distill=True)`, eval mode), interleaved
-   call by call (what serving the student alone saves); the same under bf16 autocast, and
-   the bf16-vs-fp32 accuracy on the first test windows;
+   call by call (what serving the student alone saves), in the served precision and in
+   fp32, and the served precision's test-set accuracy against fp32;
 2. three `bentoml serve serving.service:Forecaster` processes started side by side: adaptive
-   batching on (fp32), batching off (`LLATA_BATCHING=0`, fp32), batching on with
-   `LLATA_PRECISION=bf16`;
+   batching on and off (`LLATA_BATCHING=0`) in the service's default precision
+   (`LLATA_PRECISION=auto`: bf16 weights on a CPU with AVX512-BF16/AMX), and batching on
+   in fp32 (`LLATA_PRECISION=fp32`);
 3. latency at concurrency 1: rounds of one in-process `predict` and one request to each
    server, in rotating order, so slow drifts of a shared machine hit every variant alike;
    the server overhead is the median of the paired differences;
@@ -53,6 +54,7 @@ import torch
 from llata_core.backbone import prepare_backbone
 from llata_core.config import LlataConfig
 from llata_core.forecaster import Forecaster
+from llata_core.jobs import evaluate_forecaster
 from llata_core.model import LlataModel
 from serving.registry import Registry
 
@@ -64,7 +66,7 @@ TEST_START = 12 * 30 * 24 + 4 * 30 * 24
 SERVERS = {
     "batching_on": {},
     "batching_off": {"LLATA_BATCHING": "0"},
-    "batching_on_bf16": {"LLATA_PRECISION": "bf16"},
+    "batching_on_fp32": {"LLATA_PRECISION": "fp32"},
 }
 
 
@@ -94,54 +96,43 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, 
     return times
 
 
-def bf16() -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16)
-
-
 # --------------------------------------------------------------------------- in process
 
 
 def in_process(artifact: Path, values: np.ndarray, rounds: int) -> dict[str, Any]:
-    fc = Forecaster.load(artifact)
-    window = values[TEST_START - fc.input_size : TEST_START]
-    x = torch.from_numpy(fc.scaler.transform(window[None]))  # [1, L, M], scaled
+    served = Forecaster.load(artifact, precision="auto")  # what the service loads
+    fp32 = Forecaster.load(artifact, precision="fp32")
+    window = values[TEST_START - fp32.input_size : TEST_START]
+    x = torch.from_numpy(fp32.scaler.transform(window[None]))  # [1, L, M], scaled
     cfg = LlataConfig.model_validate(json.loads((artifact / "config.json").read_text())["llata"])
     full = LlataModel(cfg, prepare_backbone(cfg.model)).eval()
-
-    def bf16_predict() -> object:
-        with bf16():
-            return fc.predict(window)
-
+    fns = {
+        "forecaster_predict": lambda: served.predict(window),
+        "forecaster_predict_fp32": lambda: fp32.predict(window),
+        "student_forward": lambda: served.model(x),
+        "student_forward_fp32": lambda: fp32.model(x),
+        "two_branch_forward_fp32": lambda: full(x, distill=True),
+    }
     with torch.inference_mode():
-        for fn in (lambda: fc.predict(window), bf16_predict, lambda: full(x, distill=True)):
+        for fn in fns.values():
             for _ in range(5):
                 fn()
-        times = interleaved(
-            {
-                "forecaster_predict": lambda: fc.predict(window),
-                "forecaster_predict_bf16": bf16_predict,
-                "student_forward": lambda: fc.model(x),
-                "two_branch_forward": lambda: full(x, distill=True),
-            },
-            rounds,
-        )
-    out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+        times = interleaved(fns, rounds)
+    out: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "precision": served.precision}
     out.update({name: stats(t) for name, t in times.items()})
-    ratio = np.asarray(times["two_branch_forward"]) / np.asarray(times["student_forward"])
+    ratio = np.asarray(times["two_branch_forward_fp32"]) / np.asarray(times["student_forward_fp32"])
     out["two_branch_over_student_median_ratio"] = round(float(np.median(ratio)), 2)
-    out["student_params"] = sum(p.numel() for p in fc.model.parameters())
+    out["student_params"] = sum(p.numel() for p in fp32.model.parameters())
     out["two_branch_params"] = sum(p.numel() for p in full.parameters())
 
     # The model's own batched throughput: the ceiling for any server on this machine.
-    for size in (16, 64):
+    for size in (16, 32, 64):
         batch = np.repeat(window[None], size, axis=0)
-
-        def bf16_batch(batch: np.ndarray = batch) -> object:
-            with bf16():
-                return fc.predict_batch(batch)
-
         t = interleaved(
-            {"fp32": lambda batch=batch: fc.predict_batch(batch), "bf16": bf16_batch},
+            {
+                "served": lambda batch=batch: served.predict_batch(batch),
+                "fp32": lambda batch=batch: fp32.predict_batch(batch),
+            },
             max(rounds // 20, 5),
         )
         out[f"predict_batch{size}"] = {
@@ -149,21 +140,14 @@ def in_process(artifact: Path, values: np.ndarray, rounds: int) -> dict[str, Any
             for name, v in t.items()
         }
 
-    # What bf16 costs in accuracy: MSE (scaled units) on the first test windows.
-    n = 256
-    starts = TEST_START - fc.input_size + np.arange(n)
-    histories = np.stack([values[s : s + fc.input_size] for s in starts])
-    targets = np.stack([values[s + fc.input_size : s + fc.input_size + fc.horizon] for s in starts])
-    truth = fc.scaler.transform(targets)
-    pred32 = fc.scaler.transform(fc.predict_batch(histories))
-    with bf16():
-        pred16 = fc.scaler.transform(fc.predict_batch(histories))
-    out["bf16_accuracy"] = {
-        "windows": n,
-        "mse_fp32": round(float(np.mean((pred32 - truth) ** 2)), 5),
-        "mse_bf16": round(float(np.mean((pred16 - truth) ** 2)), 5),
-        "max_abs_diff_scaled": round(float(np.abs(pred32 - pred16).max()), 4),
-    }
+    # What the served precision costs in accuracy: the whole ETTh1 test split, scaled units.
+    accuracy: dict[str, float | int] = {}
+    for name, fc in (("served", served), ("fp32", fp32)):
+        metrics, _ = evaluate_forecaster(fc)
+        accuracy[f"test_mse_{name}"] = round(metrics.mse, 6)
+        accuracy[f"test_mae_{name}"] = round(metrics.mae, 6)
+        accuracy["windows"] = metrics.n_windows
+    out["accuracy"] = accuracy
     return out
 
 
@@ -408,14 +392,17 @@ def main() -> None:
         "load_before": [round(x, 2) for x in os.getloadavg()],
         "busy_processes_before": busy_processes(),
     }
-    fc = Forecaster.load(args.artifact)
+    fc = Forecaster.load(args.artifact, precision="auto")  # as the service loads it
     values = load_values(args.data, fc.channels)
     window = values[TEST_START - fc.input_size : TEST_START]
     body = json.dumps({"history": window.tolist()}).encode()
     described = fc.describe()
     result["model"] = {
         "artifact": str(args.artifact),
-        **{k: described[k] for k in ("backbone", "n_layers", "input_size", "horizon")},
+        **{
+            k: described[k]
+            for k in ("backbone", "n_layers", "precision", "input_size", "horizon", "metrics")
+        },
         "channels": len(fc.channels),
         "request_bytes": len(body),
     }
@@ -466,11 +453,13 @@ def main() -> None:
         "server_over_in_process_p50": lat["batching_on"]["ratio_to_in_process_p50"],
         "windows_per_s_c16_batching_on": thr["batching_on"]["windows_per_s"],
         "windows_per_s_c16_batching_off": thr["batching_off"]["windows_per_s"],
-        "windows_per_s_c16_batching_on_bf16": thr["batching_on_bf16"]["windows_per_s"],
+        "windows_per_s_c16_batching_on_fp32": thr["batching_on_fp32"]["windows_per_s"],
         "mean_batch_c16": thr["batching_on"]["mean_batch"],
         "non_2xx_total": sum(v["non_2xx"] for v in thr.values())
         + sum(lat[k]["non_2xx"] for k in SERVERS),
         "two_branch_over_student": ip["two_branch_over_student_median_ratio"],
+        "served_precision": ip["precision"],
+        **ip["accuracy"],
     }
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["busy_processes_after"] = busy_processes()
