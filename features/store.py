@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.data_source import PushMode
 
-from features._atomic import atomic_write
 from features.definitions import build_definitions, check_channels
 from features.entities import SERIES_JOIN_KEY
 from features.frame import FrameSpec, parse_timestamps, resolve_channels
@@ -35,6 +34,7 @@ from features.sources import (
     OBSERVATIONS_PATH,
 )
 from features.views import CONTEXT_WINDOW_VIEW, INPUT_SIZE_TAG, OBSERVATIONS_VIEW, WINDOW_END
+from llata_core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,6 @@ from great_expectations.expectations.expectation_configuration import Expectatio
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset, Tick
 
-from features._atomic import atomic_write_text
 from features.frame import (
     HELPER_PREFIX,
     DataLoadError,
@@ -54,6 +53,7 @@ from features.frame import (
     parse_timestamps,
     resolve_channels,
 )
+from llata_core.atomic import write_json
 
 __all__ = [
     "BadRow",
@@ -308,7 +308,7 @@ def validate_frame(
             "great_expectations_version": gx.__version__,
             "validated_at": datetime.now(UTC).isoformat(),
         }
-        atomic_write_text(report_dir / REPORT_FILE, json.dumps(document, indent=2) + "\n")
+        write_json(report_dir / REPORT_FILE, document)
     if report.success:
         logger.info(
             "frame valid: %d rows, %d series, channels %s, frequency %s",

@@ -19,7 +19,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from flows.params import PipelineConfig
+from llata_core.atomic import atomic_write_bytes, write_json
 from llata_core.data import BENCHMARKS, MIRROR_ENV, DataError, file_sha256, synthetic_frame
 
 logger = logging.getLogger(__name__)
@@ -121,13 +121,13 @@ def pull_raw_data(
     if origin is None and bench is not None:
         data = _fetch_url(bench.url, tried)
         if data is not None and _verified(data, bench.sha256, bench.url, tried):
-            _atomic_write(target, data)
+            atomic_write_bytes(target, data)
             origin, source = bench.url, "url"
     if origin is None and bench is not None:
         found = _read_mirror(bench.filename, bench.sha256, tried)
         if found is not None:
             mirror_path, data = found
-            _atomic_write(target, data)
+            atomic_write_bytes(target, data)
             origin, source = str(mirror_path), "mirror"
     if origin is None:
         if not allow_synthetic or target.is_file():
@@ -154,7 +154,7 @@ def pull_raw_data(
         if names:
             columns.update({f"ch{i}": name for i, name in enumerate(names)})
         frame = frame.rename(columns=columns)
-        _atomic_write(target, frame.to_csv(index=False).encode())
+        atomic_write_bytes(target, frame.to_csv(index=False).encode())
         origin, source = "llata_core.data.synthetic_frame(seed=0)", "synthetic"
     digest = file_sha256(target)
     if source != "synthetic":
@@ -240,19 +240,6 @@ def _read_mirror(filename: str, sha256: str, tried: list[str]) -> tuple[Path, by
     return None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the data private to this user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_provenance(cfg: PipelineConfig, source: str, origin: str, sha256: str) -> None:
     record = {
         "dataset": cfg.params.dataset,
@@ -262,7 +249,7 @@ def _write_provenance(cfg: PipelineConfig, source: str, origin: str, sha256: str
         "sha256": sha256,
         "pulled_at": datetime.now(UTC).isoformat(),
     }
-    _atomic_write(cfg.layout.provenance, (json.dumps(record, indent=2) + "\n").encode())
+    write_json(cfg.layout.provenance, record)
 
 
 # --------------------------------------------------------------------------- DVC state

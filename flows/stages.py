@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ import pandas as pd
 
 from flows.datasource import read_provenance
 from flows.params import PipelineConfig, min_rows_for_split
+from llata_core.atomic import atomic_write, write_json
 from llata_core.data import file_sha256
 
 if TYPE_CHECKING:
@@ -77,26 +76,6 @@ class EvaluationResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file keeps the real suffix: matplotlib and pandas pick the format from it.
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports and frames are for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, document: Any) -> None:
-    text = json.dumps(document, indent=2, default=str) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _without_none(value: Any) -> Any:
@@ -210,7 +189,7 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
         # Validation allowed up to max_nan_fraction of gaps; training refuses any NaN.
         logger.warning("filling %d NaN value(s) in the training frame (ffill, then bfill)", missing)
         training[list(channels)] = training[list(channels)].ffill().bfill()
-    _atomic_write(layout.training_frame, lambda tmp: training.to_parquet(tmp, index=False))
+    atomic_write(layout.training_frame, lambda tmp: training.to_parquet(tmp, index=False))
     lineage = {
         **data_lineage(cfg),
         "feature_repo": str(layout.feature_repo.relative_to(layout.root)),
@@ -220,7 +199,7 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
         "filled_values": missing,
         "built_at": datetime.now(UTC).isoformat(),
     }
-    _write_json(layout.lineage, lineage)
+    write_json(layout.lineage, lineage, default=str)
     logger.info(
         "training frame %s: %d rows x %d channels (%s)",
         layout.training_frame,
@@ -357,7 +336,7 @@ def backbone_stage(cfg: PipelineConfig) -> Path:
         "n_layers": cfg.model.model.n_layers,
         "n_principal": int(backbone.principal.shape[0]),
     }
-    _write_json(cfg.layout.backbone_stamp, stamp)
+    write_json(cfg.layout.backbone_stamp, stamp, default=str)
     return cfg.layout.backbone_stamp
 
 
@@ -425,10 +404,15 @@ def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
         "mse_by_channel": dict(zip(fc.channels, metrics.mse_by_channel, strict=True)),
         "eval_split_hash": splits.fingerprint(),
     }
-    _write_json(layout.metrics, document)
-    _atomic_write(layout.forecast_plot, lambda tmp: plot_forecasts(fc, splits, tmp))
-    _atomic_write(
-        layout.loss_plot, lambda tmp: plot_loss_curve(layout.run_dir / "history.jsonl", tmp)
+    write_json(layout.metrics, document, default=str)
+    # matplotlib picks the image format from the file name, so the temporary name keeps it.
+    atomic_write(
+        layout.forecast_plot, lambda tmp: plot_forecasts(fc, splits, tmp), keep_suffix=True
+    )
+    atomic_write(
+        layout.loss_plot,
+        lambda tmp: plot_loss_curve(layout.run_dir / "history.jsonl", tmp),
+        keep_suffix=True,
     )
     logger.info(
         "test MSE %.4f MAE %.4f over %d windows", metrics.mse, metrics.mae, metrics.n_windows

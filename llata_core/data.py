@@ -13,7 +13,6 @@ import hashlib
 import io
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from llata_core.atomic import atomic_write_bytes
 from llata_core.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -132,18 +132,6 @@ def _read_maybe_gzip(path: Path) -> bytes:
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch_benchmark_bytes(name: str, *, timeout: float = 20.0) -> tuple[bytes, SourceKind, str]:
     """Find a benchmark's verified bytes: mirror, then local cache, then the public URL.
 
@@ -180,7 +168,7 @@ def fetch_benchmark_bytes(name: str, *, timeout: float = 20.0) -> tuple[bytes, S
         tried.append(f"{bench.url} ({err})")
     else:
         if sha256_bytes(data) == bench.sha256:
-            _atomic_write_bytes(cached, data)
+            atomic_write_bytes(cached, data)
             return data, "url", bench.url
         tried.append(f"{bench.url} (checksum mismatch)")
     raise DataError(f"benchmark {name} not available; tried: " + "; ".join(tried or ["nothing"]))

@@ -17,27 +17,38 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, PretrainedConfig
 
-from llata_core.baselines import BaselineForecastModel, build_baseline
 from llata_core.config import LlataConfig
 from llata_core.data import Scaler, file_sha256
-from llata_core.model import ForecastModel
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+    from llata_core.baselines import BaselineForecastModel
+    from llata_core.model import ForecastModel
+
+# transformers, peft and the model classes are imported where a model is built, not here:
+# the registry (and with it every `llata` command) imports this module for `verify_manifest`
+# and `ArtifactError`, and those imports would add seconds to each start.
 
 FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
 ARTIFACT_FILES = ("config.json", "model.safetensors", "scaler.json", "metrics.json")
 
 
 class ArtifactError(ValueError):
-    """A model directory that is missing, incomplete, tampered with or incompatible."""
+    """A model directory that is missing, incomplete, tampered with or incompatible.
+
+    The one artifact error of the project: the registry (`serving.registry`) raises it too.
+    """
 
 
 class ForecastInputError(ValueError):
@@ -88,7 +99,7 @@ def save_artifact(
         (tmp / "scaler.json").write_text(json.dumps(scaler.to_dict(), indent=2))
         (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=float))
         manifest = {"files": {name: file_sha256(tmp / name) for name in ARTIFACT_FILES}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -102,29 +113,74 @@ def save_artifact(
     return dest
 
 
-def verify_artifact(path: str | Path) -> dict[str, Any]:
-    """Check that every file is present and matches the manifest; return `config.json`."""
+def _check_manifest_entry(root: Path, rel: str) -> None:
+    # A manifest is input: refuse entries that would make us read (and copy) outside the
+    # artifact directory, or that name the manifest itself.
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or rel in ("", ".", MANIFEST_NAME):
+        raise ArtifactError(f"{root}: invalid file name {rel!r} in {MANIFEST_NAME}")
+
+
+def verify_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Check that an artifact directory is complete and matches its manifest.
+
+    The manifest (`{"files": {relative_name: sha256}}`) must list every file of
+    `ARTIFACT_FILES`; every listed file must exist with that hash. Files the manifest does
+    not list are not part of the artifact (the registry does not copy them), so they are not
+    an error here. Nothing is parsed beyond the manifest: see `verify_artifact`.
+
+    Args:
+        path: The artifact directory.
+
+    Returns:
+        The manifest's `files` mapping (relative POSIX name to sha256 hex digest).
+
+    Raises:
+        ArtifactError: Naming the missing, unlisted or tampered file.
+    """
     root = Path(path)
     if not root.is_dir():
         raise ArtifactError(f"model directory not found: {root}")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root}: {MANIFEST_NAME} is missing (incomplete artifact)")
     try:
-        manifest = json.loads((root / "manifest.json").read_text())["files"]
-    except FileNotFoundError:
-        raise ArtifactError(f"{root}: manifest.json is missing (incomplete artifact)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ArtifactError(f"{root}: manifest.json is malformed ({err})") from err
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{root}: {MANIFEST_NAME} is not valid JSON ({err})") from err
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise ArtifactError(f"{root}: {MANIFEST_NAME} must be {{'files': {{name: sha256}}}}")
     for name in ARTIFACT_FILES:
-        file = root / name
-        if not file.is_file():
+        if not (root / name).is_file():
             raise ArtifactError(f"{root}: {name} is missing (incomplete artifact)")
-        if manifest.get(name) != file_sha256(file):
+        if name not in files:
+            raise ArtifactError(f"{root}: {name} is not listed in {MANIFEST_NAME}")
+    for rel, expected in sorted(files.items()):
+        _check_manifest_entry(root, rel)
+        file = root / rel
+        if not file.is_file():
+            raise ArtifactError(f"{root}: {rel} is missing (listed in {MANIFEST_NAME})")
+        if file_sha256(file) != expected.lower():
             raise ArtifactError(
-                f"{root}: {name} does not match its checksum (truncated or tampered)"
+                f"{root}: {rel} does not match its checksum in {MANIFEST_NAME} "
+                "(truncated, tampered or partially written)"
             )
+    return dict(files)
+
+
+def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check the manifest (`verify_manifest`) and the artifact format; return `config.json`."""
+    root = Path(path)
+    verify_manifest(root)
     try:
-        config = json.loads((root / "config.json").read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{root}: config.json is not JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{root}: config.json must be a JSON object")
     if config.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{root}: artifact format {config.get('format_version')} is not {FORMAT_VERSION}"
@@ -133,6 +189,8 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
 
 
 def _backbone_config(raw: dict[str, Any]) -> PretrainedConfig:
+    from transformers import AutoConfig
+
     raw = dict(raw)
     model_type = raw.pop("model_type", None)
     if model_type is None:
@@ -208,6 +266,9 @@ class Forecaster:
         Raises:
             ArtifactError: missing, incomplete, tampered or incompatible artifact.
         """
+        from llata_core.baselines import build_baseline
+        from llata_core.model import ForecastModel
+
         precision = inference_precision(precision, device)
         root = Path(path)
         raw = verify_artifact(root)
@@ -285,7 +346,7 @@ class Forecaster:
         if steps < 1:
             raise ForecastInputError(f"horizon must be at least 1, got {steps}")
         device = next(self.model.parameters()).device
-        x = torch.from_numpy(self.scaler.transform(arr)).to(device)  # [B, L, M]
+        x = torch.from_numpy(self.scaler.transform(arr)).to(device, torch.float32)  # [B, L, M]
         chunks = []
         produced = 0
         while produced < steps:

@@ -35,11 +35,10 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -47,7 +46,13 @@ import filelock
 from bentoml._internal.models import ModelStore  # no public way to open a store at a path
 from bentoml.exceptions import BentoMLException, NotFound
 
+from llata_core.atomic import write_json
 from llata_core.data import file_sha256
+from llata_core.forecaster import (  # ArtifactError is re-exported: callers catch it from here
+    MANIFEST_NAME,
+    ArtifactError,
+    verify_manifest,
+)
 
 if TYPE_CHECKING:
     from bentoml._internal.models import Model
@@ -58,18 +63,12 @@ DEFAULT_MODEL_NAME = "llata-forecaster"
 PRODUCTION = "production"
 PREVIOUS = "previous"
 ALIAS_NAMES = (PRODUCTION, PREVIOUS)
-MANIFEST_NAME = "manifest.json"
-REQUIRED_FILES = ("config.json", "model.safetensors", "scaler.json", "metrics.json")
 REQUIRED_METRICS = ("mse", "mae")
 MAX_PROMOTION_ATTEMPTS = 3
 
 _ALIASES_FILE = "aliases.json"
 _HISTORY_FILE = "history.jsonl"
 _LOCK_FILE = "registry.lock"
-
-
-class ArtifactError(ValueError):
-    """An artifact directory is incomplete or does not match its manifest."""
 
 
 class RegistryError(RuntimeError):
@@ -85,63 +84,6 @@ class PromotionError(RegistryError):
 
 
 # --------------------------------------------------------------------------- artifacts
-
-
-def _check_manifest_entry(root: Path, rel: str) -> None:
-    # A manifest is input: refuse entries that would make us read (and copy) outside the
-    # artifact directory, or that name the manifest itself.
-    pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts or rel in ("", ".", MANIFEST_NAME):
-        raise ArtifactError(f"{root}: invalid file name {rel!r} in {MANIFEST_NAME}")
-
-
-def verify_artifact_dir(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Checks that a model artifact directory is complete and matches its manifest.
-
-    The manifest (``{"files": {relative_name: sha256}}``) must list every required file;
-    every listed file must exist with that hash. Files the manifest does not list are not
-    part of the artifact (the registry does not copy them), so they are not an error here.
-
-    Args:
-        path: The artifact directory.
-
-    Returns:
-        The manifest's ``files`` mapping (relative POSIX name to sha256 hex digest).
-
-    Raises:
-        ArtifactError: Naming the missing, unlisted or tampered file.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise ArtifactError(f"artifact directory {root} does not exist")
-    manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{root}: missing {MANIFEST_NAME}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{root}: {MANIFEST_NAME} is not valid JSON ({exc})") from exc
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
-    ):
-        raise ArtifactError(f"{root}: {MANIFEST_NAME} must be {{'files': {{name: sha256}}}}")
-    for name in REQUIRED_FILES:
-        if not (root / name).is_file():
-            raise ArtifactError(f"{root}: missing {name}")
-        if name not in files:
-            raise ArtifactError(f"{root}: {name} is not listed in {MANIFEST_NAME}")
-    for rel, expected in sorted(files.items()):
-        _check_manifest_entry(root, rel)
-        file = root / rel
-        if not file.is_file():
-            raise ArtifactError(f"{root}: missing {rel} (listed in {MANIFEST_NAME})")
-        if file_sha256(file) != expected.lower():
-            raise ArtifactError(
-                f"{root}: {rel} does not match its sha256 in {MANIFEST_NAME} "
-                "(tampered or partially written)"
-            )
-    return dict(files)
 
 
 def _read_metrics(root: Path) -> dict[str, Any]:
@@ -349,7 +291,7 @@ class Registry:
             ValueError: The metadata cannot be stored.
         """
         src = Path(artifact_dir)
-        files = verify_artifact_dir(src)
+        files = verify_manifest(src)
         metrics = _read_metrics(src)
         meta = _normalise_metadata(metadata)
         if "metrics" in meta and meta["metrics"] != metrics:
@@ -366,7 +308,7 @@ class Registry:
                     dst = staging / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     _copy_file(src / rel, dst)
-                verify_artifact_dir(staging)
+                verify_manifest(staging)
             except BaseException:
                 # BentoML re-raises without saving, but leaves its staging dir to a GC
                 # finaliser; remove it now so a failed large copy does not fill /tmp.
@@ -489,7 +431,7 @@ class Registry:
         if score is None and not force:
             raise ValueError("a scorer is required unless force=True")
         cand = self.get(candidate)
-        verify_artifact_dir(cand.path)
+        verify_manifest(cand.path)
         cand_mse: float | None = None
         scored_production: tuple[str, float] | None = None
         for attempt in range(1, MAX_PROMOTION_ATTEMPTS + 1):
@@ -727,19 +669,7 @@ class Registry:
             "revision": aliases.revision,
             "updated_at": _now(),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.registry_dir, prefix=".aliases.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; the server may be another user
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.aliases_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.registry_dir)
+        write_json(self.aliases_path, payload)  # 0644: the server may be another user
 
     def _append_history(
         self,
@@ -768,19 +698,6 @@ class Registry:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename durable across a power loss; best effort where directories cannot
-    # be opened (not on Linux/macOS).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _score(score: Callable[[Path], float], info: VersionInfo, role: str) -> float:

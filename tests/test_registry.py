@@ -22,7 +22,9 @@ import pytest
 from bentoml._internal.models import ModelStore
 from bentoml._internal.utils.analytics import usage_stats
 
+import llata_core.forecaster as forecaster_mod
 import serving.registry as registry_mod
+from llata_core.forecaster import verify_manifest
 from serving import registry_cli
 from serving.registry import (
     ArtifactError,
@@ -30,7 +32,6 @@ from serving.registry import (
     Registry,
     RegistryError,
     VersionNotFoundError,
-    verify_artifact_dir,
 )
 
 
@@ -117,7 +118,7 @@ def test_register_list_show(home: Path, tmp_path: Path) -> None:
     assert info.metadata["params"] == {"lr": 1e-3, "backbone": "tiny"}
     assert "registered_at" in info.metadata
     assert info.aliases == ()
-    verify_artifact_dir(info.path)  # the stored copy is a complete artifact
+    verify_manifest(info.path)  # the stored copy is a complete artifact
     # Same version through the real BentoML API, by bare version and by prefix.
     store = ModelStore(home / "models")
     assert bentoml.models.get(first, _model_store=store).info.metadata["data_hash"] == "d" * 8
@@ -143,6 +144,35 @@ def test_tampered_artifact_rejected(home: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="git_revision"):
         reg.register(make_artifact(tmp_path / "c", 1.0), metadata={"git_revision": None})
     assert reg.list_versions() == []
+
+
+def test_manifest_problems_name_the_file(tmp_path: Path) -> None:
+    assert ArtifactError is forecaster_mod.ArtifactError  # one error, re-exported
+    art = make_artifact(tmp_path / "a", 1.0)
+    manifest = json.loads((art / "manifest.json").read_text())
+
+    def with_files(files: Any) -> None:
+        (art / "manifest.json").write_text(json.dumps({"files": files}))
+
+    with_files({**manifest["files"], "../outside": "0" * 64})
+    with pytest.raises(ArtifactError, match=r"invalid file name '\.\./outside' in manifest"):
+        verify_manifest(art)
+    with_files({**manifest["files"], "extra.bin": "0" * 64})
+    with pytest.raises(ArtifactError, match=r"extra\.bin is missing \(listed in manifest"):
+        verify_manifest(art)
+    with_files({k: v for k, v in manifest["files"].items() if k != "scaler.json"})
+    with pytest.raises(ArtifactError, match="scaler.json is not listed in manifest.json"):
+        verify_manifest(art)
+    with_files(["config.json"])
+    with pytest.raises(ArtifactError, match="manifest.json must be"):
+        verify_manifest(art)
+    (art / "manifest.json").write_text("{")
+    with pytest.raises(ArtifactError, match="manifest.json is not valid JSON"):
+        verify_manifest(art)
+    with_files(manifest["files"])
+    assert verify_manifest(art) == manifest["files"]
+    with pytest.raises(ArtifactError, match="artifact format None is not 1"):
+        forecaster_mod.verify_artifact(art)  # complete, but not a Forecaster artifact
 
 
 def test_failed_registration_leaves_no_model(

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.jobs import evaluate_job, git_revision, machine_description, train_job
 
@@ -128,13 +129,6 @@ def parse_cell(text: str) -> Cell:
     return Cell(ds, int(h), variant, int(seed), few, zs)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     out = RESULTS / f"{cell.key}.json"
     if out.is_file():
@@ -155,7 +149,7 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
             "seconds_per_epoch": outcome.fit.seconds / max(len(outcome.fit.history), 1),
             "stopped_early": outcome.fit.stopped_early,
         }
-        _write_json(RUNS / cell.train_key / "train_info.json", train_info)
+        write_json(RUNS / cell.train_key / "train_info.json", train_info, trailing_newline=False)
     train_info = json.loads((RUNS / cell.train_key / "train_info.json").read_text())
     data = None
     if cell.zero_shot_to:
@@ -174,7 +168,7 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "overrides": cell.overrides(extra),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(out, payload)
+    write_json(out, payload, trailing_newline=False)
     log.info("%s: MSE %.4f MAE %.4f", cell.key, metrics.mse, metrics.mae)
     return payload
 
@@ -232,7 +226,7 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "overrides": cell.overrides(extra),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(RESULTS / "partial" / f"{cell.key}.json", payload)
+    write_json(RESULTS / "partial" / f"{cell.key}.json", payload, trailing_newline=False)
     log.info(
         "%s (partial, epoch %d): MSE %.4f MAE %.4f",
         cell.key,

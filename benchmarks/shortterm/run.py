@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.forecaster import Forecaster
 from llata_core.jobs import evaluate_short_term, git_revision, machine_description, train_job
@@ -122,13 +123,6 @@ def parse_cell(text: str) -> Cell:
     return Cell(subset, model, int(seed[0]) if seed else None)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def _train_and_score(cell: Cell, params: Path, extra: list[str]) -> dict:
     model_dir, run_dir = RUNS / cell.key / "model", RUNS / cell.key / "run"
     overrides = cell.overrides(extra)
@@ -137,7 +131,7 @@ def _train_and_score(cell: Cell, params: Path, extra: list[str]) -> dict:
     if not (model_dir / "manifest.json").is_file():
         outcome = train_job(cfg, out_dir=model_dir, run_dir=run_dir, resume=True)
         fit = outcome.fit
-        _write_json(
+        write_json(
             info_path,
             {
                 "epochs": len(fit.history),
@@ -148,6 +142,7 @@ def _train_and_score(cell: Cell, params: Path, extra: list[str]) -> dict:
                 "seconds_per_epoch": fit.seconds / max(len(fit.history), 1),
                 "precision": fit.precision,
             },
+            trailing_newline=False,
         )
     scores, _ = evaluate_short_term(Forecaster.load(model_dir))
     sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
@@ -192,7 +187,7 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "command": command,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(out, payload)
+    write_json(out, payload, trailing_newline=False)
     log.info(
         "%s: SMAPE %.3f MASE %.3f OWA %.3f",
         cell.key,
