@@ -7,10 +7,11 @@ One run measures, on the same machine state:
    training model's forward pass (`LlataModel(x, distill=True)`, eval mode), interleaved
    call by call (what serving the student alone saves), in the served precision and in
    fp32, and the served precision's test-set accuracy against fp32;
-2. three `bentoml serve serving.service:Forecaster` processes started side by side: adaptive
-   batching on and off (`LLATA_BATCHING=0`) in the service's default precision
-   (`LLATA_PRECISION=auto`: bf16 weights on a CPU with AVX512-BF16/AMX), and batching on
-   in fp32 (`LLATA_PRECISION=fp32`);
+2. four `bentoml serve serving.service:Forecaster` servers started side by side, all with
+   the service's defaults (`LLATA_PRECISION=auto`: bf16 weights on a CPU with
+   AVX512-BF16/AMX; `LLATA_WORKERS`: one worker process per core, at most 4) unless named:
+   adaptive batching on, batching off (`LLATA_BATCHING=0`), batching on with one worker
+   (`LLATA_WORKERS=1`), and batching on in fp32 (`LLATA_PRECISION=fp32`);
 3. latency at concurrency 1: rounds of one in-process `predict` and one request to each
    server, in rotating order, so slow drifts of a shared machine hit every variant alike;
    the server overhead is the median of the paired differences;
@@ -66,6 +67,7 @@ TEST_START = 12 * 30 * 24 + 4 * 30 * 24
 SERVERS = {
     "batching_on": {},
     "batching_off": {"LLATA_BATCHING": "0"},
+    "batching_on_1_worker": {"LLATA_WORKERS": "1"},
     "batching_on_fp32": {"LLATA_PRECISION": "fp32"},
 }
 
@@ -379,8 +381,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.monotonic()
-    # The service's default (usable cores - 1, at least 1), unless told otherwise; the
-    # in-process numbers use the same count so the overhead ratio compares like with like.
+    # Usable cores - 1 (at least 1) unless told otherwise: the service's default for one
+    # worker, and for one worker per core on 2 cores. The in-process numbers use the same
+    # count so the overhead ratio compares like with like.
     threads = args.torch_threads or max(1, len(os.sched_getaffinity(0)) - 1)
     torch.set_num_threads(threads)
 
@@ -453,6 +456,7 @@ def main() -> None:
         "server_over_in_process_p50": lat["batching_on"]["ratio_to_in_process_p50"],
         "windows_per_s_c16_batching_on": thr["batching_on"]["windows_per_s"],
         "windows_per_s_c16_batching_off": thr["batching_off"]["windows_per_s"],
+        "windows_per_s_c16_batching_on_1_worker": thr["batching_on_1_worker"]["windows_per_s"],
         "windows_per_s_c16_batching_on_fp32": thr["batching_on_fp32"]["windows_per_s"],
         "mean_batch_c16": thr["batching_on"]["mean_batch"],
         "non_2xx_total": sum(v["non_2xx"] for v in thr.values())
