@@ -6,5 +6,5 @@
 - `entities`, `sources`, `views`, `services`: the Feast objects, one kind per module, built
   by functions because channel names depend on the dataset; `definitions` assembles them.
 - `store`: apply, materialize, push and read (`prepare_feature_repo`, `get_training_frame`,
-  `push_context_window`, `read_context_window`).
+  `get_training_frame_asof`, `push_context_window`, `read_context_window`).
 """

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView
 from feast.data_source import PushMode
+from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 
 from features.definitions import build_definitions, check_channels
 from features.entities import SERIES_JOIN_KEY
@@ -207,16 +208,8 @@ def get_training_frame(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataF
     Returns:
         `entity_df` (same index and order) with one float64 column per channel.
     """
-    missing = {SERIES_JOIN_KEY, EVENT_TIMESTAMP} - set(entity_df.columns)
-    if missing:
-        raise ValueError(f"entity_df lacks column(s) {sorted(missing)}")
+    keys = _entity_keys(entity_df)
     channels = list(_view_channels(store.get_feature_view(OBSERVATIONS_VIEW)))
-    keys = pd.DataFrame(
-        {
-            SERIES_JOIN_KEY: entity_df[SERIES_JOIN_KEY].astype(str).reset_index(drop=True),
-            EVENT_TIMESTAMP: _as_utc(entity_df[EVENT_TIMESTAMP]).reset_index(drop=True),
-        }
-    )
     pairs = keys.drop_duplicates(ignore_index=True)
     joined = store.get_historical_features(
         entity_df=pairs, features=store.get_feature_service(TRAINING_SERVICE)
@@ -236,6 +229,115 @@ def get_training_frame(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataF
     for channel in channels:
         result[channel] = features[channel].to_numpy(dtype=np.float64)
     return result
+
+
+def get_training_frame_asof(
+    store: FeatureStore, entity_df: pd.DataFrame, *, max_pit_rows: int, check_rows: int
+) -> tuple[pd.DataFrame, str]:
+    """Point-in-time training rows for an entity frame of any length.
+
+    Up to `max_pit_rows` rows, this is `get_training_frame`: Feast's point-in-time join
+    answers every row. Beyond that, Feast 0.67's file (Dask) offline store would need
+    rows^2 memory (it merges every entity row with every observation of its series before
+    filtering), so the observations source is read through the offline store's
+    `pull_all_from_table_or_query` (what Feast's materialization uses) and joined as of
+    each row with `pandas.merge_asof`, with the same semantics: the latest observation of
+    the series at or before the row (within the view's TTL, if it has one), the latest
+    write (created timestamp) of a (series, timestamp) pair on ties, NaN channels where
+    the series had no observation yet. `check_rows` evenly spaced rows (the first and the
+    last included) are then answered by Feast's own join, and any difference is an error.
+
+    Ties never arise from `prepare_feature_repo`, which writes each pair once; where a pair
+    is written twice, Feast 0.67's file store may answer either write (it sorts by created
+    timestamp, then by event timestamp with an unstable sort), so a sampled tie may fail
+    the check.
+
+    Args:
+        store: The feature store.
+        entity_df: Columns `series_id` and `event_timestamp`, plus any others to carry
+            through, in any order.
+        max_pit_rows: Longest entity frame answered entirely by Feast's join.
+        check_rows: Rows of a longer frame cross-checked against Feast's join.
+
+    Returns:
+        `entity_df` (same index and order) with one float64 column per channel, as
+        `get_training_frame` returns it, and the retrieval used: `point_in_time` (Feast's
+        join over every row) or `offline_asof` (the as-of read, cross-checked).
+
+    Raises:
+        ValueError: `entity_df` lacks a key column, or `check_rows` is below 1.
+        RuntimeError: The as-of read differs from Feast's join on a sampled row.
+    """
+    if check_rows < 1:
+        raise ValueError(f"check_rows must be >= 1, got {check_rows}")
+    if len(entity_df) <= max_pit_rows:
+        return get_training_frame(store, entity_df), "point_in_time"
+    joined = _offline_asof(store, entity_df)
+    _check_against_point_in_time(store, entity_df, joined, check_rows)
+    return joined, "offline_asof"
+
+
+def _offline_asof(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataFrame:
+    """As-of join of `entity_df` against the observations read from the offline store."""
+    keys = _entity_keys(entity_df)
+    view = store.get_feature_view(OBSERVATIONS_VIEW)
+    if view.batch_source is None:
+        raise RuntimeError(f"feature view {OBSERVATIONS_VIEW!r} has no batch source")
+    channels = list(_view_channels(view))
+    offline = get_offline_store_from_config(store.config.offline_store)
+    job = offline.pull_all_from_table_or_query(
+        config=store.config,
+        data_source=view.batch_source,
+        join_key_columns=[SERIES_JOIN_KEY],
+        feature_name_columns=channels,
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED_TIMESTAMP,
+        # No start date: a row may take a value stamped before the earliest row.
+        end_date=keys[EVENT_TIMESTAMP].max().to_pydatetime(),
+    )
+    observations = job.to_df()
+    observations[EVENT_TIMESTAMP] = pd.to_datetime(observations[EVENT_TIMESTAMP], utc=True)
+    observations[SERIES_JOIN_KEY] = observations[SERIES_JOIN_KEY].astype(str)
+    # The latest write (created timestamp) of a (series, timestamp) wins.
+    observations = observations.sort_values([EVENT_TIMESTAMP, CREATED_TIMESTAMP], kind="stable")
+    observations = observations.drop_duplicates([SERIES_JOIN_KEY, EVENT_TIMESTAMP], keep="last")
+    # merge_asof needs the rows in time order; their positions put the answer back in order.
+    ordered = keys.sort_values(EVENT_TIMESTAMP, kind="stable")
+    ordered[EVENT_TIMESTAMP] = ordered[EVENT_TIMESTAMP].astype(observations[EVENT_TIMESTAMP].dtype)
+    matched = pd.merge_asof(
+        ordered,
+        observations[[SERIES_JOIN_KEY, EVENT_TIMESTAMP, *channels]],
+        on=EVENT_TIMESTAMP,
+        by=SERIES_JOIN_KEY,
+        direction="backward",
+        allow_exact_matches=True,
+        # Feast 0.67 reads a zero TTL as no limit.
+        tolerance=pd.Timedelta(view.ttl) if view.ttl else None,
+    )
+    matched.index = ordered.index
+    matched = matched.sort_index()
+    result = entity_df.copy()
+    for channel in channels:
+        result[channel] = matched[channel].to_numpy(dtype=np.float64)
+    return result
+
+
+def _check_against_point_in_time(
+    store: FeatureStore, entity_df: pd.DataFrame, joined: pd.DataFrame, n_rows: int
+) -> None:
+    """Compare evenly spaced rows of `joined` with Feast's point-in-time join."""
+    idx = np.unique(np.linspace(0, len(entity_df) - 1, min(n_rows, len(entity_df))).astype(int))
+    reference = get_training_frame(store, entity_df.iloc[idx].reset_index(drop=True))
+    channels = [c for c in reference.columns if c not in entity_df.columns]
+    ours = joined.iloc[idx][channels].to_numpy(dtype=np.float64)
+    theirs = reference[channels].to_numpy(dtype=np.float64)
+    if not np.allclose(ours, theirs, equal_nan=True):
+        bad = int(idx[np.nonzero(~np.isclose(ours, theirs, equal_nan=True).all(axis=1))[0][0]])
+        raise RuntimeError(
+            f"training frame differs from Feast's point-in-time join at row {bad} "
+            f"({entity_df.iloc[bad].to_dict()})"
+        )
+    logger.info("training frame matches Feast's point-in-time join on %d sampled rows", len(idx))
 
 
 def push_context_window(
@@ -309,6 +411,19 @@ def read_context_window(store: FeatureStore, series_id: str) -> ContextWindow:
         values=np.stack(columns, axis=1),  # [input_size, M]
         channels=channels,
         window_end=_as_utc(pd.Series([pd.Timestamp(window_end)])).iloc[0],
+    )
+
+
+def _entity_keys(entity_df: pd.DataFrame) -> pd.DataFrame:
+    """The join keys of `entity_df`: string series ids, UTC timestamps, a range index."""
+    missing = {SERIES_JOIN_KEY, EVENT_TIMESTAMP} - set(entity_df.columns)
+    if missing:
+        raise ValueError(f"entity_df lacks column(s) {sorted(missing)}")
+    return pd.DataFrame(
+        {
+            SERIES_JOIN_KEY: entity_df[SERIES_JOIN_KEY].astype(str).reset_index(drop=True),
+            EVENT_TIMESTAMP: _as_utc(entity_df[EVENT_TIMESTAMP]).reset_index(drop=True),
+        }
     )
 
 

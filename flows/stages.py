@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from flows.datasource import read_provenance
@@ -217,14 +216,11 @@ def training_frame_from_store(
 ) -> tuple[pd.DataFrame, str]:
     """The wide training frame, read back from the Feast offline store as of each row.
 
-    One entity row per raw timestamp asks for the channel values known at that time. Up to
-    `pipeline.features.pit_max_rows` rows, Feast's `get_historical_features` answers them
-    all. Beyond that, Feast 0.67's file store would need rows^2 memory (it merges every
-    entity row with every observation of the series before filtering), so the observation
-    source is read through the offline store's `pull_all_from_table_or_query` (what Feast's
-    materialization uses) and joined as of each row with `pandas.merge_asof` - the same
-    semantics: the latest observation at or before the row, the latest write on ties. A
-    sample of rows is then checked against Feast's own join and any difference is an error.
+    One entity row per raw timestamp asks for the channel values known at that time.
+    `features.store.get_training_frame_asof` answers them: Feast's point-in-time join up to
+    `pipeline.features.pit_max_rows` rows, beyond that an as-of read of the offline store
+    with the same semantics, `pipeline.features.pit_check_rows` rows of it cross-checked
+    against Feast's join.
 
     Returns:
         The frame (timestamp column plus channels, naive UTC timestamps, time order) and
@@ -233,7 +229,7 @@ def training_frame_from_store(
     from features.entities import SERIES_JOIN_KEY
     from features.frame import parse_timestamps
     from features.sources import EVENT_TIMESTAMP
-    from features.store import get_training_frame
+    from features.store import get_training_frame_asof
 
     ts_col = cfg.model.data.timestamp_column
     timestamps = parse_timestamps(frame[ts_col])
@@ -246,79 +242,15 @@ def training_frame_from_store(
         }
     )
     entity_df = entity_df.sort_values(EVENT_TIMESTAMP, kind="stable", ignore_index=True)
-    if len(entity_df) <= cfg.params.features.pit_max_rows:
-        joined = get_training_frame(store, entity_df)
-        retrieval = "point_in_time"
-    else:
-        joined = _offline_asof(store, entity_df)
-        _check_against_point_in_time(store, entity_df, joined, cfg.params.features.pit_check_rows)
-        retrieval = "offline_asof"
+    joined, retrieval = get_training_frame_asof(
+        store,
+        entity_df,
+        max_pit_rows=cfg.params.features.pit_max_rows,
+        check_rows=cfg.params.features.pit_check_rows,
+    )
     wide = joined.drop(columns=[SERIES_JOIN_KEY]).rename(columns={EVENT_TIMESTAMP: ts_col})
     wide[ts_col] = wide[ts_col].dt.tz_convert("UTC").dt.tz_localize(None)
     return wide.reset_index(drop=True), retrieval
-
-
-def _offline_asof(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataFrame:
-    """As-of join of `entity_df` against the observations read from the offline store."""
-    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
-
-    from features.entities import SERIES_JOIN_KEY
-    from features.sources import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-    from features.views import OBSERVATIONS_VIEW
-
-    view = store.get_feature_view(OBSERVATIONS_VIEW)
-    if view.batch_source is None:
-        raise RuntimeError(f"feature view {OBSERVATIONS_VIEW!r} has no batch source")
-    channels = [f.name for f in view.features]
-    offline = get_offline_store_from_config(store.config.offline_store)
-    job = offline.pull_all_from_table_or_query(
-        config=store.config,
-        data_source=view.batch_source,
-        join_key_columns=[SERIES_JOIN_KEY],
-        feature_name_columns=channels,
-        timestamp_field=EVENT_TIMESTAMP,
-        created_timestamp_column=CREATED_TIMESTAMP,
-        start_date=entity_df[EVENT_TIMESTAMP].min().to_pydatetime(),
-        end_date=entity_df[EVENT_TIMESTAMP].max().to_pydatetime(),
-    )
-    observations = job.to_df()
-    observations[EVENT_TIMESTAMP] = pd.to_datetime(observations[EVENT_TIMESTAMP], utc=True)
-    observations[SERIES_JOIN_KEY] = observations[SERIES_JOIN_KEY].astype(str)
-    # The latest write of a (series, timestamp) wins, as in Feast's join.
-    observations = observations.sort_values([EVENT_TIMESTAMP, CREATED_TIMESTAMP], kind="stable")
-    observations = observations.drop_duplicates([SERIES_JOIN_KEY, EVENT_TIMESTAMP], keep="last")
-    keys = entity_df[[SERIES_JOIN_KEY, EVENT_TIMESTAMP]].copy()
-    keys[EVENT_TIMESTAMP] = keys[EVENT_TIMESTAMP].astype(observations[EVENT_TIMESTAMP].dtype)
-    joined = pd.merge_asof(
-        keys,
-        observations[[SERIES_JOIN_KEY, EVENT_TIMESTAMP, *channels]],
-        on=EVENT_TIMESTAMP,
-        by=SERIES_JOIN_KEY,
-        direction="backward",
-        allow_exact_matches=True,
-    )
-    joined[EVENT_TIMESTAMP] = entity_df[EVENT_TIMESTAMP].to_numpy()
-    return joined
-
-
-def _check_against_point_in_time(
-    store: FeatureStore, entity_df: pd.DataFrame, joined: pd.DataFrame, n_rows: int
-) -> None:
-    """Compare evenly spaced rows of `joined` with Feast's point-in-time join."""
-    from features.store import get_training_frame
-
-    idx = np.unique(np.linspace(0, len(entity_df) - 1, min(n_rows, len(entity_df))).astype(int))
-    reference = get_training_frame(store, entity_df.iloc[idx].reset_index(drop=True))
-    channels = [c for c in reference.columns if c not in entity_df.columns]
-    ours = joined.iloc[idx][channels].to_numpy(dtype=np.float64)
-    theirs = reference[channels].to_numpy(dtype=np.float64)
-    if not np.allclose(ours, theirs, equal_nan=True):
-        bad = int(idx[np.nonzero(~np.isclose(ours, theirs, equal_nan=True).all(axis=1))[0][0]])
-        raise RuntimeError(
-            f"training frame differs from Feast's point-in-time join at row {bad} "
-            f"({entity_df.iloc[bad].to_dict()})"
-        )
-    logger.info("training frame matches Feast's point-in-time join on %d sampled rows", len(idx))
 
 
 # --------------------------------------------------------------------------- backbone

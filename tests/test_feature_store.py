@@ -1,7 +1,9 @@
 """Feast feature repo: apply, materialize, push, online and point-in-time reads.
 
 One store is applied per module (apply + materialize + push take about a second); each
-test reads it, and the only test that writes uses a series of its own.
+test reads it, and the only test that writes uses a series of its own. A second store,
+whose offline observations hold a second write of two (series, timestamp) pairs, checks
+the as-of read's tie rule.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
+import features.store
 from features.definitions import build_definitions
 from features.store import (
     UnknownSeriesError,
     get_training_frame,
+    get_training_frame_asof,
     open_feature_store,
     prepare_feature_repo,
     push_context_window,
@@ -155,6 +159,121 @@ def test_training_never_sees_a_later_value(store: FeatureStore, frame: pd.DataFr
 
     floor_step = (offsets // pd.Timedelta(hours=1)).to_numpy(dtype=np.float64)
     np.testing.assert_array_equal(training["a"].to_numpy(), floor_step)
+
+
+def test_asof_read_answers_as_the_point_in_time_join(store: FeatureStore) -> None:
+    half_past = pd.Timedelta(minutes=30)
+    entity_df = pd.DataFrame(
+        {
+            "series_id": ["south", "north", "north", "east", "north", "south", "north"],
+            "event_timestamp": [
+                START + pd.Timedelta(hours=7),  # exactly on step 7
+                START + pd.Timedelta(hours=5) + half_past,  # step 5 lies 30 min ahead
+                START - pd.Timedelta(hours=1),  # before the first observation
+                START + pd.Timedelta(hours=ROWS + 5),  # after the last observation
+                START + pd.Timedelta(hours=3) + half_past,
+                START + pd.Timedelta(hours=2),
+                START + pd.Timedelta(hours=3) + half_past,  # a repeated entity row
+            ],
+            "label": np.arange(7),
+        },
+        index=[20, 21, 22, 23, 24, 25, 26],
+    )
+    rows = len(entity_df)
+
+    exact, exact_retrieval = get_training_frame_asof(
+        store, entity_df, max_pit_rows=rows, check_rows=3
+    )
+    asof, asof_retrieval = get_training_frame_asof(
+        store, entity_df, max_pit_rows=rows - 1, check_rows=3
+    )
+
+    assert (exact_retrieval, asof_retrieval) == ("point_in_time", "offline_asof")
+    pd.testing.assert_frame_equal(exact, get_training_frame(store, entity_df))
+    pd.testing.assert_frame_equal(asof, exact)
+    expected_a = [1007.0, 5.0, np.nan, 2000.0 + ROWS - 1, 3.0, 1002.0, 3.0]
+    np.testing.assert_array_equal(asof["a"].to_numpy(), expected_a)
+    np.testing.assert_array_equal(asof["b"].to_numpy(), -np.asarray(expected_a))
+
+
+@pytest.fixture(scope="module")
+def rewritten_store(tmp_path_factory: pytest.TempPathFactory, frame: pd.DataFrame) -> FeatureStore:
+    """A store whose offline observations also hold a second write of two pairs: a later
+    write of north at step 5 (a = 100.5, first in the file) and an earlier write of south
+    at step 7 (a = -1, last in the file). The created timestamp decides, not the order."""
+    repo_dir = tmp_path_factory.mktemp("rewritten_repo")
+    prepare_feature_repo(repo_dir, frame, SPEC, INPUT_SIZE)
+    path = repo_dir / "data" / "observations.parquet"
+    observations = pd.read_parquet(path)
+
+    def rewrite(series_id: str, step: int, a: float, age: pd.Timedelta) -> pd.DataFrame:
+        at = START.tz_localize("UTC") + pd.Timedelta(hours=step)
+        row = observations[
+            (observations["series_id"] == series_id) & (observations["event_timestamp"] == at)
+        ].copy()
+        assert len(row) == 1
+        row[["a", "b"]] = [a, -a]
+        row["created"] += age
+        return row
+
+    later = rewrite("north", 5, 100.5, pd.Timedelta(days=1))
+    earlier = rewrite("south", 7, -1.0, -pd.Timedelta(days=1))
+    pd.concat([later, observations, earlier], ignore_index=True).to_parquet(path, index=False)
+    return open_feature_store(repo_dir)
+
+
+def test_asof_read_takes_the_latest_write_of_a_pair(rewritten_store: FeatureStore) -> None:
+    """Feast 0.67's file store sorts the writes by created timestamp and then, with an
+    unstable sort, by event timestamp, so its own join may answer either write of a pair:
+    only row 0, no rewritten pair, is cross-checked here (`check_rows=1`)."""
+    entity_df = pd.DataFrame(
+        {
+            "series_id": ["north", "north", "south", "north"],
+            "event_timestamp": START
+            + pd.to_timedelta([2 * 60, 5 * 60, 7 * 60, 5 * 60 + 30], unit="min"),
+        }
+    )
+
+    training, retrieval = get_training_frame_asof(
+        rewritten_store, entity_df, max_pit_rows=1, check_rows=1
+    )
+
+    assert retrieval == "offline_asof"
+    np.testing.assert_array_equal(training["a"].to_numpy(), [2.0, 100.5, 1007.0, 100.5])
+
+
+def test_asof_read_never_sees_a_later_value(store: FeatureStore) -> None:
+    """The sweep of `test_training_never_sees_a_later_value`, starting mid-series: the
+    first rows take the observation stamped before the earliest row."""
+    offsets = pd.to_timedelta(np.arange(10 * 60 + 25, ROWS * 60, 25), unit="min")
+    entity_df = pd.DataFrame({"series_id": "north", "event_timestamp": START + offsets})
+
+    training, retrieval = get_training_frame_asof(store, entity_df, max_pit_rows=1, check_rows=8)
+
+    assert retrieval == "offline_asof"
+    floor_step = (offsets // pd.Timedelta(hours=1)).to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(training["a"].to_numpy(), floor_step)
+
+
+def test_asof_read_that_differs_from_feast_raises(
+    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offline_asof = features.store._offline_asof
+
+    def corrupted(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataFrame:
+        joined = offline_asof(store, entity_df)
+        joined.loc[joined.index[-1], "b"] += 1.0  # the last row is always checked
+        return joined
+
+    monkeypatch.setattr(features.store, "_offline_asof", corrupted)
+    entity_df = pd.DataFrame(
+        {"series_id": "south", "event_timestamp": START + pd.to_timedelta(range(6), unit="h")}
+    )
+
+    with pytest.raises(RuntimeError, match=r"point-in-time join at row 5 \({'series_id': 'south'"):
+        get_training_frame_asof(store, entity_df, max_pit_rows=2, check_rows=2)
+    with pytest.raises(ValueError, match="check_rows"):
+        get_training_frame_asof(store, entity_df, max_pit_rows=2, check_rows=0)
 
 
 def test_push_updates_the_online_window(store: FeatureStore, repo: Path) -> None:
