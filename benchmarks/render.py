@@ -1,8 +1,9 @@
 """Render `benchmarks/RESULTS.md` from the committed result files.
 
-Reads every cell of `benchmarks/accuracy/results/*.json`, the speed measurement
-`benchmarks/results/speed_cpu.json`, and puts our numbers next to the published ones
-(`../shared/reference/RESULTS.md`, copied into PUBLISHED below) with the difference.
+Reads every cell of `benchmarks/accuracy/results/*.json` and the speed measurements
+`benchmarks/results/speed_cpu.json` and `benchmarks/results/inference_cpu.json`, and puts
+our numbers next to the published ones (`../shared/reference/RESULTS.md`, copied into
+PUBLISHED below) with the difference.
 Also draws forecast-vs-actual and learning-curve plots for the ETTh1-96 cells whose model
 and history are still on disk.
 
@@ -20,8 +21,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ACCURACY = HERE / "accuracy" / "results"
-RUNS = Path(os.environ.get("LLATA_BENCH_RUNS", HERE / "accuracy" / "runs"))
+# Cells' run directories: LLATA_BENCH_RUNS (where long cells are kept across checkouts) and
+# the in-tree default; a cell is looked up in that order.
+RUNS_DIRS = tuple(
+    dict.fromkeys(
+        Path(p) for p in (os.environ.get("LLATA_BENCH_RUNS"), HERE / "accuracy" / "runs") if p
+    )
+)
 SPEED = HERE / "results" / "speed_cpu.json"
+INFERENCE = HERE / "results" / "inference_cpu.json"
 PLOTS = HERE / "plots"
 OUT = HERE / "RESULTS.md"
 SHORT_TERM = HERE / "shortterm" / "RESULTS.md"
@@ -128,7 +136,9 @@ def plots(cells: list[dict]) -> list[str]:
             continue
         if c["zero_shot_to"]:
             continue
-        run = RUNS / c["cell"]
+        run = next((d / c["cell"] for d in RUNS_DIRS if (d / c["cell"]).is_dir()), None)
+        if run is None:
+            continue
         history = run / "run" / "history.jsonl"
         if history.is_file():
             rows = [json.loads(line) for line in history.read_text().splitlines()]
@@ -185,6 +195,45 @@ def speed_section() -> list[str]:
     ]
 
 
+def inference_section() -> list[str]:
+    if not INFERENCE.is_file():
+        return []
+    s = json.loads(INFERENCE.read_text())
+    cost: dict[str, dict[tuple[str, int], float]] = {}
+    about: dict[str, dict] = {}
+    for row in s["rows"]:
+        cost.setdefault(row["architecture"], {})[(row["precision"], row["batch"])] = row[
+            "ms_per_window"
+        ]
+        about[row["architecture"]] = row
+
+    def cell(name: str, precision: str, batch: int) -> str:
+        value = cost[name].get((precision, batch))
+        return "—" if value is None else f"{value:.3f}"
+
+    return [
+        "## Inference cost per window, by variant (CPU)",
+        "",
+        f"{s['what']}; median of {s['rounds']} interleaved calls, {s['torch_threads']} torch "
+        f"thread(s). Machine: {s['machine']}, torch {s['torch']}. Command: `{s['command']}` "
+        f"({s['finished_at']}, revision {s['git_revision'][:12]}, wall {s['wall_s']} s). "
+        "Baselines are served in fp32.",
+        "",
+        "| inference model | variants | parameters | fp32, batch 1 | fp32, batch 256 "
+        "| bf16, batch 1 | bf16, batch 256 |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {name} | {', '.join(about[name]['variants'])} | "
+            f"{about[name]['parameters'] / 1e6:.2f} M | {cell(name, 'fp32', 1)} | "
+            f"{cell(name, 'fp32', 256)} | {cell(name, 'bf16', 1)} | {cell(name, 'bf16', 256)} |"
+            for name in cost
+        ],
+        "",
+        "(milliseconds per window)",
+        "",
+    ]
+
+
 def main() -> int:
     cells = load_cells()
     full = [c for c in cells if c["few_shot_percent"] == 100 and not c["zero_shot_to"]]
@@ -222,6 +271,7 @@ def main() -> int:
     if "--no-plots" not in sys.argv:
         lines += ["## Plots", "", *plots(cells), ""]
     lines += speed_section()
+    lines += inference_section()
     notes = HERE / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]

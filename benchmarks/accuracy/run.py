@@ -141,12 +141,15 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     cfg = load_params(params, cell.overrides(extra))
     if not (model_dir / "manifest.json").is_file():
         outcome = train_job(cfg, out_dir=model_dir, run_dir=run_dir, resume=True)
+        # Every epoch's own time, including epochs run by an earlier, interrupted process
+        # (`outcome.fit.seconds` is this process's wall time only).
+        epoch_seconds = [h.seconds for h in outcome.fit.history]
         train_info = {
             "epochs": len(outcome.fit.history),
             "best_epoch": outcome.fit.best_epoch,
-            "train_seconds": outcome.fit.seconds,
+            "train_seconds": sum(epoch_seconds),
             "precision": outcome.fit.precision,
-            "seconds_per_epoch": outcome.fit.seconds / max(len(outcome.fit.history), 1),
+            "seconds_per_epoch": sum(epoch_seconds) / max(len(epoch_seconds), 1),
             "stopped_early": outcome.fit.stopped_early,
         }
         write_json(RUNS / cell.train_key / "train_info.json", train_info, trailing_newline=False)
