@@ -88,6 +88,12 @@ def _group(cells: list[dict]) -> dict[tuple, list[dict]]:
     return groups
 
 
+def _order(item: tuple[tuple, list[dict]]) -> tuple:
+    """Rows by dataset, then horizon as a number, variant, few-shot share, zero-shot target."""
+    dataset, horizon, variant, few, zero_shot_to = item[0]
+    return dataset, int(horizon), variant, float(few), str(zero_shot_to)
+
+
 def table(cells: list[dict], title: str, note: str) -> list[str]:
     if not cells:
         return []
@@ -100,7 +106,7 @@ def table(cells: list[dict], title: str, note: str) -> list[str]:
         "s/epoch | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (ds, h, variant, few, zs), group in sorted(_group(cells).items(), key=str):
+    for (ds, h, variant, few, zs), group in sorted(_group(cells).items(), key=_order):
         mse = [c["mse"] for c in group]
         mae = [c["mae"] for c in group]
         pub = _published(variant, ds, h) if few == 100 and not zs else None
