@@ -20,6 +20,29 @@ M4_PREFIX = "M4-"
 Precision = Literal["auto", "fp32", "bf16"]
 
 
+def resolve_precision(precision: str, device: Any = "cpu") -> str:
+    """`auto` -> `bf16` where the device computes bfloat16 natively, else `fp32`.
+
+    Training (bf16 autocast) and inference (bf16 weights) resolve `auto` alike: on a GPU
+    with bf16 support, or a CPU with AVX512-BF16 or AMX (where bf16 roughly doubles training
+    speed); a CPU without them emulates bf16 matmuls, slower than fp32.
+
+    Args:
+        precision: `auto`, `fp32` or `bf16`.
+        device: a `torch.device` or its name.
+    """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision != "auto":
+        return precision
+    import torch  # here, not at the top: the config is read before any model is built
+
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bf16" if native else "fp32"
+
+
 class ConfigError(ValueError):
     """A configuration file or override that does not validate."""
 

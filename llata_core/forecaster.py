@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from llata_core.config import LlataConfig
+from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Scaler, file_sha256
 
 if TYPE_CHECKING:
@@ -198,21 +198,6 @@ def _backbone_config(raw: dict[str, Any]) -> PretrainedConfig:
     return AutoConfig.for_model(model_type, **raw)
 
 
-def inference_precision(precision: str, device: str = "cpu") -> str:
-    """Resolve `auto` to `bf16` where the device computes bfloat16 natively, else `fp32`.
-
-    On a CPU without AVX512-BF16 or AMX, bfloat16 matmuls are emulated and slower than fp32.
-    """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision != "auto":
-        return precision
-    if torch.device(device).type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return "bf16" if native else "fp32"
-
-
 class Forecaster:
     """A loaded artifact that answers in the data's own units.
 
@@ -269,7 +254,7 @@ class Forecaster:
         from llata_core.baselines import build_baseline
         from llata_core.model import ForecastModel
 
-        precision = inference_precision(precision, device)
+        precision = resolve_precision(precision, device)
         root = Path(path)
         raw = verify_artifact(root)
         try:

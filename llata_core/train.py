@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from llata_core.backbone import PreparedBackbone
 from llata_core.baselines import Baseline, build_baseline
-from llata_core.config import LlataConfig
+from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Splits
 from llata_core.losses import DistillationLoss, WindowContext
 from llata_core.model import LlataModel
@@ -88,15 +88,6 @@ class FitResult:
     seconds: float = 0.0
     precision: str = "fp32"
     device: str = "cpu"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` means bf16 autocast: about 2x faster on a modern CPU and standard on GPUs."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16"
 
 
 def make_accelerator(cfg: LlataConfig) -> Accelerator:

@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from llata_core.backbone import prepare_backbone
-from llata_core.config import config_from_dict
+from llata_core.config import config_from_dict, resolve_precision
 from llata_core.data import Scaler
 from llata_core.forecaster import (
     ArtifactError,
     Forecaster,
     ForecastInputError,
-    inference_precision,
     save_artifact,
 )
 from llata_core.model import LlataModel
@@ -99,10 +98,10 @@ def test_bf16_load_holds_bfloat16_weights_and_answers_close_to_fp32(
     # is a small fraction of the series' scale, not of its level.
     scale = history.std(axis=0)
     assert (np.abs(got - want) / scale).max() < 0.05
-    assert inference_precision("fp32") == "fp32" and inference_precision("bf16") == "bf16"
-    assert inference_precision("auto") in ("fp32", "bf16")
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    assert resolve_precision("auto") in ("fp32", "bf16")
     with pytest.raises(ValueError, match="precision must be"):
-        inference_precision("fp16")
+        resolve_precision("fp16")
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
