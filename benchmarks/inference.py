@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from llata_core.atomic import write_json
 from llata_core.backbone import prepare_backbone
 from llata_core.config import load_params
 from llata_core.data import load_series, make_splits
-from llata_core.jobs import git_revision, machine_description
+from llata_core.jobs import provenance
 from llata_core.model import ForecastModel
 from llata_core.train import build_training_model
 
@@ -109,12 +108,8 @@ def main() -> int:
             "rows": rows,
             "rounds": args.rounds,
             "torch_threads": args.threads,
-            "machine": machine_description(),
-            "torch": torch.__version__,
-            "git_revision": git_revision(),
-            "command": " ".join([sys.executable, "-m", "benchmarks.inference", *sys.argv[1:]]),
             "wall_s": round(time.monotonic() - started, 1),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **provenance("benchmarks.inference"),
         },
     )
     for row in rows:

@@ -26,7 +26,7 @@ from torch import nn
 from llata_core.backbone import prepare_backbone
 from llata_core.config import load_params
 from llata_core.data import load_series, make_splits
-from llata_core.jobs import git_revision, machine_description
+from llata_core.jobs import provenance
 from llata_core.losses import DistillationLoss
 from llata_core.model import LlataModel
 
@@ -110,12 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             model, cfg.train.batch_size, len(splits.series.channels), reps=5
         ),
         "load_average_1min_during": load,
-        "machine": machine_description(),
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "git_revision": git_revision(),
-        "command": " ".join([sys.executable, *sys.argv]),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import platform
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,26 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         return f"cuda:{torch.cuda.get_device_name(0)}"
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def provenance(module: str | None = None) -> dict[str, str]:
+    """Where and how a benchmark result was produced, for its JSON record.
+
+    Args:
+        module: the module name when the script runs as `python -m module`, so that the
+            recorded command is the one that reruns it (`sys.argv[0]` is then a file path).
+
+    Returns:
+        machine, torch version, git revision, the exact command and the UTC finish time.
+    """
+    argv = ["-m", module, *sys.argv[1:]] if module else sys.argv
+    return {
+        "machine": machine_description(),
+        "torch": torch.__version__,
+        "git_revision": git_revision(),
+        "command": shlex.join([sys.executable, *argv]),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 @dataclass

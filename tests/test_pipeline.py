@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from flows.params import Layout, load_pipeline_config, min_rows_for_split
 from llata_core.cli import main
 from llata_core.config import ConfigError
 from llata_core.data import BENCHMARKS, Benchmark, split_borders
+from llata_core.jobs import provenance
 from tests.conftest import SHARED_DATA, sine_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -559,3 +561,12 @@ def test_dvc_repro_end_to_end_and_same_layout_as_the_flow(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert tree(flow_root) == dvc_tree
+
+
+def test_provenance_records_the_command_that_reruns_a_module(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/abs/path/bench.py", "--out", "a b.json"])
+    record = provenance("benchmarks.inference")
+    assert record["command"] == f"{sys.executable} -m benchmarks.inference --out 'a b.json'"
+    assert provenance()["command"] == f"{sys.executable} /abs/path/bench.py --out 'a b.json'"
+    assert record["machine"].startswith(("cpu:", "cuda:"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["finished_at"])

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from llata_core.atomic import write_json
 from llata_core.config import load_params
-from llata_core.jobs import evaluate_job, git_revision, machine_description, train_job
+from llata_core.jobs import evaluate_job, provenance, train_job
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -134,7 +133,6 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     if out.is_file():
         log.info("skip %s (done)", cell.key)
         return json.loads(out.read_text())
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     t0 = time.perf_counter()
     model_dir = RUNS / cell.train_key / "model"
     run_dir = RUNS / cell.train_key / "run"
@@ -165,11 +163,8 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "n_windows": metrics.n_windows,
         **train_info,
         "wall_seconds": time.perf_counter() - t0,
-        "machine": machine_description(),
-        "git_revision": git_revision(),
-        "command": command,
+        **provenance(),
         "overrides": cell.overrides(extra),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out, payload, trailing_newline=False)
     log.info("%s: MSE %.4f MAE %.4f", cell.key, metrics.mse, metrics.mae)
@@ -223,11 +218,8 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "val_mse_by_epoch": [h["val_mse"] for h in history],
         "seconds_per_epoch": sum(h["seconds"] for h in history) / max(len(history), 1),
         "train_seconds": sum(h["seconds"] for h in history),
-        "machine": machine_description(),
-        "git_revision": git_revision(),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "overrides": cell.overrides(extra),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     }
     write_json(RESULTS / "partial" / f"{cell.key}.json", payload, trailing_newline=False)
     log.info(

@@ -32,7 +32,7 @@ from pathlib import Path
 from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.forecaster import Forecaster
-from llata_core.jobs import evaluate_short_term, git_revision, machine_description, train_job
+from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm_harness import (
     benchmark_forecasts,
     load_short_term_splits,
@@ -167,7 +167,6 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     if out.is_file():
         log.info("skip %s (done)", cell.key)
         return json.loads(out.read_text())
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     t0 = time.perf_counter()
     if cell.model in TRAINED:
         scores = _train_and_score(cell, params, extra)
@@ -182,10 +181,7 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "seed": cell.seed,
         **scores,
         "wall_seconds": time.perf_counter() - t0,
-        "machine": machine_description(),
-        "git_revision": git_revision(),
-        "command": command,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(),
     }
     write_json(out, payload, trailing_newline=False)
     log.info(
