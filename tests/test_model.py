@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from llata_core.backbone import BackboneError, prepare_backbone, principal_word_embeddings
+from llata_core.backbone import (
+    BackboneError,
+    load_language_model,
+    prepare_backbone,
+    principal_word_embeddings,
+)
 from llata_core.config import ConfigError, config_from_dict
 from llata_core.losses import DistillationLoss
 from llata_core.model import CrossModalMatch, LlataModel
@@ -156,3 +163,20 @@ def test_prepared_backbone_cache_is_reused(llata_home) -> None:
     assert sorted((llata_home / "backbones").iterdir()) == folders
     assert torch.equal(first.principal, second.principal)
     assert first.config.vocab_size == 1  # the vocabulary is not carried around
+
+
+def test_bundled_backbone_is_a_working_language_model() -> None:
+    """The GGUF weights de-quantise to a model that knows English: if a transformers change
+    broke the Q4_1 de-quantisation, `llata` would silently train on noise weights."""
+    model, tokenizer = load_language_model("smollm2-135m")
+    text = "The capital of France is Paris. The capital of Italy is Rome."
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    with torch.inference_mode():
+        loss = float(model(ids, labels=ids).loss)
+    assert loss < 4.0, f"{loss:.2f} nats/token: the de-quantised weights do not model English"
+    assert loss < math.log(model.config.vocab_size) / 2  # uniform guessing scores 10.8
+
+
+def test_tiny_backbones_have_no_language_model() -> None:
+    with pytest.raises(BackboneError, match="no tokenizer"):
+        load_language_model("tiny-llama")
