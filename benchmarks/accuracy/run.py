@@ -38,6 +38,10 @@ VARIANTS: dict[str, list[str]] = {
     "llata-random": ["model.init=random"],
     "llata-no-llm": ["model.n_layers=0"],
     "llata-no-distill": ["loss.w_out=0", "loss.w_feat=0"],
+    # Depth probe: does keeping more pretrained blocks (12 of SmolLM2's 30, where the paper
+    # keeps 6 of GPT-2's 12) widen the gap between pretrained and random weights?
+    "llata-12l": ["model.n_layers=12"],
+    "llata-random-12l": ["model.init=random", "model.n_layers=12"],
     # Baselines with their published recipes (DLinear: MSE loss, lr 5e-3, batch 32;
     # PatchTST ETTh: MSE loss, lr 1e-4, batch 128), in the same harness, splits, early
     # stopping and evaluation.
@@ -100,7 +104,7 @@ class Cell:
 
 SEEDS = (2024, 2025, 2026)
 GROUPS: dict[str, list[Cell]] = {
-    "etth1-96": [Cell("ETTh1", 96, v, s) for s in SEEDS for v in VARIANTS],
+    "etth1-96": [Cell("ETTh1", 96, v, s) for s in SEEDS for v in VARIANTS if "12l" not in v],
     "few-zero": [
         Cell("ETTh1", 96, v, s, few_shot=10.0)
         for s in SEEDS
@@ -118,6 +122,12 @@ GROUPS: dict[str, list[Cell]] = {
         for v in ("llata", "dlinear")
     ],
     "ettm1": [Cell("ETTm1", 96, "llata", 2024)],
+    # Few-shot, where the pretrained weights helped at 6 blocks, at 12 blocks.
+    "depth": [
+        Cell("ETTh1", 96, v, s, few_shot=10.0)
+        for s in SEEDS
+        for v in ("llata-12l", "llata-random-12l")
+    ],
 }
 
 
