@@ -95,7 +95,7 @@ def grid_stats(model: PreTrainedModel, n_blocks: int, group: int = 32) -> dict[s
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2-135m")
-    ap.add_argument("--chars", type=int, default=60_000, help="characters of text scored")
+    ap.add_argument("--chars", type=int, default=16_000, help="characters of text scored")
     ap.add_argument("--chunk", type=int, default=512, help="tokens per scored sequence")
     ap.add_argument("--kept", type=int, default=6, help="blocks LLaTA keeps (params.yaml)")
     ap.add_argument("--threads", type=int, default=1)
