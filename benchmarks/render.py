@@ -1,7 +1,7 @@
 """Render `benchmarks/RESULTS.md` from the committed result files.
 
 Reads every cell of `benchmarks/accuracy/results/*.json` and the speed measurements
-`benchmarks/results/speed_cpu.json` and `benchmarks/results/inference_cpu.json`, and puts
+under `benchmarks/results/` (speed, training and inference cost, backbone probe), and puts
 our numbers next to the published ones (`../shared/reference/RESULTS.md`, copied into
 PUBLISHED below) with the difference.
 Also draws forecast-vs-actual and learning-curve plots for the ETTh1-96 cells whose model
@@ -30,6 +30,7 @@ RUNS_DIRS = tuple(
 )
 SPEED = HERE / "results" / "speed_cpu.json"
 INFERENCE = HERE / "results" / "inference_cpu.json"
+TRAIN_COST = HERE / "results" / "train_cost_cpu.json"
 PROBE = HERE / "results" / "backbone_probe.json"
 PLOTS = HERE / "plots"
 OUT = HERE / "RESULTS.md"
@@ -241,6 +242,34 @@ def inference_section() -> list[str]:
     ]
 
 
+def train_cost_section() -> list[str]:
+    if not TRAIN_COST.is_file():
+        return []
+    s = json.loads(TRAIN_COST.read_text())
+    load = ", ".join(f"{v:.1f}" for v in s["load_average_1min_during"])
+    return [
+        "## Training cost per window, by variant (CPU)",
+        "",
+        f"{s['what']}; median of {s['rounds']} interleaved steps, {s['torch_threads']} torch "
+        f"thread(s), 1-min load average during the run: {load}. Machine: {s['machine']}, "
+        f"torch {s['torch']}. Command: `{s['command']}` ({s['finished_at']}, revision "
+        f"{s['git_revision'][:12]}, wall {s['wall_s']} s). Seconds per epoch: the steps of "
+        "one full ETTh1-96 training epoch, without the validation pass.",
+        "",
+        "| training cost | variants | precision | batch | trainable / all parameters "
+        "| s / step | ms / window | s / epoch |",
+        "|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['cost']} | {', '.join(r['variants'])} | {r['precision']} | {r['batch']} | "
+            f"{r['trainable_parameters'] / 1e6:.2f} M / {r['parameters'] / 1e6:.2f} M | "
+            f"{r['median_step_seconds']:.3f} | {r['ms_per_window']:.2f} | "
+            f"{r['seconds_per_epoch']:.0f} |"
+            for r in s["rows"]
+        ],
+        "",
+    ]
+
+
 def probe_section() -> list[str]:
     if not PROBE.is_file():
         return []
@@ -311,6 +340,7 @@ def main() -> int:
     if "--no-plots" not in sys.argv:
         lines += ["## Plots", "", *plots(cells), ""]
     lines += speed_section()
+    lines += train_cost_section()
     lines += inference_section()
     lines += probe_section()
     notes = HERE / "NOTES.md"

@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from llata_core.backbone import PreparedBackbone
 from llata_core.baselines import Baseline, build_baseline
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Splits
-from llata_core.losses import DistillationLoss, WindowContext
+from llata_core.losses import DistillationLoss, LossBreakdown, WindowContext
 from llata_core.model import LlataModel
 from llata_core.shortterm import ShortTermSample
 from llata_core.shortterm_harness import ShortTermSplits, validation_smape
@@ -230,6 +231,59 @@ def _log_history(run_dir: Path, entry: EpochLog) -> None:
         fh.write(json.dumps(asdict(entry)) + "\n")
 
 
+def make_optimizer(cfg: LlataConfig, model: TrainingModel) -> torch.optim.Adam:
+    """The recipe's Adam: `train.lr`, and `train.proj_lr` for the feature projections."""
+    projections = {id(p) for p in model.projection_parameters()}
+    main_params = [p for p in model.parameters() if p.requires_grad and id(p) not in projections]
+    return torch.optim.Adam(
+        [
+            {"params": main_params, "lr": cfg.train.lr},
+            {"params": model.projection_parameters(), "lr": cfg.train.proj_lr},
+        ],
+        weight_decay=cfg.train.weight_decay,
+    )
+
+
+def training_objective(
+    cfg: LlataConfig, model: TrainingModel, seasonality: int = 1
+) -> tuple[DistillationLoss, bool]:
+    """The loss `fit` minimises, and whether the model runs its teacher branch for it.
+
+    Without a teacher (baselines, or `w_out = w_feat = 0`) only the task loss applies.
+    """
+    distill = cfg.loss.distills and isinstance(model, LlataModel)
+    loss_cfg = cfg.loss if distill else cfg.loss.model_copy(update={"w_out": 0.0, "w_feat": 0.0})
+    return DistillationLoss(loss_cfg, seasonality=seasonality), distill
+
+
+def train_step(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor] | ShortTermSample,
+    criterion: DistillationLoss,
+    optimizer: torch.optim.Optimizer,
+    backward: Callable[[torch.Tensor], None],
+    *,
+    bf16: bool,
+    distill: bool,
+) -> LossBreakdown:
+    """One optimizer step on one batch, as `fit` takes it; returns the loss terms.
+
+    Args:
+        backward: how to back-propagate the total loss (`Accelerator.backward` in `fit`).
+        bf16: run the forward pass and the loss under bf16 autocast.
+        distill: run the teacher branch too (see `training_objective`).
+    """
+    x, y, context = _unpack(batch)
+    device = next(model.parameters()).device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x, distill=distill)
+        losses = criterion(out, y, context)
+    optimizer.zero_grad(set_to_none=True)
+    backward(losses.total)
+    optimizer.step()
+    return losses
+
+
 def fit(
     cfg: LlataConfig,
     splits: Splits | ShortTermSplits,
@@ -260,16 +314,7 @@ def fit(
     acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.train.seed)
     model = build_training_model(cfg, backbone)
-    distill = cfg.loss.distills and isinstance(model, LlataModel)
-    projections = {id(p) for p in model.projection_parameters()}
-    main_params = [p for p in model.parameters() if p.requires_grad and id(p) not in projections]
-    optimizer = torch.optim.Adam(
-        [
-            {"params": main_params, "lr": cfg.train.lr},
-            {"params": model.projection_parameters(), "lr": cfg.train.proj_lr},
-        ],
-        weight_decay=cfg.train.weight_decay,
-    )
+    optimizer = make_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=cfg.train.t_max, eta_min=1e-8
     )
@@ -286,11 +331,7 @@ def fit(
         if cfg.train.max_eval_windows is not None and cfg.train.max_eval_windows < len(val_set):
             val_set = Subset(val_set, range(cfg.train.max_eval_windows))  # type: ignore[assignment]
         val_loader = DataLoader(val_set, batch_size=cfg.train.eval_batch_size, shuffle=False)
-    # Without a teacher (baselines, or w_out = w_feat = 0) only the task loss applies.
-    criterion = DistillationLoss(
-        cfg.loss if distill else cfg.loss.model_copy(update={"w_out": 0.0, "w_feat": 0.0}),
-        seasonality=seasonality,
-    )
+    criterion, distill = training_objective(cfg, model, seasonality)
 
     digest = config_digest(cfg)
     ckpt = Checkpoint(run_dir)
@@ -353,13 +394,9 @@ def fit(
             leave=False,
         )
         for batch in train_loader:
-            x, y, context = _unpack(batch)
-            with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(x, distill=distill)
-                losses = criterion(out, y, context)
-            optimizer.zero_grad(set_to_none=True)
-            acc.backward(losses.total)
-            optimizer.step()
+            losses = train_step(
+                model, batch, criterion, optimizer, acc.backward, bf16=bf16, distill=distill
+            )
             if not torch.isfinite(losses.total):
                 raise FloatingPointError(
                     f"training loss became {losses.total.item()} at epoch {epoch + 1}"

@@ -14,7 +14,13 @@ import torch
 from llata_core.backbone import prepare_backbone
 from llata_core.config import config_from_dict
 from llata_core.data import load_series, make_splits
-from llata_core.train import fit
+from llata_core.train import (
+    build_training_model,
+    fit,
+    make_optimizer,
+    train_step,
+    training_objective,
+)
 from tests.conftest import tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +79,41 @@ def test_resume_refuses_a_checkpoint_of_another_config(sine_csv: Path, tmp_path:
     other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 1e-2})})
     with pytest.raises(RuntimeError, match="another configuration"):
         fit(other, splits, bb, run_dir=tmp_path / "r", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "teacher_runs"),
+    [
+        ({}, True),  # the paper recipe
+        ({"loss__w_out": 0.0, "loss__w_feat": 0.0}, False),  # task loss only
+        ({"model__kind": "dlinear", "loss__task": "mse"}, False),  # a baseline: no teacher
+    ],
+)
+def test_train_step_runs_the_teacher_only_for_the_distillation(
+    sine_csv: Path, extra: dict, teacher_runs: bool
+) -> None:
+    """One `fit` step: the teacher's cross-modal match learns only when a distillation
+    term is on, and the terms that are off contribute exactly nothing."""
+    cfg, splits, bb = _setup(sine_csv, **extra)
+    torch.manual_seed(0)
+    model = build_training_model(cfg, bb).train()
+    criterion, distill = training_objective(cfg, model)
+    assert distill is teacher_runs
+    optimizer = make_optimizer(cfg, model)
+    batch = next(iter(torch.utils.data.DataLoader(splits.train, batch_size=16)))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    losses = train_step(
+        model, batch, criterion, optimizer, torch.Tensor.backward, bf16=False, distill=distill
+    )
+    assert torch.isfinite(losses.total) and losses.task > 0
+    if not teacher_runs:
+        assert losses.consistency == 0 and losses.feature == 0
+        assert torch.allclose(losses.total, losses.task)
+    changed = {n for n, p in model.named_parameters() if n in before and not p.equal(before[n])}
+    assert changed, "the step updated no parameter"
+    if cfg.model.kind == "llata":
+        assert any(n.startswith("match.") for n in changed) is teacher_runs
+        assert any(n.startswith("head.") for n in changed)
 
 
 def test_bf16_autocast_trains(sine_csv: Path, tmp_path: Path) -> None:
