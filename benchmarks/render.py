@@ -13,6 +13,7 @@ and history are still on disk.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 ACCURACY = HERE / "accuracy" / "results"
 # Cells' run directories: LLATA_BENCH_RUNS (where long cells are kept across checkouts) and
 # the in-tree default; a cell is looked up in that order.
+SEED_STYLES = ("-", "--", ":")
 RUNS_DIRS = tuple(
     dict.fromkeys(
         Path(p) for p in (os.environ.get("LLATA_BENCH_RUNS"), HERE / "accuracy" / "runs") if p
@@ -138,8 +140,11 @@ def plots(cells: list[dict]) -> list[str]:
 
     made = []
     PLOTS.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for c in cells:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colours: dict[str, str] = {}
+    seed_order: dict[int, int] = {}
+    lowest = math.inf
+    for c in sorted(cells, key=lambda c: (c["variant"], c["seed"])):
         if c["dataset"] != "ETTh1" or c["horizon"] != 96 or c["few_shot_percent"] != 100:
             continue
         if c["zero_shot_to"]:
@@ -150,12 +155,17 @@ def plots(cells: list[dict]) -> list[str]:
         history = run / "run" / "history.jsonl"
         if history.is_file():
             rows = [json.loads(line) for line in history.read_text().splitlines()]
+            # One colour per variant, one line style per seed: 6 variants x 3 seeds stay legible.
+            colour = colours.setdefault(c["variant"], f"C{len(colours)}")
             ax.plot(
                 [r["epoch"] for r in rows],
                 [r["val_mse"] for r in rows],
-                marker=".",
+                color=colour,
+                linestyle=SEED_STYLES[seed_order.setdefault(c["seed"], len(seed_order)) % 3],
+                linewidth=1.2,
                 label=f"{c['variant']} s{c['seed']}",
             )
+            lowest = min(lowest, min(r["val_mse"] for r in rows))
         model = run / "model" if (run / "model").is_dir() else run / "partial_model"
         if c["variant"] in ("llata", "dlinear") and c["seed"] == 2024 and model.is_dir():
             _, fc, splits = evaluate_job(model)
@@ -164,8 +174,10 @@ def plots(cells: list[dict]) -> list[str]:
             made.append(f"![{c['variant']} forecast]({path.relative_to(HERE)})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation MSE (scaled)")
-    ax.set_title("ETTh1, horizon 96: learning curves")
-    ax.legend(fontsize=7)
+    ax.set_title("ETTh1, horizon 96: learning curves (first epochs above the top edge)")
+    if math.isfinite(lowest):
+        ax.set_ylim(lowest - 0.01, lowest + 0.09)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     fig.savefig(PLOTS / "learning_curves_ETTh1_96.png", dpi=90)
     plt.close(fig)
