@@ -126,11 +126,12 @@ GROUPS: dict[str, list[Cell]] = {
         for s in SEEDS
         for v in ("llata", "llata-random", "dlinear")
     ],
+    # With the LLM-free ablation too: does "no LLM, same accuracy" hold at long horizons?
     "horizons": [
         Cell(d, h, v, 2024)
         for d in ("ETTh1", "ETTh2")
         for h in (96, 192, 336, 720)
-        for v in ("llata", "dlinear")
+        for v in ("llata", "llata-no-llm", "dlinear")
     ],
     "ettm1": [Cell("ETTm1", 96, "llata", 2024)],
     # Few-shot, where the pretrained weights helped at 6 blocks, at 12 blocks.
