@@ -129,6 +129,58 @@ def table(cells: list[dict], title: str, note: str) -> list[str]:
     return [*lines, ""]
 
 
+def ablation_section(cells: list[dict]) -> list[str]:
+    """ETTh1-96, each variant against `llata` on the same seeds, beside its measured cost."""
+    full = {
+        (c["variant"], c["seed"]): c
+        for c in cells
+        if c["dataset"] == "ETTh1"
+        and c["horizon"] == 96
+        and c["few_shot_percent"] == 100
+        and not c["zero_shot_to"]
+        and c.get("status") != "partial"
+    }
+    train_ms: dict[str, float] = {}
+    if TRAIN_COST.is_file():
+        for row in json.loads(TRAIN_COST.read_text())["rows"]:
+            train_ms.update(dict.fromkeys(row["variants"], row["ms_per_window"]))
+    serve_ms: dict[str, float] = {}
+    if INFERENCE.is_file():
+        for row in json.loads(INFERENCE.read_text())["rows"]:
+            # As served: LLaTA models with bf16 weights, baselines in fp32; one request.
+            served = "bf16" if row["architecture"].startswith("llata") else "fp32"
+            if row["batch"] == 1 and row["precision"] == served:
+                serve_ms.update(dict.fromkeys(row["variants"], row["ms_per_window"]))
+    variants = sorted({v for v, _ in full}, key=lambda v: (v != "llata", v))
+    if "llata" not in variants:
+        return []
+    lines = [
+        "### Ablations on ETTh1-96, paired by seed, with their cost",
+        "",
+        "ΔMSE is the variant's test MSE minus `llata`'s on the same seed (negative: the "
+        "variant is better). Costs are the measured tables below: training time per window "
+        "of one step of the variant's own recipe on the idle machine, and serving time per "
+        "window for one request (LLaTA models with bf16 weights, baselines in fp32).",
+        "",
+        "| variant | ΔMSE per seed | mean ΔMSE | epochs | train ms / window | serve ms / window |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        seeds = sorted(s for w, s in full if w == v and ("llata", s) in full)
+        deltas = [full[(v, s)]["mse"] - full[("llata", s)]["mse"] for s in seeds]
+        epochs = [full[(v, s)]["epochs"] for s in seeds]
+        per_seed = ", ".join(f"{s}: {d:+.4f}" for s, d in zip(seeds, deltas, strict=True))
+        train = f"{train_ms[v]:.2f}" if v in train_ms else "—"
+        serve = f"{serve_ms[v]:.2f}" if v in serve_ms else "—"
+        lines.append(
+            f"| {v} | {per_seed if v != 'llata' else '(reference)'} | "
+            f"{f'{statistics.mean(deltas):+.4f}' if v != 'llata' and deltas else '—'} | "
+            f"{_fmt(epochs, 1) if len(epochs) > 1 else epochs[0] if epochs else '—'} | "
+            f"{train} | {serve} |"
+        )
+    return [*lines, ""]
+
+
 def plots(cells: list[dict]) -> list[str]:
     """Forecast vs actual (ETTh1-96, first seed) for llata and dlinear; learning curves."""
     import matplotlib
@@ -348,6 +400,7 @@ def main() -> int:
             f"({PUBLISHED_ZERO_SHOT_AVG[('ETTh1', 'ETTm1')][0]} / "
             f"{PUBLISHED_ZERO_SHOT_AVG[('ETTh1', 'ETTm1')][1]}).",
         ),
+        *ablation_section(cells),
     ]
     if "--no-plots" not in sys.argv:
         lines += ["## Plots", "", *plots(cells), ""]
