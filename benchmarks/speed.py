@@ -27,24 +27,19 @@ from llata_core.backbone import prepare_backbone
 from llata_core.config import load_params
 from llata_core.data import load_series, make_splits
 from llata_core.jobs import provenance
-from llata_core.losses import DistillationLoss
 from llata_core.model import LlataModel
+from llata_core.train import make_optimizer, train_step, training_objective
 
 
 def _step_times(
     model: LlataModel, batch: tuple[torch.Tensor, torch.Tensor], bf16: bool, steps: int
 ) -> list[float]:
-    loss_fn = DistillationLoss(model.cfg.loss)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    x, y = batch
+    loss_fn, distill = training_objective(model.cfg, model)
+    opt = make_optimizer(model.cfg, model)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model(x), y).total
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, batch, loss_fn, opt, torch.Tensor.backward, bf16=bf16, distill=distill)
         times.append(time.perf_counter() - t0)
     return times
 
