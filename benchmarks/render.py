@@ -140,10 +140,7 @@ def ablation_section(cells: list[dict]) -> list[str]:
         and not c["zero_shot_to"]
         and c.get("status") != "partial"
     }
-    train_ms: dict[str, float] = {}
-    if TRAIN_COST.is_file():
-        for row in json.loads(TRAIN_COST.read_text())["rows"]:
-            train_ms.update(dict.fromkeys(row["variants"], row["ms_per_window"]))
+    train_ms = _train_ms_per_window()
     serve_ms: dict[str, float] = {}
     if INFERENCE.is_file():
         for row in json.loads(INFERENCE.read_text())["rows"]:
@@ -179,6 +176,75 @@ def ablation_section(cells: list[dict]) -> list[str]:
             f"{train} | {serve} |"
         )
     return [*lines, ""]
+
+
+def _train_ms_per_window() -> dict[str, float]:
+    """Training ms per window of each variant's own step (the idle-machine cost table)."""
+    train_ms: dict[str, float] = {}
+    if TRAIN_COST.is_file():
+        for row in json.loads(TRAIN_COST.read_text())["rows"]:
+            train_ms.update(dict.fromkeys(row["variants"], row["ms_per_window"]))
+    return train_ms
+
+
+def llm_pairs_section(cells: list[dict]) -> list[str]:
+    """`llata` against `llata-no-llm` in every full-data cell where both finished on a seed."""
+    by_key = {
+        (c["dataset"], c["horizon"], c["seed"], c["variant"]): c
+        for c in cells
+        if c["few_shot_percent"] == 100 and not c["zero_shot_to"] and c.get("status") != "partial"
+    }
+    pairs = sorted(
+        (
+            (ds, h, seed)
+            for ds, h, seed, v in by_key
+            if v == "llata" and (ds, h, seed, "llata-no-llm") in by_key
+        ),
+        key=lambda k: (k[0], int(k[1]), k[2]),
+    )
+    if not pairs:
+        return []
+    train_ms = _train_ms_per_window()
+    ratio_known = "llata" in train_ms and "llata-no-llm" in train_ms
+    lines = [
+        "### With and without the LLM blocks, paired by cell",
+        "",
+        "`llata` (6 SmolLM2 blocks) against `llata-no-llm` (the same model with the blocks "
+        "removed) on the same dataset, horizon and seed; ΔMSE is LLaTA's test MSE minus the "
+        "LLM-free model's (negative: the LLM helps). Epochs are those run, with the best "
+        "(restored) one; the compute ratio is epochs x training ms per window of each "
+        "variant's step, taken from the ETTh1-96 cost table, an estimate that ignores how "
+        "the horizon changes the head's share.",
+        "",
+        "| dataset | H | seed | LLaTA MSE | LLM-free MSE | ΔMSE | CALF published | "
+        "epochs (best) LLaTA / LLM-free | compute ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    deltas = []
+    for ds, h, seed in pairs:
+        llm, free = by_key[(ds, h, seed, "llata")], by_key[(ds, h, seed, "llata-no-llm")]
+        delta = llm["mse"] - free["mse"]
+        deltas.append(delta)
+        pub = _published("llata", ds, h)
+        ratio = "—"
+        if ratio_known:
+            cost = llm["epochs"] * train_ms["llata"]
+            ratio = f"{cost / (free['epochs'] * train_ms['llata-no-llm']):.1f}x"
+        lines.append(
+            f"| {ds} | {h} | {seed} | {llm['mse']:.3f} | {free['mse']:.3f} | {delta:+.4f} | "
+            f"{f'{pub[0]:.3f}' if pub else '—'} | "
+            f"{llm['epochs']} ({llm['best_epoch']}) / {free['epochs']} ({free['best_epoch']}) | "
+            f"{ratio} |"
+        )
+    helped = sum(d < 0 for d in deltas)
+    lines += [
+        "",
+        f"{len(deltas)} pairs: the LLM blocks lowered test MSE in {helped} and raised it in "
+        f"{len(deltas) - helped}; ΔMSE from {min(deltas):+.4f} to {max(deltas):+.4f}, "
+        f"mean {statistics.mean(deltas):+.4f}.",
+        "",
+    ]
+    return lines
 
 
 def plots(cells: list[dict]) -> list[str]:
@@ -401,6 +467,7 @@ def main() -> int:
             f"{PUBLISHED_ZERO_SHOT_AVG[('ETTh1', 'ETTm1')][1]}).",
         ),
         *ablation_section(cells),
+        *llm_pairs_section(cells),
     ]
     if "--no-plots" not in sys.argv:
         lines += ["## Plots", "", *plots(cells), ""]

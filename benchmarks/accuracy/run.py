@@ -144,10 +144,24 @@ GROUPS: dict[str, list[Cell]] = {
 
 
 def parse_cell(text: str) -> Cell:
-    ds, h, variant, seed, *rest = text.split(":")
-    few = float(rest[0]) if rest and rest[0] else 100.0
-    zs = rest[1] if len(rest) > 1 else None
-    return Cell(ds, int(h), variant, int(seed), few, zs)
+    """`DATASET:H:VARIANT:SEED[:FEW[:TO]]`, e.g. `ETTh1:96:llata:2024::ETTm1` (zero-shot)."""
+    parts = text.split(":")
+    if not 4 <= len(parts) <= 6 or not all(parts[:4]):
+        raise ValueError(f"cell {text!r} is not DATASET:H:VARIANT:SEED[:FEW[:TO]]")
+    ds, h, variant, seed, *rest = parts
+    if variant not in VARIANTS:
+        raise ValueError(f"cell {text!r}: unknown variant {variant!r}; one of {sorted(VARIANTS)}")
+    try:
+        horizon, seed_value = int(h), int(seed)
+        few = float(rest[0]) if rest and rest[0] else 100.0
+    except ValueError:
+        raise ValueError(
+            f"cell {text!r}: horizon and seed must be integers, the few-shot share a number"
+        ) from None
+    if not 0 < few <= 100:
+        raise ValueError(f"cell {text!r}: the few-shot share must be in (0, 100], got {few:g}")
+    zs = rest[1] if len(rest) > 1 and rest[1] else None
+    return Cell(ds, horizon, variant, seed_value, few, zs)
 
 
 def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
@@ -267,7 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cells = [c for g in args.cells for c in GROUPS[g]] + [parse_cell(t) for t in args.only]
+    try:
+        only = [parse_cell(t) for t in args.only]
+    except ValueError as exc:
+        ap.error(str(exc))
+    cells = [c for g in args.cells for c in GROUPS[g]] + only
     for cell in cells:
         if args.snapshot:
             snapshot_cell(cell, args.params, args.set)

@@ -1,0 +1,149 @@
+"""The accuracy run matrix: one result per finished cell, reruns skip, zero-shot reuses."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import render
+from benchmarks.accuracy import run
+from tests.conftest import sine_frame, tiny_overrides
+
+
+@pytest.fixture
+def matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Results and checkpoints in a temp dir; a tiny-GPT-2 recipe; `sine.csv` in the cwd."""
+    monkeypatch.setattr(run, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(run, "RUNS", tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    sine_frame().to_csv("sine.csv", index=False)
+    raw = tiny_overrides("tiny-gpt2")
+    raw["data"]["channels"] = ["c0", "c1", "c2"]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    return params
+
+
+def _result(cell: str) -> dict:
+    return json.loads((run.RESULTS / f"{cell}.json").read_text())
+
+
+def test_a_cell_writes_one_result_and_a_rerun_skips_it(
+    matrix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["benchmarks/accuracy/run.py", "--params", str(matrix), "--only", "sine.csv:8:llata:0"]
+    monkeypatch.setattr(sys, "argv", argv)  # what the result records as its command
+    assert run.main() == 0
+    result = _result("sine.csv_8_llata_s0")
+    assert result["variant"] == "llata" and result["seed"] == 0 and result["horizon"] == 8
+    assert math.isfinite(result["mse"]) and result["mse"] > 0
+    assert result["epochs"] == 2 and 1 <= result["best_epoch"] <= 2
+    assert result["command"].endswith(" ".join(argv))
+    assert result["git_revision"] and result["machine"].startswith(("cpu:", "cuda:"))
+    assert "train.seed=0" in result["overrides"]
+    before = (run.RESULTS / "sine.csv_8_llata_s0.json").read_bytes()
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(run, "train_job", no_training)
+    monkeypatch.setattr(run, "evaluate_job", no_training)
+    assert run.main(["--params", str(matrix), "--only", "sine.csv:8:llata:0"]) == 0
+    assert (run.RESULTS / "sine.csv_8_llata_s0.json").read_bytes() == before
+
+
+def test_a_trained_model_is_scored_again_without_training(
+    matrix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result lost after training (or a zero-shot cell) reuses the cell's saved model."""
+    run.main(["--params", str(matrix), "--only", "sine.csv:8:llata-no-llm:1"])
+    first = _result("sine.csv_8_llata-no-llm_s1")
+    (run.RESULTS / "sine.csv_8_llata-no-llm_s1.json").unlink()
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the saved model was trained again")
+
+    monkeypatch.setattr(run, "train_job", no_training)
+    cells = ["sine.csv:8:llata-no-llm:1", "sine.csv:8:llata-no-llm:1::sine.csv"]
+    assert run.main(["--params", str(matrix), "--only", *cells]) == 0
+    again = _result("sine.csv_8_llata-no-llm_s1")
+    assert again["mse"] == pytest.approx(first["mse"], rel=1e-6)
+    assert again["epochs"] == first["epochs"]
+    zero_shot = _result("sine.csv_8_llata-no-llm_s1_to-sine.csv")
+    assert zero_shot["zero_shot_to"] == "sine.csv"
+    assert zero_shot["mse"] == pytest.approx(first["mse"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("ETTh1:96", "is not DATASET:H:VARIANT:SEED"),
+        ("ETTh1:96:llata:2024:10:ETTm1:extra", "is not DATASET:H:VARIANT:SEED"),
+        ("ETTh1:96:gpt4:2024", "unknown variant 'gpt4'"),
+        ("ETTh1:ninety-six:llata:2024", "must be integers"),
+        ("ETTh1:96:llata:2024:150", "must be in (0, 100]"),
+    ],
+)
+def test_a_malformed_cell_is_refused_by_name(
+    text: str, problem: str, matrix: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace("]", r"\]")):
+        run.parse_cell(text)
+    with pytest.raises(SystemExit) as stop:
+        run.main(["--params", str(matrix), "--only", text])
+    assert stop.value.code == 2
+    assert problem in capsys.readouterr().err
+    assert not run.RESULTS.exists()
+
+
+def test_cell_specs_round_trip_to_keys() -> None:
+    assert run.parse_cell("ETTh1:96:llata:2024").key == "ETTh1_96_llata_s2024"
+    assert run.parse_cell("ETTh1:96:llata-random:2025:10").key == (
+        "ETTh1_96_llata-random_s2025_fs10"
+    )
+    zero = run.parse_cell("ETTh1:96:dlinear:2026::ETTm1")
+    assert zero.key == "ETTh1_96_dlinear_s2026_to-ETTm1"
+    assert zero.train_key == "ETTh1_96_dlinear_s2026"
+
+
+def _cell(dataset: str, horizon: int, variant: str, seed: int, mse: float, epochs: int) -> dict:
+    return {
+        "dataset": dataset,
+        "horizon": horizon,
+        "variant": variant,
+        "seed": seed,
+        "few_shot_percent": 100.0,
+        "zero_shot_to": None,
+        "mse": mse,
+        "epochs": epochs,
+        "best_epoch": epochs - 1,
+    }
+
+
+def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(render, "TRAIN_COST", tmp_path / "absent.json")
+    cells = [
+        _cell("ETTh1", 96, "llata", 1, 0.40, 10),
+        _cell("ETTh1", 96, "llata-no-llm", 1, 0.38, 5),
+        _cell("ETTh1", 96, "llata", 2, 0.37, 10),
+        _cell("ETTh1", 96, "llata-no-llm", 2, 0.38, 5),
+        _cell("ETTh2", 192, "llata", 1, 0.50, 10),  # no LLM-free pair: left out
+        {**_cell("ETTh1", 96, "llata-no-llm", 3, 0.1, 5), "few_shot_percent": 10.0},
+    ]
+    lines = render.llm_pairs_section(cells)
+    rows = [line for line in lines if line.startswith("| ETTh")]
+    assert len(rows) == 2
+    assert "| +0.0200 |" in rows[0] and "| -0.0100 |" in rows[1]
+    assert "| 0.369 |" in rows[0]  # CALF's published ETTh1-96
+    assert rows[0].endswith("| — |")  # no cost table, no compute ratio
+    summary = next(line for line in lines if line.startswith("2 pairs"))
+    assert "lowered test MSE in 1 and raised it in 1" in summary
+    assert "mean +0.0050" in summary
+    assert render.llm_pairs_section(cells[4:]) == []
