@@ -241,10 +241,25 @@ def llm_pairs_section(cells: list[dict]) -> list[str]:
         "",
         f"{len(deltas)} pairs: the LLM blocks lowered test MSE in {helped} and raised it in "
         f"{len(deltas) - helped}; ΔMSE from {min(deltas):+.4f} to {max(deltas):+.4f}, "
-        f"mean {statistics.mean(deltas):+.4f}.",
+        f"mean {statistics.mean(deltas):+.4f} (two-sided sign-flip test of a zero mean, "
+        f"treating the pairs as independent: p = {sign_flip_p(deltas):.2f}).",
         "",
     ]
     return lines
+
+
+def sign_flip_p(deltas: list[float]) -> float:
+    """Exact two-sided p-value of a zero mean paired difference: the share of the 2^n sign
+    assignments whose |mean| is at least the observed one (n up to 20, else an error)."""
+    if not 0 < len(deltas) <= 20:
+        raise ValueError(f"sign-flip test needs 1 to 20 differences, got {len(deltas)}")
+    observed = abs(sum(deltas)) - 1e-12
+    n = len(deltas)
+    hits = sum(
+        abs(sum(d if (mask >> i) & 1 else -d for i, d in enumerate(deltas))) >= observed
+        for mask in range(2**n)
+    )
+    return hits / 2**n
 
 
 def plots(cells: list[dict]) -> list[str]:

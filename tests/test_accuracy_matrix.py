@@ -146,4 +146,14 @@ def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
     summary = next(line for line in lines if line.startswith("2 pairs"))
     assert "lowered test MSE in 1 and raised it in 1" in summary
     assert "mean +0.0050" in summary
+    assert "p = 1.00" in summary  # +0.02 and -0.01: every sign assignment is as extreme
     assert render.llm_pairs_section(cells[4:]) == []
+
+
+def test_sign_flip_p_is_exact() -> None:
+    assert render.sign_flip_p([0.01] * 5) == pytest.approx(2 / 32)
+    assert render.sign_flip_p([0.01, -0.01]) == 1.0
+    # only (+,+,+) and (-,-,-) of the 8 assignments of (0.3, 0.1, 0.1) reach |sum| 0.5
+    assert render.sign_flip_p([0.3, 0.1, 0.1]) == pytest.approx(2 / 8)
+    with pytest.raises(ValueError, match="1 to 20"):
+        render.sign_flip_p([])
