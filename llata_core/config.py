@@ -231,6 +231,9 @@ class TrainConfig(_Frozen):
         patience: epochs without a validation-MSE improvement before stopping.
         lr: Adam learning rate for everything but the feature projections.
         proj_lr: learning rate of the per-level feature projections `A_k, B_k`.
+        lr_schedule: `cosine` anneals the rate over `t_max` epochs and back (the paper's);
+            `halve` halves it after every epoch (DLinear's recipe, the Time-Series-Library's
+            `type1`).
         t_max: cosine annealing period in epochs.
         precision: `bf16` autocast, `fp32`, or `auto` (bf16 where the device supports it).
         max_steps_per_epoch: cap on optimizer steps per epoch (quick profiles); None = all.
@@ -244,6 +247,7 @@ class TrainConfig(_Frozen):
     lr: float = Field(5e-4, gt=0.0)
     proj_lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    lr_schedule: Literal["cosine", "halve"] = "cosine"
     t_max: int = Field(20, ge=1)
     seed: int = 2024
     precision: Precision = "auto"

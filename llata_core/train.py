@@ -120,6 +120,7 @@ def build_training_model(cfg: LlataConfig, backbone: PreparedBackbone | None) ->
 _LATER_SETTINGS: tuple[dict[str, tuple[str, ...]], ...] = (
     {"data": ("series_column", "value_column", "seasonality")},  # short-term data
     {"model": ("kind", "baseline")},  # baselines in the same harness
+    {"train": ("lr_schedule",)},  # the baselines' own learning-rate schedules
 )
 
 
@@ -244,6 +245,18 @@ def make_optimizer(cfg: LlataConfig, model: TrainingModel) -> torch.optim.Adam:
     )
 
 
+def make_scheduler(
+    cfg: LlataConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch learning-rate schedule `train.lr_schedule` names (stepped after each
+    epoch): cosine annealing over `t_max` epochs, or halving after every epoch."""
+    if cfg.train.lr_schedule == "halve":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=cfg.train.t_max, eta_min=1e-8
+    )
+
+
 def training_objective(
     cfg: LlataConfig, model: TrainingModel, seasonality: int = 1
 ) -> tuple[DistillationLoss, bool]:
@@ -315,9 +328,7 @@ def fit(
     set_seed(cfg.train.seed)
     model = build_training_model(cfg, backbone)
     optimizer = make_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=cfg.train.t_max, eta_min=1e-8
-    )
+    scheduler = make_scheduler(cfg, optimizer)
     generator = torch.Generator().manual_seed(cfg.train.seed)
     train_loader = DataLoader(
         splits.train, batch_size=cfg.train.batch_size, shuffle=True, generator=generator

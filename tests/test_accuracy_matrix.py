@@ -79,6 +79,27 @@ def test_a_trained_model_is_scored_again_without_training(
     assert zero_shot["mse"] == pytest.approx(first["mse"], rel=1e-6)
 
 
+def test_a_cell_made_by_another_recipe_is_neither_skipped_nor_reused(
+    matrix: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["--params", str(matrix), "--only", "sine.csv:8:llata-no-llm:2"]
+    assert run.main(argv) == 0
+    result = run.RESULTS / "sine.csv_8_llata-no-llm_s2.json"
+    before = result.read_bytes()
+    # Another learning rate for every cell: the finished result no longer describes the cell.
+    assert run.main([*argv, "--set", "train.lr=0.01"]) == 1
+    assert "was produced with overrides" in caplog.text
+    assert result.read_bytes() == before
+    # With the result gone, the saved checkpoint is still another recipe's: not reused.
+    result.unlink()
+    caplog.clear()
+    assert run.main([*argv, "--set", "train.lr=0.01"]) == 1
+    assert "written for another configuration" in caplog.text
+    assert not result.exists()
+    assert run.main(argv) == 0  # the original recipe reuses its own model
+    assert json.loads(result.read_text())["mse"] == pytest.approx(json.loads(before)["mse"])
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

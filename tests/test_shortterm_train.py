@@ -127,7 +127,8 @@ def test_short_term_config_errors() -> None:
 
 def test_checkpoints_written_before_later_settings_existed_still_resume() -> None:
     """A long-term checkpoint written before the short-term settings (or the baselines'
-    `model.kind`/`model.baseline`) existed carries a digest without them; it still resumes."""
+    `model.kind`/`model.baseline`, or `train.lr_schedule`) existed carries a digest without
+    them; it still resumes."""
     cfg = load_params(None, ["data.dataset=ETTh1", "train.epochs=3"])
 
     def digest_without(*dropped: tuple[str, str]) -> str:
@@ -138,8 +139,12 @@ def test_checkpoints_written_before_later_settings_existed_still_resume() -> Non
 
     data = [("data", k) for k in ("series_column", "value_column", "seasonality")]
     model = [("model", "kind"), ("model", "baseline")]
-    assert config_digest(cfg) == digest_without(*data, *model)
+    schedule = [("train", "lr_schedule")]
+    assert config_digest(cfg) == digest_without(*data, *model, *schedule)
     assert digest_without(*data) in resumable_digests(cfg)  # written before the baselines
+    assert digest_without(*data, *model) in resumable_digests(cfg)  # before lr_schedule
+    halving = load_params(None, ["data.dataset=ETTh1", "train.epochs=3", "train.lr_schedule=halve"])
+    assert not resumable_digests(halving) & resumable_digests(cfg)
     assert cfg.to_dict()["model"]["kind"] == "llata"
     short = load_params(None, ["data.dataset=M4-Weekly"])
     assert config_digest(short) != config_digest(LlataConfig())

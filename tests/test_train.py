@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -71,6 +72,34 @@ def test_resume_after_a_kill_gives_the_same_model(sine_csv: Path, tmp_path: Path
         straight.model.named_parameters(), resumed.model.named_parameters(), strict=True
     ):
         assert torch.allclose(p, q, atol=1e-6), n
+
+
+@pytest.mark.parametrize(
+    ("schedule", "factors"),
+    [
+        ("halve", [1.0, 0.5, 0.25, 0.125]),
+        (
+            "cosine",
+            [1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5, (1 + math.cos(3 * math.pi / 4)) / 2],
+        ),
+    ],
+)
+def test_learning_rate_schedules(
+    sine_csv: Path, tmp_path: Path, schedule: str, factors: list[float]
+) -> None:
+    """Each epoch's rate: halved after every epoch (DLinear's recipe), or cosine over t_max."""
+    cfg, splits, _ = _setup(
+        sine_csv,
+        model__kind="dlinear",
+        loss__task="mse",
+        train__epochs=4,
+        train__lr=0.01,
+        train__t_max=4,
+        train__lr_schedule=schedule,
+    )
+    result = fit(cfg, splits, None, run_dir=tmp_path / "run", progress=False)
+    lrs = [h.lr for h in result.history]
+    assert lrs == pytest.approx([0.01 * f for f in factors], abs=1e-7)  # cosine's floor: 1e-8
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(sine_csv: Path, tmp_path: Path) -> None:
