@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_a_cell_made_by_another_recipe_is_neither_skipped_nor_reused(
 def test_a_malformed_cell_is_refused_by_name(
     text: str, problem: str, matrix: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(problem)):
         run.parse_cell(text)
     with pytest.raises(SystemExit) as stop:
         run.main(["--params", str(matrix), "--only", text])
@@ -176,7 +177,7 @@ def test_sign_flip_p_is_exact() -> None:
     assert render.sign_flip_p([0.01, -0.01]) == 1.0
     # only (+,+,+) and (-,-,-) of the 8 assignments of (0.3, 0.1, 0.1) reach |sum| 0.5
     assert render.sign_flip_p([0.3, 0.1, 0.1]) == pytest.approx(2 / 8)
-    # Beyond 20 pairs a fixed-seed sample of assignments: close to the exact value.
+    # Past `exact_up_to` differences a fixed-seed sample of assignments: close to exact.
     many = [0.01] * 8 + [-0.004] * 4
     assert render.sign_flip_p(many, exact_up_to=8, samples=100_000) == pytest.approx(
         render.sign_flip_p(many), abs=0.01

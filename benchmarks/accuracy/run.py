@@ -172,20 +172,20 @@ class StaleCellError(RuntimeError):
     """A finished result or saved model of a cell was produced by another recipe."""
 
 
-def _check_recipe(cell: Cell, cfg: LlataConfig, extra: list[str]) -> None:
+def _check_recipe(cell: Cell, cfg: LlataConfig, extra: list[str], done: dict | None) -> None:
     """Refuse to skip or reuse a cell whose result or model another recipe produced.
 
     A cell's key names its dataset, horizon, variant and seed, not the overrides behind the
     variant; when those change (a variant's recipe, `--set`, params.yaml), the old result
-    and model must go before the cell runs again.
+    and model must go before the cell runs again. `done` is the cell's finished result.
     """
-    out = RESULTS / f"{cell.key}.json"
-    if out.is_file():
-        recorded = json.loads(out.read_text()).get("overrides")
+    if done is not None:
+        recorded = done.get("overrides")
         if recorded != cell.overrides(extra):
             raise StaleCellError(
-                f"{out} was produced with overrides {recorded}, this run asks for "
-                f"{cell.overrides(extra)}; delete it (and {RUNS / cell.train_key}) to rerun"
+                f"{RESULTS / cell.key}.json was produced with overrides {recorded}, this run "
+                f"asks for {cell.overrides(extra)}; delete it (and {RUNS / cell.train_key}) to "
+                "rerun"
             )
     state = RUNS / cell.train_key / "run" / "checkpoint" / "state.json"
     if state.is_file():
@@ -200,10 +200,11 @@ def _check_recipe(cell: Cell, cfg: LlataConfig, extra: list[str]) -> None:
 def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     out = RESULTS / f"{cell.key}.json"
     cfg = load_params(params, cell.overrides(extra))
-    _check_recipe(cell, cfg, extra)
-    if out.is_file():
+    done = json.loads(out.read_text()) if out.is_file() else None
+    _check_recipe(cell, cfg, extra, done)
+    if done is not None:
         log.info("skip %s (done)", cell.key)
-        return json.loads(out.read_text())
+        return done
     t0 = time.perf_counter()
     model_dir = RUNS / cell.train_key / "model"
     run_dir = RUNS / cell.train_key / "run"
