@@ -3,6 +3,8 @@ validation suite and the feature store rely on.
 
 Kept free of Great Expectations and Feast so that every consumer (the serving process
 included) can share one definition of "channel" and "timestamp" without importing either.
+The reader and the data policy themselves live in `llata_core.data`, which training uses:
+this module applies them to the pipeline's frames, so validation and training cannot drift.
 """
 
 from __future__ import annotations
@@ -10,23 +12,42 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
-from pandas.api import types as ptypes
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
+
+from llata_core.data import (
+    CSV_SUFFIXES,
+    MAX_NAN_FRACTION,
+    PARQUET_SUFFIXES,
+    DataLoadError,
+    is_numeric_channel,
+    parse_timestamps,
+    read_table,
+)
+
+__all__ = [
+    "CSV_SUFFIXES",
+    "HELPER_PREFIX",
+    "PARQUET_SUFFIXES",
+    "ConstantChannels",
+    "DataLoadError",
+    "FrameSpec",
+    "channel_candidates",
+    "is_numeric_channel",
+    "load_frame",
+    "parse_timestamps",
+    "resolve_channels",
+]
 
 logger = logging.getLogger(__name__)
 
 HELPER_PREFIX = "__llata_"
 """Prefix of the derived columns the validation adds; frames may not use it themselves."""
 
-CSV_SUFFIXES = (".csv", ".csv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
-class DataLoadError(ValueError):
-    """A data file exists but cannot be read as a table."""
+ConstantChannels = Literal["error", "warn"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +62,11 @@ class FrameSpec:
             None means the whole frame is one series, called `default_series_id`.
         min_rows: Fewest rows a series may have; `input_size + horizon`, since a shorter
             series cannot yield a single training window.
-        max_nan_fraction: Largest share of NaN allowed in any channel.
+        max_nan_fraction: Largest share of NaN allowed in any channel; what passes is filled
+            by `llata_core.data.fill_gaps` (forward, then backward) before training.
+        constant_channels: `error` refuses a constant or near-constant channel (a dead
+            sensor; see `llata_core.data.constant_threshold`), `warn` reports it as a
+            warning and lets the frame pass.
         frequency: Expected pandas offset alias ("h", "15min", "D", "MS", ...). None infers
             it from the data, and the data must still be regular.
         default_series_id: Series id given to a frame without a series column.
@@ -51,7 +76,8 @@ class FrameSpec:
     channels: tuple[str, ...] | None = None
     series_column: str | None = None
     min_rows: int
-    max_nan_fraction: float = 0.01
+    max_nan_fraction: float = MAX_NAN_FRACTION
+    constant_channels: ConstantChannels = "error"
     frequency: str | None = None
     default_series_id: str = "default"
 
@@ -78,6 +104,10 @@ class FrameSpec:
             raise ValueError(f"min_rows (input_size + horizon) must be >= 2, got {self.min_rows}")
         if not 0.0 <= self.max_nan_fraction < 1.0:
             raise ValueError(f"max_nan_fraction must be in [0, 1), got {self.max_nan_fraction}")
+        if self.constant_channels not in ("error", "warn"):
+            raise ValueError(
+                f"constant_channels must be 'error' or 'warn', got {self.constant_channels!r}"
+            )
         if not self.default_series_id:
             raise ValueError("default_series_id must be a non-empty string")
         # Fail on a bad alias here, at the configuration boundary, not mid-validation.
@@ -100,19 +130,15 @@ def channel_candidates(frame: pd.DataFrame, spec: FrameSpec) -> list[str]:
     return [column for column in frame.columns if column not in reserved]
 
 
-def is_numeric_channel(values: pd.Series) -> bool:
-    """Whether a column's dtype is numeric; booleans are flags, not measurements."""
-    return ptypes.is_numeric_dtype(values) and not ptypes.is_bool_dtype(values)
-
-
 def resolve_channels(frame: pd.DataFrame, spec: FrameSpec) -> tuple[str, ...]:
     """The channel columns of `frame`, in order.
 
     With `spec.channels` set those are the channels, whatever the frame holds (the
     validation reports the missing or non-numeric ones). Otherwise every numeric column
-    other than the timestamp and series columns is a channel; the others are logged,
-    because a channel that pandas read as text (one stray token in a CSV) would
-    otherwise vanish silently.
+    other than the timestamp and series columns is a channel (`is_numeric_channel`: a
+    column of numbers with a few bad cells counts, so that its cells are reported rather
+    than the column dropped). The other columns are logged either way, and the validation
+    report lists them.
 
     Args:
         frame: The forecasting frame.
@@ -121,77 +147,35 @@ def resolve_channels(frame: pd.DataFrame, spec: FrameSpec) -> tuple[str, ...]:
     Returns:
         Channel column names in model order.
     """
-    if spec.channels is not None:
-        return spec.channels
     candidates = channel_candidates(frame, spec)
-    channels = tuple(c for c in candidates if is_numeric_channel(frame[c]))
+    if spec.channels is not None:
+        channels = spec.channels
+    else:
+        channels = tuple(c for c in candidates if is_numeric_channel(frame[c]))
     ignored = [c for c in candidates if c not in channels]
     if ignored:
-        logger.warning("ignoring non-numeric columns (not channels): %s", ignored)
+        logger.warning("ignoring columns that are not channels: %s", ignored)
     return channels
 
 
-def parse_timestamps(values: pd.Series) -> pd.Series:
-    """Parse a timestamp column the way the whole pipeline does; NaT marks failures.
-
-    Strings are parsed with the format pandas infers from the first value, so a column
-    that mixes formats fails on the odd rows instead of being silently reinterpreted.
-    Numbers are not accepted as timestamps: without a unit (s, ms, ns since the epoch)
-    they are ambiguous, and guessing wrong shifts the data by decades.
-
-    Args:
-        values: The raw timestamp column.
-
-    Returns:
-        A datetime64 series aligned with `values`, NaT where a value is missing or
-        cannot be parsed. Mixed UTC offsets are converted to UTC.
-    """
-    if ptypes.is_datetime64_any_dtype(values):
-        return values
-    if ptypes.is_numeric_dtype(values) or ptypes.is_bool_dtype(values):
-        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]", name=values.name)
-    parsed = pd.to_datetime(values, errors="coerce")
-    if not ptypes.is_datetime64_any_dtype(parsed):
-        # Strings with different UTC offsets come back as objects; put them on one clock.
-        parsed = pd.to_datetime(values, errors="coerce", utc=True)
-    return parsed
-
-
 def load_frame(path: Path, timestamp_column: str) -> pd.DataFrame:
-    """Read a forecasting frame from CSV, gzipped CSV or parquet.
+    """Read a forecasting frame with the project's one reader (`llata_core.data.read_table`).
 
-    The timestamp column of a CSV is kept as text: parsing is the validation's job, so an
-    unparseable value shows up in its report with the row it came from instead of
-    aborting the read.
+    A row with fewer or more fields than the header is refused here, with its line; a cell
+    that is not a number keeps its text so that the validation names it. The timestamp
+    column stays text: parsing is the validation's job, so an unparseable value shows up
+    in its report with the line it came from, and so does a missing timestamp column.
 
     Args:
         path: The data file (`.csv`, `.csv.gz`, `.parquet` or `.pq`).
         timestamp_column: Name of the timestamp column.
 
     Returns:
-        The frame as stored.
+        The frame as stored; a CSV's rows carry their file lines (`SourceRows`).
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        DataLoadError: The suffix is unsupported or the file cannot be parsed.
+        DataLoadError: The suffix is unsupported, or the file is not a table that fits its
+            header (the message names the lines).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    name = path.name.lower()
-    if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
-        raise DataLoadError(
-            f"cannot read {path}: unsupported file type (expected one of "
-            f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})"
-        )
-    try:
-        if name.endswith(CSV_SUFFIXES):
-            frame = pd.read_csv(path, dtype={timestamp_column: str})
-        else:
-            frame = pd.read_parquet(path)
-    # pandas and pyarrow signal corrupt input as ValueError (ParserError, ArrowInvalid,
-    # UnicodeDecodeError), OSError (bad gzip, unreadable file) or EOFError (truncated gzip).
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataLoadError(f"cannot read {path}: {exc}") from exc
-    logger.info("loaded %s: %d rows x %d columns", path, len(frame), frame.shape[1])
-    return frame
+    return read_table(Path(path), timestamp_column, require_timestamp=False)

@@ -5,6 +5,13 @@ timestamps parse, increase, repeat nowhere and sit on a regular grid, and whose 
 are numeric, finite and mostly present. The pipeline checks that once, here, and stops
 with a readable report when it does not hold.
 
+The suite is half of the project's data policy (`llata_core.data`, which training applies):
+what it lets through, training accepts. A channel may hold at most `max_nan_fraction` NaN,
+which the features stage and training fill forward, then backward (`fill_gaps`); a constant
+or near-constant channel is refused, or only reported under `constant_channels="warn"`;
+columns that are not channels are listed in the report. Rows are named by their index and,
+for a frame `load_frame` read from a CSV, by their line in the file.
+
 GX 1.x has no per-group expectations and no notion of a time grid, so the frame is
 extended with derived helper columns (parsed timestamp, previous timestamp of the same
 series, the timestamp the grid predicts, rows per series). They are computed in plain
@@ -41,6 +48,8 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+from great_expectations.expectations.metadata_types import FailureSeverity
+from pandas.api import types as ptypes
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset, Tick
 
@@ -54,6 +63,13 @@ from features.frame import (
     resolve_channels,
 )
 from llata_core.atomic import write_json
+from llata_core.data import (
+    GAP_FILL,
+    SourceRows,
+    constant_threshold,
+    describe_cells,
+    source_lines,
+)
 
 __all__ = [
     "BadRow",
@@ -116,6 +132,7 @@ class Check(StrEnum):
     NUMERIC_CHANNEL = "numeric_channel"
     NAN_SHARE = "nan_share"
     FINITE_VALUES = "finite_values"
+    CONSTANT_CHANNEL = "constant_channel"
     TIMESTAMP_PARSEABLE = "timestamp_parseable"
     SERIES_ID_PRESENT = "series_id_present"
     TIMESTAMP_INCREASING = "timestamp_increasing"
@@ -126,15 +143,22 @@ class Check(StrEnum):
 
 @dataclass(frozen=True)
 class BadRow:
-    """One row that broke an expectation: its index label in the input frame and the
-    values that show why (timestamp, series id, the offending column, helper values)."""
+    """One row that broke an expectation: its index label in the input frame, its line in
+    the CSV file it was read from (when known), and the values that show why (timestamp,
+    series id, the offending column, helper values)."""
 
     index: Any
     values: dict[str, Any]
+    line: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"index": self.index, "values": self.values}
+        return {"index": self.index, "line": self.line, "values": self.values}
+
+    def describe(self) -> str:
+        """`index 5 (line 7): {...}`, the line only when known."""
+        line = f" (line {self.line})" if self.line is not None else ""
+        return f"index {self.index!r}{line}: {json.dumps(self.values)}"
 
 
 @dataclass(frozen=True)
@@ -169,10 +193,7 @@ class ExpectationFailure:
         """Multi-line text: the expectation, the message, one line per example."""
         where = f" on {self.column!r}" if self.column else ""
         lines = [f"- [{self.check.value}] {self.expectation}{where}: {self.message}"]
-        lines += [
-            f"    index {example.index!r}: {json.dumps(example.values)}"
-            for example in self.examples
-        ]
+        lines += [f"    {example.describe()}" for example in self.examples]
         return "\n".join(lines)
 
 
@@ -181,14 +202,20 @@ class ValidationReport:
     """The outcome of validating a frame.
 
     Attributes:
-        success: Whether every expectation held.
+        success: Whether every expectation held, warnings aside.
         failures: The unmet expectations, in suite order.
         channels: The channel columns validated.
         frequency: The frequency the grid check used (configured or inferred), as a pandas
             alias; None when it could not be determined.
         rows: Rows in the frame.
         series: Distinct series in the frame.
-        ignored_columns: Columns left out as non-numeric when channels are inferred.
+        ignored_columns: Columns that are neither channels nor the timestamp/series column
+            (not numeric, or not among the configured channels): nothing downstream uses
+            them, and the report says so.
+        warnings: Unmet expectations of warning severity (a constant channel under
+            `constant_channels="warn"`); they do not fail the frame.
+        nan_cells: NaN cells in the channels, within the allowed share: the features stage
+            and training fill them (`GAP_FILL`).
         data_docs_index: The Data Docs index page, when a report directory was given.
     """
 
@@ -199,6 +226,8 @@ class ValidationReport:
     rows: int
     series: int
     ignored_columns: tuple[str, ...] = ()
+    warnings: list[ExpectationFailure] = field(default_factory=list)
+    nan_cells: int = 0
     data_docs_index: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,13 +235,26 @@ class ValidationReport:
         return {
             "success": self.success,
             "failures": [failure.to_dict() for failure in self.failures],
+            "warnings": [warning.to_dict() for warning in self.warnings],
             "channels": list(self.channels),
             "frequency": self.frequency,
             "rows": self.rows,
             "series": self.series,
             "ignored_columns": list(self.ignored_columns),
+            "nan_cells": self.nan_cells,
+            "nan_policy": f"NaN within the allowed share is filled: {GAP_FILL}",
             "data_docs_index": str(self.data_docs_index) if self.data_docs_index else None,
         }
+
+    def describe(self) -> str:
+        """Multi-line text: every failure and warning with examples, and ignored columns."""
+        lines = [failure.describe() for failure in self.failures]
+        if self.warnings:
+            lines.append(f"warnings ({len(self.warnings)}, not failures):")
+            lines += [warning.describe() for warning in self.warnings]
+        if self.ignored_columns:
+            lines.append(f"ignored columns (not channels): {list(self.ignored_columns)}")
+        return "\n".join(lines)
 
     def raise_for_failures(self) -> None:
         """Raise `DataValidationError` naming every failure, unless the frame passed."""
@@ -228,7 +270,7 @@ class DataValidationError(ValueError):
         header = f"frame validation failed: {len(report.failures)} expectation(s) not met"
         if not report.failures:
             header += " (GX reported failure without a failing expectation)"
-        super().__init__("\n".join([header, *(f.describe() for f in report.failures)]))
+        super().__init__("\n".join([header, report.describe()]).rstrip("\n"))
 
 
 @dataclass(frozen=True)
@@ -237,12 +279,18 @@ class _Prepared:
 
     data: pd.DataFrame
     labels: pd.Index
+    source: SourceRows | None
     channels: tuple[str, ...]
     ignored_columns: tuple[str, ...]
     offset: BaseOffset | None
     frequency_inferred: bool
     multi_series: bool
     series_count: int
+    nan_cells: int
+
+    def line(self, position: int) -> int | None:
+        """The file line of the row at `position`, when the frame came from a CSV."""
+        return self.source.line(self.labels[position]) if self.source is not None else None
 
 
 def validate_frame(
@@ -252,8 +300,9 @@ def validate_frame(
 
     Checks that the expected columns exist, channels are numeric, timestamps parse and are
     strictly increasing, unique and regularly spaced within each series, the NaN share of
-    every channel stays within `spec.max_nan_fraction`, no value is infinite, and every
-    series has at least `spec.min_rows` rows.
+    every channel stays within `spec.max_nan_fraction`, no value is infinite, no channel is
+    constant or near-constant (a warning only under `spec.constant_channels="warn"`), and
+    every series has at least `spec.min_rows` rows.
 
     Args:
         frame: The frame, as loaded (timestamps may still be text).
@@ -275,9 +324,11 @@ def validate_frame(
     try:
         context = _ephemeral_context(docs_build_dir)
         result = _run_suite(context, expectations, prepared.data)
-        failures = [
-            _to_failure(r, spec, prepared) for r in _sorted_results(result) if not r.success
-        ]
+        failures: list[ExpectationFailure] = []
+        warnings: list[ExpectationFailure] = []
+        for unmet in (r for r in _sorted_results(result) if not r.success):
+            warning = _config(unmet).severity == FailureSeverity.WARNING
+            (warnings if warning else failures).append(_to_failure(unmet, spec, prepared))
         data_docs_index = None
         if report_dir is not None and docs_build_dir is not None:
             context.build_data_docs(site_names=[_DOCS_SITE])
@@ -290,13 +341,16 @@ def validate_frame(
             shutil.rmtree(docs_build_dir, ignore_errors=True)
 
     report = ValidationReport(
-        success=bool(result.success),
+        # GX fails the suite on any unmet expectation; warnings alone do not fail the frame.
+        success=not failures and (bool(result.success) or bool(warnings)),
         failures=failures,
         channels=prepared.channels,
         frequency=prepared.offset.freqstr if prepared.offset is not None else None,
         rows=len(frame),
         series=prepared.series_count,
         ignored_columns=prepared.ignored_columns,
+        warnings=warnings,
+        nan_cells=prepared.nan_cells,
         data_docs_index=data_docs_index,
     )
     if report_dir is not None:
@@ -309,6 +363,8 @@ def validate_frame(
             "validated_at": datetime.now(UTC).isoformat(),
         }
         write_json(report_dir / REPORT_FILE, document)
+    for warning in report.warnings:
+        logger.warning("frame warning: %s", warning.message)
     if report.success:
         logger.info(
             "frame valid: %d rows, %d series, channels %s, frequency %s",
@@ -336,12 +392,15 @@ def _prepare(frame: pd.DataFrame, spec: FrameSpec) -> _Prepared:
         raise ValueError(f"columns {clash} use the reserved prefix {HELPER_PREFIX!r}")
     data = frame.reset_index(drop=True)
     channels = resolve_channels(frame, spec)
-    ignored = tuple(str(c) for c in channel_candidates(frame, spec) if c not in channels)
-    if spec.channels is not None:
-        ignored = ()
     if not channels:
         # Nothing numeric: validate every candidate so the report says which are not.
-        channels, ignored = tuple(channel_candidates(frame, spec)), ()
+        channels = tuple(channel_candidates(frame, spec))
+    ignored = tuple(str(c) for c in channel_candidates(frame, spec) if c not in channels)
+    nan_cells = sum(
+        int(data[c].isna().sum())
+        for c in channels
+        if c in data.columns and ptypes.is_numeric_dtype(data[c])
+    )
 
     multi_series = spec.series_column is not None
     keys: pd.Series | None = None
@@ -371,12 +430,14 @@ def _prepare(frame: pd.DataFrame, spec: FrameSpec) -> _Prepared:
     return _Prepared(
         data=data,
         labels=frame.index,
+        source=source_lines(frame),
         channels=channels,
         ignored_columns=ignored,
         offset=offset,
         frequency_inferred=inferred and offset is not None,
         multi_series=multi_series,
         series_count=series_count,
+        nan_cells=nan_cells,
     )
 
 
@@ -425,6 +486,10 @@ def _build_expectations(spec: FrameSpec, prepared: _Prepared) -> list[gxe.Expect
         meta = {_CHECK_KEY: check.value, _ORDER_KEY: len(expectations)}
         expectations.append(expectation(meta=meta, notes=notes, **kwargs))
 
+    constant_severity = (
+        FailureSeverity.WARNING if spec.constant_channels == "warn" else FailureSeverity.CRITICAL
+    )
+
     required = [ts, *([series] if series else []), *(spec.channels or ())]
     add(
         Check.COLUMNS_PRESENT,
@@ -466,6 +531,24 @@ def _build_expectations(spec: FrameSpec, prepared: _Prepared) -> list[gxe.Expect
             column=channel,
             value_set=[math.inf, -math.inf],
         )
+        values = data[channel]
+        if (
+            ptypes.is_numeric_dtype(values)
+            and not ptypes.is_bool_dtype(values)
+            and values.count() >= 2
+            and not np.isinf(values.to_numpy(dtype=np.float64)).any()
+        ):  # a spread needs two finite numbers; the checks above report anything else
+            threshold = constant_threshold(values)
+            add(
+                Check.CONSTANT_CHANNEL,
+                gxe.ExpectColumnStdevToBeBetween,
+                "A channel varies: a constant or near-constant one (standard deviation at most "
+                f"{threshold:.3g}, 1e-6 of its magnitude) is a dead sensor and carries no signal.",
+                column=channel,
+                min_value=threshold,
+                strict_min=True,
+                severity=constant_severity,
+            )
     if series is not None and series in data.columns:
         add(
             Check.SERIES_ID_PRESENT,
@@ -659,7 +742,17 @@ def _message(
     if check is Check.NUMERIC_CHANNEL:
         if "observed_value" in details:
             return f"channel {column!r} has dtype {details['observed_value']!r}, not a number"
-        return f"channel {column!r} holds {bad} non-numeric value(s) in {total} rows"
+        positions = [
+            int(p)
+            for p in details.get("partial_unexpected_index_list") or []
+            if isinstance(p, int | np.integer)
+        ]
+        cells = (
+            (prepared.labels[p], column, _jsonable(prepared.data[column].iloc[p]))
+            for p in positions
+        )
+        shown = describe_cells(cells, prepared.source, bad or len(positions))
+        return f"channel {column!r} holds {bad} non-numeric value(s) in {total} rows: {shown}"
     if check is Check.NAN_SHARE:
         share = bad / total if total else 0.0
         return (
@@ -668,6 +761,21 @@ def _message(
         )
     if check is Check.FINITE_VALUES:
         return f"channel {column!r} holds {bad} infinite value(s)"
+    if check is Check.CONSTANT_CHANNEL:
+        values = prepared.data[column].dropna()
+        if values.nunique() == 1:
+            what = f"is constant: all {len(values)} values are {_jsonable(values.iloc[0])!r}"
+        else:
+            what = (
+                f"is near-constant: standard deviation {details.get('observed_value') or 0.0:.3g}, "
+                f"at most {kwargs['min_value']:.3g} for values of this size"
+            )
+        hint = (
+            ""
+            if spec.constant_channels == "warn"
+            else " (set pipeline.validation.constant_channels: warn to accept it)"
+        )
+        return f"channel {column!r} {what}; a dead sensor carries no signal{hint}"
     if check is Check.TIMESTAMP_PARSEABLE:
         return f"{bad} of {total} value(s) in {ts!r} are missing or not parseable timestamps"
     if check is Check.SERIES_ID_PRESENT:
@@ -726,7 +834,13 @@ def _examples(
             continue  # GX gives dicts when unexpected_index_column_names is set; not here.
         row = data.iloc[int(position)]
         values = {_HELPER_LABELS.get(c, str(c)): _jsonable(row[c]) for c in columns}
-        examples.append(BadRow(index=_jsonable(prepared.labels[int(position)]), values=values))
+        examples.append(
+            BadRow(
+                index=_jsonable(prepared.labels[int(position)]),
+                values=values,
+                line=prepared.line(int(position)),
+            )
+        )
     return examples
 
 

@@ -56,9 +56,28 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_data_pull)
 
     p = subparsers.add_parser(
-        "validate", help="run the Great Expectations suite on data/raw (reports/validation)"
+        "validate",
+        help="run the Great Expectations suite on data/raw (reports/validation) or on PATH",
+        description=(
+            "Read a data file with LLaTA's reader and run the Great Expectations suite of "
+            "params.yaml (pipeline.validation, data.timestamp_column, the split's minimum "
+            "rows). Without PATH: the pipeline's raw file, report in reports/validation/. "
+            "Exit code 0: valid; 1: unreadable or invalid (the message names lines and "
+            "columns); 2: bad configuration."
+        ),
     )
     _common(p, profile=False)
+    p.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        help="any CSV (.csv, .csv.gz) or parquet (.parquet, .pq) file, inside the project or not",
+    )
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        help="with PATH: write validation.json and Data Docs here (default: no files)",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = subparsers.add_parser(
@@ -166,24 +185,41 @@ def cmd_data_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from features.frame import DataLoadError
-    from features.validation import DataValidationError
-    from flows.stages import validate_stage
+    from features.frame import DataLoadError, load_frame
+    from features.validation import DataValidationError, validate_frame
+    from flows.stages import frame_spec, validate_stage
 
+    if args.report_dir is not None and args.path is None:
+        print(
+            "llata: error: --report-dir goes with PATH; data/raw reports to reports/validation",
+            file=sys.stderr,
+        )
+        return 2
     cfg = _config(args)
     try:
-        report = validate_stage(cfg)
+        if args.path is None:
+            source, report_dir = _rel(cfg, cfg.layout.raw_data), cfg.layout.validation_dir
+            report = validate_stage(cfg)
+        else:
+            source, report_dir = str(args.path), args.report_dir
+            frame = load_frame(args.path, cfg.model.data.timestamp_column)
+            report = validate_frame(frame, frame_spec(cfg), report_dir)
     except (FileNotFoundError, DataLoadError) as err:
         print(f"llata: error: {err}", file=sys.stderr)
         return 1
-    where = _rel(cfg, cfg.layout.validation_dir)
+    where = _rel(cfg, report_dir) if report_dir is not None else None
     if not report.success:
-        print(f"llata: error: {DataValidationError(report)}", file=sys.stderr)
-        print(f"report: {where}/validation.json, {where}/data_docs/index.html", file=sys.stderr)
+        print(f"llata: error: {source}: {DataValidationError(report)}", file=sys.stderr)
+        if where is not None:
+            print(f"report: {where}/validation.json, {where}/data_docs/index.html", file=sys.stderr)
         return 1
+    for line in report.describe().splitlines():
+        print(f"llata: {line}", file=sys.stderr)  # warnings and ignored columns
+    gaps = f", {report.nan_cells} NaN cell(s) to fill" if report.nan_cells else ""
+    saved = f"; report in {where}/" if where is not None else ""
     print(
-        f"{_rel(cfg, cfg.layout.raw_data)}: valid ({report.rows} rows, "
-        f"{len(report.channels)} channels, frequency {report.frequency}); report in {where}/"
+        f"{source}: valid ({report.rows} rows, {len(report.channels)} channels, "
+        f"frequency {report.frequency}{gaps}){saved}"
     )
     return 0
 

@@ -51,12 +51,16 @@ class ValidationParams(_Frozen):
         frequency: Expected pandas offset alias of the timestamps (`h` for ETTh1); None
             infers it from the data, which must still be regular.
         max_nan_fraction: Largest share of NaN allowed in any channel. The features stage
-            fills the remaining gaps (forward, then backward) because training refuses NaN.
+            and training fill what passes (forward, then backward: the one NaN rule,
+            `llata_core.data.fill_gaps`).
+        constant_channels: `error` (default) fails the suite on a constant or near-constant
+            channel (a dead sensor); `warn` reports it as a warning and lets the data pass.
     """
 
     channels: tuple[str, ...] | None = None
     frequency: str | None = "h"
     max_nan_fraction: float = Field(0.01, ge=0.0, lt=1.0)
+    constant_channels: Literal["error", "warn"] = "error"
 
 
 class FeatureParams(_Frozen):

@@ -80,12 +80,23 @@ def test_windows_slide_by_one_step() -> None:
         WindowDataset(np.zeros((4, 2), dtype=np.float32), 3, 2)
 
 
-def test_csv_with_nan_is_rejected_naming_rows(tmp_path: Path) -> None:
+def test_csv_nan_is_filled_within_the_share_and_rejected_beyond_naming_lines(
+    tmp_path: Path,
+) -> None:
+    """One NaN rule with the validation suite: up to 1% is filled forward, more refused."""
     frame = sine_frame()
-    frame.loc[17, "c1"] = np.nan
+    frame.loc[17, "c1"] = np.nan  # 1 of 600 rows
+    path = tmp_path / "gap.csv"
+    frame.to_csv(path, index=False)
+    series = load_series(DataConfig(dataset=str(path), input_size=24, horizon=8))
+    assert series.filled_values == 1
+    assert series.frame.loc[17, "c1"] == series.frame.loc[16, "c1"]  # forward fill
+
+    frame.loc[17:27, "c1"] = np.nan  # 11 of 600 rows: 1.83%
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DataError, match="NaN/inf values.*row 17 c1"):
+    # Row 17 is line 19 of the file: the header is line 1.
+    with pytest.raises(DataError, match=r"'c1' 11 of 600 \(1.83%; first at line 19, line 20"):
         load_series(DataConfig(dataset=str(path), input_size=24, horizon=8))
 
 
@@ -149,5 +160,5 @@ def test_series_from_frame_checks_and_sorts() -> None:
     series = series_from_frame(frame, DataConfig(split="ratio"), origin="feast")
     assert series.frame["date"].is_monotonic_increasing and series.split == "ratio"
     frame.loc[frame.index[3], "c0"] = np.inf
-    with pytest.raises(DataError, match="NaN/inf"):
+    with pytest.raises(DataError, match=r"1 infinite value\(s\).*row 96, column 'c0': inf"):
         series_from_frame(frame, DataConfig(), origin="feast")
