@@ -14,12 +14,15 @@ Exit codes: 0 on success, 1 when the data or the run failed (with a message nami
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
 
@@ -44,14 +47,17 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         help="fill data/raw from the DVC remote, the canonical URL or the mirror",
         description=(
             "Fetch the raw data from, in order: the configured DVC remote, the dataset's "
-            "canonical URL, $LLATA_DATA_MIRROR; every copy checksum-verified. Only when "
-            "none answers, write the synthetic series (loudly; recorded in the model)."
+            "canonical URL, $LLATA_DATA_MIRROR, the copy shipped in the package (ETTh1); "
+            "every copy checksum-verified. With --allow-synthetic, when none answers, write "
+            "the synthetic series (loudly; recorded in the model)."
         ),
     )
     _common(q, profile=False)
     q.add_argument("--force", action="store_true", help="fetch even if the file exists")
     q.add_argument(
-        "--no-synthetic", action="store_true", help="fail instead of writing synthetic data"
+        "--allow-synthetic",
+        action="store_true",
+        help="write generated data when no source answers (default: fail)",
     )
     q.set_defaults(func=cmd_data_pull)
 
@@ -95,7 +101,17 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(q, profile=True, default_profile="quick")
     q.add_argument(
-        "--no-synthetic", action="store_true", help="fail when no real data is reachable"
+        "--allow-synthetic",
+        action="store_true",
+        help="train on generated data when no real data is reachable (default: fail)",
+    )
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            "promote the winner without comparing it to production, across data lineages "
+            "(recorded in the registry history); never generated data over real data"
+        ),
     )
     q.set_defaults(func=cmd_pipeline_run)
     q = psub.add_parser("train", help="DVC stage: train on the training frame")
@@ -168,7 +184,7 @@ def cmd_data_pull(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     try:
-        result = pull_raw_data(cfg, force=args.force, allow_synthetic=not args.no_synthetic)
+        result = pull_raw_data(cfg, force=args.force, allow_synthetic=args.allow_synthetic)
     except DataError as err:
         print(f"llata: error: {err}", file=sys.stderr)
         return 1
@@ -256,25 +272,34 @@ def cmd_pipeline_train(args: argparse.Namespace) -> int:
     from flows.stages import train_stage
 
     cfg = _config(args)
-    outcome = train_stage(cfg)
-    if outcome.metrics is None:  # a non-main rank of a distributed run
-        return 0
-    print(json.dumps({**outcome.summary(), "artifact": _rel(cfg, outcome.artifact)}, indent=2))
+    selection = train_stage(cfg)
+    print(_candidate_table(selection))
+    print(f"winner: {selection.reason}")
+    print(f"artifact: {_rel(cfg, cfg.layout.model_dir)}")
     return 0
-    print(
-        json.dumps(
-            {
-                "artifact": _rel(cfg, outcome.artifact),
-                "test_mse": outcome.test.mse,
-                "test_mae": outcome.test.mae,
-                "epochs": len(outcome.fit.history),
-                "device": outcome.fit.device,
-                "seconds": round(outcome.fit.seconds, 1),
-            },
-            indent=2,
+
+
+def _candidate_table(selection: Any) -> str:
+    """The candidates as a text table: validation chose, test is shown beside it."""
+    header = ("CANDIDATE", "KIND", "LOOKBACK", "VAL_MSE", "TEST_MSE", "TRAIN_S", "PARAMS", "MS/WIN")
+    rows = [
+        (
+            ("* " if c.name == selection.winner else "  ") + c.name,
+            c.model_kind,
+            str(c.input_size),
+            f"{c.val_score:.4f}",
+            f"{c.test_score:.4f}" if c.test_score is not None else "-",
+            f"{c.train_seconds:.1f}",
+            f"{c.parameters:,}",
+            f"{c.serving_ms_per_window:.3g}",
         )
+        for c in selection.candidates
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
     )
-    return 0
 
 
 def cmd_pipeline_evaluate(args: argparse.Namespace) -> int:
@@ -302,8 +327,36 @@ def _prefect_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "llata_core,features,flows,serving")
     # The summary after the run logs outside any flow run; that is not an error.
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    # The temporary API server of a run without PREFECT_API_URL starts in ~5 s on an idle
+    # machine; on a busy 2-core one (training beside it) Prefect's 20 s default ran out.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_PrefectRunNames())
+
+
+@contextlib.contextmanager
+def _prefect_api() -> Iterator[None]:
+    """The Prefect API of a run: `PREFECT_API_URL` if set, else one temporary local server.
+
+    Prefect would start a temporary server by itself, but only for this process: each
+    candidate's worker process would then start its own. One server, whose address the
+    workers inherit through the environment, serves them all.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()
+    server.start(timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
 
 
 class _PrefectRunNames(logging.Filter):
@@ -330,10 +383,12 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         params_file=str(Path(args.params).resolve()),
         profile=args.profile,
         overrides=tuple(args.set),
-        allow_synthetic=not args.no_synthetic,
+        allow_synthetic=args.allow_synthetic,
+        force=args.force,
     )
     start = time.perf_counter()
-    state = retrain(request, return_state=True)
+    with _prefect_api():
+        state = retrain(request, return_state=True)
     seconds = time.perf_counter() - start
     if not state.is_completed():
         print(f"\nllata: pipeline failed after {seconds:.0f}s: {state.message}", file=sys.stderr)
@@ -361,8 +416,16 @@ def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
     if result.synthetic_data:
         print("  !!! trained on SYNTHETIC data (no real source was reachable) !!!")
     print(f"  data        {_rel(cfg, layout.raw_data)} ({result.data_source})")
+    from flows.stages import read_selection
+
+    selection = read_selection(cfg)
+    if selection is not None:
+        print("  candidates  (chosen on validation; * = winner)")
+        for line in _candidate_table(selection).splitlines():
+            print(f"    {line}")
+        print(f"  winner      {result.selection_reason}")
     verdict = "PROMOTED" if result.promoted else "not promoted"
-    print(f"  candidate   {result.candidate}: {verdict} ({result.reason})")
+    print(f"  registered  {result.candidate}: {verdict} ({result.reason})")
     print(
         f"  test        MSE {m['mse']:.4f}  MAE {m['mae']:.4f} over {m['n_windows']} windows "
         f"({m['dataset']}, scaled)"

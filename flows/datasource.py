@@ -1,26 +1,24 @@
-"""Filling `data/raw/` on a fresh machine: DVC remote, canonical URL, mirror, then synthetic.
+"""Filling `data/raw/` on a fresh machine: DVC remote, canonical URL, mirror, bundled copy.
 
 `data.dvc` pins the raw folder by content hash. `pull_raw_data` tries the sources in the
 order a production checkout should: the configured DVC remote (the versioned copy), the
-dataset's canonical public URL, the local mirror (`$LLATA_DATA_MIRROR`). Every copy is
-checked against the published SHA-256 before it is written, and written atomically. When
-the bytes match, the folder is committed to the local DVC cache so that `dvc status`
-reports `data.dvc` unchanged. Only when no source answers does it write the synthetic
-series, with a loud warning and a provenance record that the features stage carries into
-the model's metadata (`synthetic_data: true`).
+dataset's canonical public URL, the local mirror (`$LLATA_DATA_MIRROR`), then the copy
+that ships inside the package (ETTh1, the embedded default). Every copy is checked against
+the published SHA-256 before it is written, and written atomically. When the bytes match,
+the folder is committed to the local DVC cache so that `dvc status` reports `data.dvc`
+unchanged. Generated data is written only when asked (`allow_synthetic`) and no source
+answers, with a loud warning and a provenance record that the features stage carries into
+the model's metadata (`synthetic_data: true`), which promotion then refuses to put over a
+model trained on real data.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import logging
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,11 +26,21 @@ from typing import Literal
 
 from flows.params import PipelineConfig
 from llata_core.atomic import atomic_write_bytes, write_json
-from llata_core.data import BENCHMARKS, MIRROR_ENV, DataError, file_sha256, synthetic_frame
+from llata_core.data import (
+    BENCHMARKS,
+    DataError,
+    FetchSource,
+    fetch_benchmark_bytes,
+    file_sha256,
+    synthetic_frame,
+)
 
 logger = logging.getLogger(__name__)
 
-PullSource = Literal["present", "remote", "url", "mirror", "synthetic"]
+PullSource = Literal["present", "remote", "url", "mirror", "bundled", "synthetic"]
+# After the DVC remote (the versioned copy): the canonical URL, the mirror, then the copy
+# shipped in the package (ETTh1), each verified by `fetch_benchmark_bytes`.
+PULL_ORDER: tuple[FetchSource, ...] = ("url", "mirror", "bundled")
 URL_TIMEOUT_S = 30.0
 
 
@@ -79,7 +87,7 @@ def read_provenance(cfg: PipelineConfig) -> dict[str, object] | None:
 
 
 def pull_raw_data(
-    cfg: PipelineConfig, *, force: bool = False, allow_synthetic: bool = True
+    cfg: PipelineConfig, *, force: bool = False, allow_synthetic: bool = False
 ) -> PullResult:
     """Make sure the raw file exists, fetching it from the first source that answers.
 
@@ -88,7 +96,8 @@ def pull_raw_data(
         force: Fetch even when the raw file exists (it is replaced only by verified bytes,
             never by synthetic data).
         allow_synthetic: Write the synthetic series when no source answers and there is no
-            raw file; otherwise fail.
+            raw file; otherwise fail. Off by default: a model trained on generated data
+            must be asked for (`--allow-synthetic`).
 
     Returns:
         Where the data came from.
@@ -113,22 +122,19 @@ def pull_raw_data(
         )
 
     tried: list[str] = []
-    bench = BENCHMARKS.get(cfg.params.dataset)
     origin: str | None = None
     source: PullSource = "remote"
     if _dvc_remote_pull(cfg, tried) and target.is_file():
         origin = "dvc remote"
-    if origin is None and bench is not None:
-        data = _fetch_url(bench.url, tried)
-        if data is not None and _verified(data, bench.sha256, bench.url, tried):
+    if origin is None and cfg.params.dataset in BENCHMARKS:
+        try:
+            data, source, origin = fetch_benchmark_bytes(
+                cfg.params.dataset, order=PULL_ORDER, timeout=URL_TIMEOUT_S, tried=tried
+            )
+        except DataError:
+            origin = None
+        else:
             atomic_write_bytes(target, data)
-            origin, source = bench.url, "url"
-    if origin is None and bench is not None:
-        found = _read_mirror(bench.filename, bench.sha256, tried)
-        if found is not None:
-            mirror_path, data = found
-            atomic_write_bytes(target, data)
-            origin, source = str(mirror_path), "mirror"
     if origin is None:
         if not allow_synthetic or target.is_file():
             # A forced refresh that reaches nothing keeps the file it has.
@@ -145,6 +151,7 @@ def pull_raw_data(
             "; ".join(tried),
             target,
         )
+        bench = BENCHMARKS.get(cfg.params.dataset)
         freq = bench.freq if bench is not None else "h"
         n_rows = 17420 if cfg.params.split != "ett_minute" else 69680  # ETT's own lengths
         # Named like the real data's channels, so the same suite and model apply.
@@ -200,44 +207,6 @@ def _dvc_remote_pull(cfg: PipelineConfig, tried: list[str]) -> bool:
         tried.append(f"dvc remote ({reason})")
         return False
     return True
-
-
-def _fetch_url(url: str, tried: list[str]) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp:  # noqa: S310
-            return resp.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        tried.append(f"{url} ({err})")
-        return None
-
-
-def _verified(data: bytes, sha256: str, where: str, tried: list[str]) -> bool:
-    if hashlib.sha256(data).hexdigest() == sha256:
-        return True
-    tried.append(f"{where} (checksum mismatch)")
-    logger.warning("%s has the wrong SHA-256; ignoring it", where)
-    return False
-
-
-def _read_mirror(filename: str, sha256: str, tried: list[str]) -> tuple[Path, bytes] | None:
-    mirror = os.environ.get(MIRROR_ENV)
-    if not mirror:
-        tried.append(f"mirror (${MIRROR_ENV} not set)")
-        return None
-    for name in (filename + ".gz", filename):
-        path = Path(mirror) / name
-        if not path.is_file():
-            continue
-        raw = path.read_bytes()
-        try:
-            data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-        except (OSError, EOFError) as err:
-            tried.append(f"{path} (unreadable: {err})")
-            continue
-        if _verified(data, sha256, str(path), tried):
-            return path, data
-    tried.append(f"mirror {mirror} (no verified {filename})")
-    return None
 
 
 def _write_provenance(cfg: PipelineConfig, source: str, origin: str, sha256: str) -> None:

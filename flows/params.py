@@ -12,9 +12,10 @@ path or threshold changed here moves the DVC stages and the Prefect flow togethe
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -97,6 +98,42 @@ class RegistryParams(_Frozen):
     margin: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+RunnerKind = Literal["process", "thread", "dask"]
+
+
+class RunnerParams(_Frozen):
+    """The Prefect task runner that trains the candidates.
+
+    Attributes:
+        kind: `process` (a local process pool: each candidate in its own process, so seeds
+            and torch threads do not interfere), `thread` (one process; for debugging), or
+            `dask` (prefect-dask's DaskTaskRunner).
+        max_workers: Parallel candidates for `process`/`thread`; None = one per candidate,
+            at most the machine's cores.
+        address: `dask` only: the scheduler address (`tcp://host:8786`) of a running
+            cluster; None starts a local cluster for the run.
+    """
+
+    kind: RunnerKind = "process"
+    max_workers: int | None = Field(None, ge=1)
+    address: str | None = None
+
+
+class SelectionParams(_Frozen):
+    """How the winner is chosen among the candidates.
+
+    Attributes:
+        tolerance: Relative slack on the best validation score: candidates within it are
+            treated as level, and the cheapest to serve of them wins. The default, 1 %, is
+            about one seed's spread (ETTh1-96 test MSE moves by up to 0.004 on 0.386 with
+            the seed alone; see benchmarks/RESULTS.md).
+        runner: The task runner that trains the candidates in parallel.
+    """
+
+    tolerance: float = Field(0.01, ge=0.0, lt=1.0)
+    runner: RunnerParams = RunnerParams()
+
+
 class ScheduleParams(_Frozen):
     """When the scheduled deployment retrains.
 
@@ -139,6 +176,11 @@ class PipelineParams(_Frozen):
         schedule: Cron of the scheduled retraining.
         quick: `section.key=value` overrides of the quick profile (the main job), applied
             over `data/model/loss/train` before any command-line override.
+        candidates: The models the retrain flow trains and chooses among, by name: each is
+            a list of `section.key=value` overrides of the base recipe (model family,
+            lookback, its own training recipe). The quick profile and command-line
+            overrides apply to every candidate, after its own.
+        selection: How the winner is chosen (validation score, tolerance, task runner).
     """
 
     dataset: str = "ETTh1"
@@ -153,6 +195,8 @@ class PipelineParams(_Frozen):
     registry: RegistryParams = RegistryParams()
     schedule: ScheduleParams = ScheduleParams()
     quick: tuple[str, ...] = ()
+    candidates: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {"llata": ()})
+    selection: SelectionParams = SelectionParams()
 
     @field_validator("raw_data", "artifacts_dir", "reports_dir", "feature_repo")
     @classmethod
@@ -166,14 +210,32 @@ class PipelineParams(_Frozen):
     @field_validator("quick")
     @classmethod
     def _overrides_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            tree = parse_overrides(value)
-        except ConfigError as err:
-            raise ValueError(str(err)) from err
-        stray = set(tree) - set(LlataConfig.model_fields)
-        if stray:
-            raise ValueError(f"quick overrides may only set data/model/loss/train, not {stray}")
+        _model_overrides(value, "quick")
         return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_parse(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        if not value:
+            raise ValueError("at least one candidate is needed")
+        for name, overrides in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(
+                    f"candidate name {name!r} must be letters, digits, '.', '_' or '-' "
+                    "(it names a directory)"
+                )
+            _model_overrides(overrides, f"candidate {name!r}")
+        return value
+
+
+def _model_overrides(value: Iterable[str], what: str) -> None:
+    try:
+        tree = parse_overrides(value)
+    except ConfigError as err:
+        raise ValueError(f"{what}: {err}") from err
+    stray = set(tree) - set(LlataConfig.model_fields)
+    if stray:
+        raise ValueError(f"{what} overrides may only set data/model/loss/train, not {stray}")
 
 
 @dataclass(frozen=True)
@@ -200,6 +262,12 @@ class Layout:
     plots_dir: Path
     forecast_plot: Path
     loss_plot: Path
+    candidates_dir: Path
+    selection: Path
+
+    def candidate_dir(self, name: str) -> Path:
+        """Where a candidate's model (`model/`) and run (`run/`) are written."""
+        return self.candidates_dir / name
 
     @classmethod
     def under(cls, root: Path, params: PipelineParams) -> Layout:
@@ -226,6 +294,8 @@ class Layout:
             plots_dir=plots,
             forecast_plot=plots / "forecast.png",
             loss_plot=plots / "loss_curve.png",
+            candidates_dir=artifacts / "candidates",
+            selection=reports / "candidates.json",
         )
 
 
@@ -248,10 +318,28 @@ class PipelineConfig:
     layout: Layout
     profile: Profile
     overrides: tuple[str, ...]
+    candidates: Mapping[str, LlataConfig] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
         return self.layout.root
+
+    @property
+    def max_input_size(self) -> int:
+        """The longest lookback of any candidate (the feature store's context window)."""
+        return max(
+            [self.model.data.input_size, *(c.data.input_size for c in self.candidates.values())]
+        )
+
+    def candidate(self, name: str) -> LlataConfig:
+        """One candidate's configuration.
+
+        Raises:
+            KeyError: no candidate of that name (the message lists them).
+        """
+        if name not in self.candidates:
+            raise KeyError(f"no candidate {name!r}; params.yaml lists {sorted(self.candidates)}")
+        return self.candidates[name]
 
 
 def min_rows_for_split(rule: SplitRule, input_size: int, horizon: int) -> int:
@@ -307,12 +395,27 @@ def load_pipeline_config(
     except ValidationError as err:
         raise ConfigError(f"invalid {PIPELINE_SECTION} section in {path}:\n{err}") from err
     layout = Layout.under(Path(root).resolve() if root else path.parent, params)
-    model_tree = parse_overrides(params.quick) if profile == "quick" else {}
-    model_tree = merge_trees(model_tree, tree)
-    model_tree = merge_trees(
-        model_tree, {"data": {"dataset": str(layout.training_frame), "split": params.split}}
-    )
-    model = config_from_dict(raw, model_tree)
+    quick = parse_overrides(params.quick) if profile == "quick" else {}
+    data = {"data": {"dataset": str(layout.training_frame), "split": params.split}}
+
+    def build(own: Iterable[str]) -> LlataConfig:
+        # Order: the base recipe, the candidate's own overrides, the quick profile, the
+        # command line, then the training frame every candidate reads.
+        model_tree = merge_trees(merge_trees(parse_overrides(own), quick), tree)
+        return config_from_dict(raw, merge_trees(model_tree, data))
+
+    model = build(())
+    candidates = {}
+    for name, own in params.candidates.items():
+        try:
+            candidates[name] = build(own)
+        except ConfigError as err:
+            raise ConfigError(f"candidate {name!r} in {path}: {err}") from err
     return PipelineConfig(
-        params=params, model=model, layout=layout, profile=profile, overrides=overrides
+        params=params,
+        model=model,
+        layout=layout,
+        profile=profile,
+        overrides=overrides,
+        candidates=candidates,
     )

@@ -1,5 +1,5 @@
-"""The `retrain` Prefect flow: data -> validate -> features -> train -> evaluate -> register
--> promote, and its report as Prefect artifacts.
+"""The `retrain` Prefect flow: data -> validate -> features -> train candidates -> select ->
+evaluate -> register -> promote, and its report as Prefect artifacts.
 
 Orchestration only: every task is a typed wrapper around one function of `flows.stages`
 (the same functions the `llata` commands and the DVC stages call). Retries are declared
@@ -12,7 +12,13 @@ Failure rules, which the tests exercise:
 - Invalid data ends the run (state Failed, no traceback) before the feature store, the
   model directory or the registry is touched; the validation report says why.
 - A task that raises ends the run; the registry is only written by the last two tasks,
-  so production stays as it was. Artifacts are written atomically by llata_core.
+  so production stays as it was. Artifacts are written atomically by llata_core. A
+  candidate whose training fails (or whose worker dies) fails the run before selection.
+- The candidates (`pipeline.candidates`) train as parallel tasks on the task runner that
+  `pipeline.selection.runner` names (a local process pool by default, or a Dask cluster);
+  the winner is chosen on validation, never on test.
+- Promotion never crosses data lineages (unless the request forces it, which the registry
+  history records) and never puts a model trained on generated data over a real one.
 - A candidate that does not beat production by the margin is registered (versions are
   immutable history) but not promoted; the run still completes.
 """
@@ -20,6 +26,7 @@ Failure rules, which the tests exercise:
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -30,17 +37,20 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.states import Failed
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from flows import stages
 from flows.datasource import PullResult, pull_raw_data
-from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
+from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, RunnerParams, load_pipeline_config
+from llata_core.selection import CandidateReport, Selection
 
 if TYPE_CHECKING:
     from features.validation import ValidationReport
     from serving.registry import PromotionDecision
 
 METRICS_ARTIFACT = "llata-metrics"
+CANDIDATES_ARTIFACT = "llata-candidates"
 FORECAST_ARTIFACT = "llata-forecast"
 VALIDATION_ARTIFACT = "llata-validation"
 
@@ -57,7 +67,11 @@ class RetrainRequest(BaseModel):
         overrides: `section.key=value` overrides applied last (e.g. `train.epochs=3`,
             `pipeline.registry.margin=0.05`).
         allow_synthetic: When no source of the raw data is reachable, train on the
-            synthetic series (flagged in the model's metadata) instead of failing.
+            synthetic series (flagged in the model's metadata) instead of failing. Off by
+            default: generated data only when asked.
+        force: Promote the winner without the gate's comparison and across data lineages
+            (an operator's decision, recorded in the registry history); a model trained on
+            generated data still never replaces one trained on real data.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,7 +80,8 @@ class RetrainRequest(BaseModel):
     root: str | None = None
     profile: Literal["full", "quick"] = "full"
     overrides: tuple[str, ...] = ()
-    allow_synthetic: bool = True
+    allow_synthetic: bool = False
+    force: bool = False
 
 
 class RetrainResult(BaseModel):
@@ -83,6 +98,9 @@ class RetrainResult(BaseModel):
         data_source: Where the raw data came from (`present`, `remote`, `url`, `mirror`,
             `synthetic`).
         synthetic_data: Whether the model was trained on synthetic data.
+        winner: The candidate the selection chose.
+        selection_reason: Why it won.
+        candidates: Every candidate's scores and costs (`CandidateReport.to_dict`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -96,6 +114,9 @@ class RetrainResult(BaseModel):
     metrics: dict[str, Any]
     data_source: str
     synthetic_data: bool
+    winner: str
+    selection_reason: str
+    candidates: tuple[dict[str, Any], ...]
 
 
 def _retry_on(*errors: type[BaseException]) -> Callable[[Any, TaskRun, State], bool]:
@@ -151,17 +172,64 @@ def prepare_backbone(cfg: PipelineConfig) -> Path:
 
 
 @_compute_task
-def train_model(cfg: PipelineConfig) -> Path:
-    """Train (on the GPU when the worker has one) and save the artifact atomically."""
-    outcome = stages.train_stage(cfg)
+def train_candidate(cfg: PipelineConfig, name: str, threads: int | None) -> CandidateReport:
+    """Train one candidate (on the GPU when the worker has one) and report its scores and
+    costs; its artifact is saved atomically under `artifacts/candidates/<name>/`."""
+    if threads is not None:  # one process per candidate: share the cores, do not oversubscribe
+        import torch
+
+        torch.set_num_threads(threads)
+    report = stages.train_candidate_stage(cfg, name)
     get_run_logger().info(
-        "trained %s on %s in %.0fs (%d epoch(s))",
-        outcome.artifact,
-        outcome.fit.device,
-        outcome.fit.seconds,
-        len(outcome.fit.history),
+        "candidate %s: val MSE %.4f, test MSE %s, %.0fs, %d parameters, %.3g ms/window",
+        name,
+        report.val_score,
+        f"{report.test_score:.4f}" if report.test_score is not None else "-",
+        report.train_seconds,
+        report.parameters,
+        report.serving_ms_per_window,
     )
-    return outcome.artifact
+    return report
+
+
+def candidate_runner(params: RunnerParams, n_candidates: int) -> tuple[TaskRunner, int | None]:
+    """The task runner `pipeline.selection.runner` names, and the torch threads per task.
+
+    `process` runs each candidate in its own process (a seed set in one cannot move another
+    candidate's initialisation, as it would in threads), `dask` on a Dask cluster through
+    prefect-dask: the one at `address`, or a local cluster of worker processes.
+    """
+    cores = os.cpu_count() or 1
+    workers = params.max_workers or max(1, min(n_candidates, cores))
+    threads = max(1, cores // workers)
+    if params.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if params.address:
+            return DaskTaskRunner(address=params.address), None
+        cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+        return DaskTaskRunner(cluster_kwargs=cluster), threads
+    if params.kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=workers), None
+    return ProcessPoolTaskRunner(max_workers=workers), threads
+
+
+@flow(name="train-candidates", persist_result=False, validate_parameters=False)
+def train_candidates(cfg: PipelineConfig, threads: int | None) -> list[CandidateReport]:
+    """Every candidate as a parallel task on this flow's task runner; fails if any fails."""
+    futures = [
+        train_candidate.with_options(task_run_name=f"train-{name}").submit(cfg, name, threads)
+        for name in cfg.candidates
+    ]
+    return [future.result() for future in futures]
+
+
+@_io_task(retries=1, delay=2)
+def select_model(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selection:
+    """The winner by validation score (then serving cost) becomes `artifacts/model`."""
+    selection = stages.select_stage(cfg, reports)
+    get_run_logger().info("selected %s", selection.reason)
+    return selection
 
 
 @_compute_task
@@ -177,9 +245,10 @@ def register_model(cfg: PipelineConfig, artifact: Path) -> str:
 
 
 @_io_task(retries=2, delay=5)
-def promote_model(cfg: PipelineConfig, tag: str) -> PromotionDecision:
-    """Score candidate and production with one scorer; switch the alias if it wins."""
-    decision = stages.promote_stage(cfg, tag)
+def promote_model(cfg: PipelineConfig, tag: str, force: bool) -> PromotionDecision:
+    """Check lineage, score candidate and production with one scorer; switch the alias if
+    it wins (or if forced)."""
+    decision = stages.promote_stage(cfg, tag, force=force)
     log = get_run_logger()
     (log.info if decision.promoted else log.warning)(
         "%s %s: %s", "promoted" if decision.promoted else "not promoted", tag, decision.reason
@@ -188,8 +257,15 @@ def promote_model(cfg: PipelineConfig, tag: str) -> PromotionDecision:
 
 
 @_io_task(retries=2, delay=2)
-def publish_report(evaluation: stages.EvaluationResult, decision: PromotionDecision) -> None:
-    """Publish the metrics table and the forecast/loss plots as Prefect artifacts."""
+def publish_report(
+    evaluation: stages.EvaluationResult, decision: PromotionDecision, selection: Selection
+) -> None:
+    """Publish the candidate and metrics tables and the forecast/loss plots as artifacts."""
+    create_table_artifact(
+        table=candidate_rows(selection),
+        key=CANDIDATES_ARTIFACT,
+        description=f"Candidates, chosen on validation: {selection.reason}",
+    )
     metrics = evaluation.metrics
     rows: list[dict[str, Any]] = [
         {"metric": "test_mse", "value": metrics["mse"]},
@@ -235,6 +311,25 @@ def publish_validation_failure(report: ValidationReport) -> None:
     )
 
 
+def candidate_rows(selection: Selection) -> list[dict[str, Any]]:
+    """One row per candidate: scores (validation chose, test is reported) and costs."""
+    return [
+        {
+            "candidate": c.name,
+            "winner": c.name == selection.winner,
+            "within_tolerance": c.name in selection.eligible,
+            "model_kind": c.model_kind,
+            "input_size": c.input_size,
+            f"val_{c.val_metric}": c.val_score,
+            f"test_{c.val_metric}": c.test_score,
+            "train_seconds": round(c.train_seconds, 2),
+            "parameters": c.parameters,
+            "serving_ms_per_window": c.serving_ms_per_window,
+        }
+        for c in selection.candidates
+    ]
+
+
 def _failure_message(report: ValidationReport) -> str:
     from features.validation import DataValidationError
 
@@ -273,11 +368,13 @@ def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
         return Failed(message=_failure_message(report))
     build_features(cfg)
     prepare_backbone(cfg)
-    artifact = train_model(cfg)
+    runner, threads = candidate_runner(cfg.params.selection.runner, len(cfg.candidates))
+    reports = train_candidates.with_options(task_runner=runner)(cfg, threads)
+    selection = select_model(cfg, reports)
     evaluation = evaluate_model(cfg)
-    tag = register_model(cfg, artifact)
-    decision = promote_model(cfg, tag)
-    publish_report(evaluation, decision)
+    tag = register_model(cfg, cfg.layout.model_dir)
+    decision = promote_model(cfg, tag, request.force)
+    publish_report(evaluation, decision, selection)
     return RetrainResult(
         candidate=tag,
         promoted=decision.promoted,
@@ -288,4 +385,7 @@ def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
         metrics=evaluation.metrics,
         data_source=pulled.source,
         synthetic_data=pulled.synthetic,
+        winner=selection.winner,
+        selection_reason=selection.reason,
+        candidates=tuple(row for row in candidate_rows(selection)),
     )

@@ -24,19 +24,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from flows.datasource import read_provenance
 from flows.params import PipelineConfig, min_rows_for_split
 from llata_core.atomic import atomic_write, write_json
-from llata_core.data import file_sha256
+from llata_core.data import GAP_FILL, file_sha256, fill_gaps
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
     from features.frame import FrameSpec
     from features.validation import ValidationReport
-    from llata_core.jobs import TrainOutcome
+    from llata_core.selection import CandidateReport, Selection
     from serving.registry import PromotionDecision, Registry
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,11 @@ def frame_spec(cfg: PipelineConfig) -> FrameSpec:
     return FrameSpec(
         timestamp_column=data.timestamp_column,
         channels=data.channels or cfg.params.validation.channels,
-        min_rows=min_rows_for_split(cfg.params.split, data.input_size, data.horizon),
+        min_rows=min_rows_for_split(cfg.params.split, cfg.max_input_size, data.horizon),
         max_nan_fraction=cfg.params.validation.max_nan_fraction,
         frequency=cfg.params.validation.frequency,
         default_series_id=cfg.params.series_id,
+        constant_channels=cfg.params.validation.constant_channels,
     )
 
 
@@ -180,22 +182,33 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
     frame = load_raw_frame(cfg)
     spec = frame_spec(cfg)
     validate_frame(frame, spec).raise_for_failures()
-    store = prepare_feature_repo(layout.feature_repo, frame, spec, cfg.model.data.input_size)
+    # The context window serves every candidate, so it is as long as the longest lookback.
+    store = prepare_feature_repo(layout.feature_repo, frame, spec, cfg.max_input_size)
     training, retrieval = training_frame_from_store(cfg, store, frame)
     channels = tuple(c for c in training.columns if c != cfg.model.data.timestamp_column)
-    missing = int(training[list(channels)].isna().sum().sum())
-    if missing:
-        # Validation allowed up to max_nan_fraction of gaps; training refuses any NaN.
-        logger.warning("filling %d NaN value(s) in the training frame (ffill, then bfill)", missing)
-        training[list(channels)] = training[list(channels)].ffill().bfill()
+    # The one NaN rule (`llata_core.data.fill_gaps`): the share validation allowed is filled.
+    training, missing = fill_gaps(
+        training,
+        channels,
+        origin=str(layout.training_frame),
+        max_nan_fraction=cfg.params.validation.max_nan_fraction,
+    )
     atomic_write(layout.training_frame, lambda tmp: training.to_parquet(tmp, index=False))
     lineage = {
         **data_lineage(cfg),
+        "data_lineage": {
+            "dataset": cfg.params.dataset,
+            "series_id": cfg.params.series_id,
+            "channels": list(channels),
+            "frequency": _frequency(cfg, training),
+            "synthetic": data_lineage(cfg)["synthetic_data"],
+        },
         "feature_repo": str(layout.feature_repo.relative_to(layout.root)),
         "training_frame": str(layout.training_frame.relative_to(layout.root)),
         "training_frame_sha256": file_sha256(layout.training_frame),
         "training_retrieval": retrieval,
         "filled_values": missing,
+        "gap_fill": GAP_FILL,
         "built_at": datetime.now(UTC).isoformat(),
     }
     write_json(layout.lineage, lineage, default=str)
@@ -209,6 +222,16 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
     return FeaturesResult(
         layout.training_frame, len(training), channels, retrieval, missing, lineage
     )
+
+
+def _frequency(cfg: PipelineConfig, frame: pd.DataFrame) -> str | None:
+    """The frame's timestamp frequency: the configured one, else what pandas infers."""
+    if cfg.params.validation.frequency is not None:
+        return cfg.params.validation.frequency
+    from features.frame import parse_timestamps
+
+    timestamps = pd.DatetimeIndex(parse_timestamps(frame[cfg.model.data.timestamp_column]))
+    return pd.infer_freq(timestamps[: min(len(timestamps), 1000)]) if len(timestamps) > 2 else None
 
 
 def training_frame_from_store(
@@ -257,34 +280,53 @@ def training_frame_from_store(
 
 
 def backbone_stage(cfg: PipelineConfig) -> Path:
-    """Prepare (or find) the cached backbone and write the stamp `llata backbone prepare
-    --stamp` writes, so both entry points leave the same file."""
+    """Prepare (or find) the cached backbone of every LLaTA candidate, once, before the
+    candidates train in parallel (so that no two processes build one cache), and write the
+    stamp `llata backbone prepare --stamp` writes, so both entry points leave the same file."""
     from llata_core.backbone import prepare_backbone
 
-    backbone = prepare_backbone(cfg.model.model)
-    stamp = {
-        "backbone": backbone.name,
-        "revision": backbone.revision,
-        "n_layers": cfg.model.model.n_layers,
-        "n_principal": int(backbone.principal.shape[0]),
-    }
-    write_json(cfg.layout.backbone_stamp, stamp, default=str)
+    stamps = []
+    seen: set[str] = set()
+    for name, model_cfg in cfg.candidates.items():
+        if model_cfg.model.kind != "llata":
+            continue
+        key = model_cfg.model.model_dump_json(
+            include={"backbone", "revision", "n_layers", "init", "n_principal"}
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        backbone = prepare_backbone(model_cfg.model)
+        stamps.append(
+            {
+                "candidate": name,
+                "backbone": backbone.name,
+                "revision": backbone.revision,
+                "n_layers": model_cfg.model.n_layers,
+                "n_principal": int(backbone.principal.shape[0]),
+            }
+        )
+    write_json(cfg.layout.backbone_stamp, {"backbones": stamps}, default=str)
     return cfg.layout.backbone_stamp
 
 
 # --------------------------------------------------------------------------- train
 
 
-def train_stage(cfg: PipelineConfig) -> TrainOutcome:
-    """Train on the features stage's training frame; write `artifacts/model` atomically.
+def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
+    """Train one candidate on the features stage's training frame and report its scores
+    and costs; its artifact goes to `artifacts/candidates/<name>/model` (atomically).
 
     The series keeps the raw data's lineage: a model trained on synthetic data says so in
     its metadata (`synthetic_data: true`), whichever entry point trained it.
     """
     from llata_core.data import series_from_frame
+    from llata_core.forecaster import Forecaster
     from llata_core.jobs import train_job
+    from llata_core.selection import CandidateReport, count_parameters, serving_ms_per_window
 
     layout = cfg.layout
+    model_cfg = cfg.candidate(name)
     if not layout.training_frame.is_file():
         raise FileNotFoundError(
             f"training frame not found: {layout.training_frame}; run the features stage first"
@@ -293,7 +335,7 @@ def train_stage(cfg: PipelineConfig) -> TrainOutcome:
     frame = pd.read_parquet(layout.training_frame)
     series = series_from_frame(
         frame,
-        cfg.model.data,
+        model_cfg.data,
         origin=str(layout.training_frame),
         source="synthetic" if lineage.get("synthetic_data") else "file",
         # The file's hash, which is what `load_series` computes when evaluate_job reloads
@@ -302,16 +344,80 @@ def train_stage(cfg: PipelineConfig) -> TrainOutcome:
     )
     extra = {
         **{k: v for k, v in lineage.items() if k != "built_at"},
+        "candidate": name,
+        "candidate_overrides": list(cfg.params.candidates[name]),
         "pipeline_profile": cfg.profile,
         "pipeline_overrides": list(cfg.overrides),
     }
-    return train_job(
-        cfg.model,
-        out_dir=layout.model_dir,
-        run_dir=layout.run_dir,
+    where = layout.candidate_dir(name)
+    outcome = train_job(
+        model_cfg,
+        out_dir=where / "model",
+        run_dir=where / "run",
         series=series,
         extra_metadata=extra,
     )
+    assert outcome.val is not None and outcome.metrics is not None  # one process, long-term
+    fc = Forecaster.load(outcome.artifact)
+    val = outcome.splits.val
+    windows = np.stack([val[i][0].numpy() for i in range(min(len(val), 256))])  # type: ignore[index]
+    report = CandidateReport(
+        name=name,
+        overrides=tuple(cfg.params.candidates[name]),
+        model_kind=model_cfg.model.kind,
+        input_size=model_cfg.data.input_size,
+        val_score=float(outcome.val.mse),
+        val_metric="mse",
+        test_score=float(outcome.metrics["mse"]),
+        train_seconds=float(outcome.fit.seconds),
+        parameters=count_parameters(fc.model),
+        serving_ms_per_window=serving_ms_per_window(fc.model, windows),
+        artifact=str(outcome.artifact.relative_to(layout.root)),
+    )
+    logger.info(
+        "candidate %s: val MSE %.4f, %d parameters, %.3g ms/window, trained in %.0fs",
+        name,
+        report.val_score,
+        report.parameters,
+        report.serving_ms_per_window,
+        report.train_seconds,
+    )
+    return report
+
+
+def select_stage(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selection:
+    """Choose the winner by validation score (then cost), make it `artifacts/model` and
+    its run `artifacts/run`, and write `reports/candidates.json`.
+
+    The directories are replaced whole (a copy into a temp sibling, then a rename), so a
+    failure leaves the previous model, never half of one.
+    """
+    from llata_core.atomic import replace_directory
+    from llata_core.selection import select_candidate
+
+    layout = cfg.layout
+    selection = select_candidate(reports, cfg.params.selection.tolerance)
+    source = layout.candidate_dir(selection.winner)
+    replace_directory(source / "model", layout.model_dir)
+    replace_directory(source / "run", layout.run_dir)
+    write_json(layout.selection, selection.to_dict())
+    logger.info("selected %s: %s", selection.winner, selection.reason)
+    return selection
+
+
+def read_selection(cfg: PipelineConfig) -> Selection | None:
+    """The last selection `select_stage` wrote, if any."""
+    from llata_core.selection import Selection
+
+    if not cfg.layout.selection.is_file():
+        return None
+    return Selection.from_dict(json.loads(cfg.layout.selection.read_text(encoding="utf-8")))
+
+
+def train_stage(cfg: PipelineConfig) -> Selection:
+    """Train every candidate one after another, then select (the DVC stage and
+    `llata pipeline train`; the Prefect flow trains them in parallel tasks instead)."""
+    return select_stage(cfg, [train_candidate_stage(cfg, name) for name in cfg.candidates])
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -365,15 +471,20 @@ def open_registry(cfg: PipelineConfig) -> Registry:
 
 
 def register_stage(cfg: PipelineConfig, artifact: Path) -> str:
-    """Register the artifact as a new immutable version with its lineage and params."""
-    config = json.loads((artifact / "config.json").read_text(encoding="utf-8"))
-    metrics = json.loads((artifact / "metrics.json").read_text(encoding="utf-8"))
+    """Register the artifact as a new immutable version with its lineage, params and the
+    selection that chose it (every candidate's scores and costs, and why it won)."""
+    from llata_core.forecaster import read_artifact_record
+
+    record = read_artifact_record(artifact)
     metadata = {
-        **_without_none(config.get("metadata", {})),
-        "params": _without_none(cfg.model.to_dict()),
+        **_without_none(record.metadata),
+        "params": _without_none(record.config),
         "pipeline": _without_none(cfg.params.model_dump(mode="json")),
-        "eval_split_hash": metrics["eval_split_hash"],
+        "eval_split_hash": record.metrics["eval_split_hash"],
     }
+    selection = read_selection(cfg)
+    if selection is not None and selection.winner == record.metadata.get("candidate"):
+        metadata["selection"] = _without_none(selection.to_dict())
     return open_registry(cfg).register(artifact, metadata=metadata)
 
 
@@ -392,6 +503,10 @@ def mse_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
     return score
 
 
-def promote_stage(cfg: PipelineConfig, tag: str) -> PromotionDecision:
-    """Promote the candidate if it beats production by the configured margin."""
-    return open_registry(cfg).promote(tag, score=mse_scorer(cfg), margin=cfg.params.registry.margin)
+def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> PromotionDecision:
+    """Promote the candidate if it has production's data lineage and beats it by the
+    configured margin on this run's test split. `force` promotes across lineages without
+    scoring (recorded in the history); generated data never replaces real data."""
+    return open_registry(cfg).promote(
+        tag, score=mse_scorer(cfg), margin=cfg.params.registry.margin, force=force
+    )

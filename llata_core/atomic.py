@@ -4,8 +4,8 @@ Every file that another process may read while it is being replaced (cached data
 outputs, reports, the registry's aliases, benchmark results) is written here: the content
 goes to a temporary sibling (same directory, so the rename stays on one filesystem), is
 flushed to disk and renamed over the target with `os.replace`. On any failure the temporary
-file is removed and the old file is left as it was. Whole directories (model artifacts,
-checkpoints, backbones) are swapped by their owners.
+file is removed and the old file is left as it was. Whole directories are built in a
+temporary sibling and swapped into place (`swap_directory`, `replace_directory`).
 
 The module is named `atomic`, not `io`, so that running a script from inside `llata_core/`
 can never shadow the standard library's `io`.
@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,44 @@ def write_json(
     """
     text = json.dumps(document, indent=2, default=default)
     atomic_write_text(path, text + "\n" if trailing_newline else text)
+
+
+def swap_directory(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Put the complete directory `new` in place of `target` (a sibling on one filesystem).
+
+    A directory with content cannot be replaced in one rename, so the old one is renamed
+    aside first: readers see the old directory or the complete new one (or, for the instant
+    between the two renames, none), never a half-written one. The old copy is then removed.
+    """
+    new_path, target_path = Path(new), Path(target)
+    old: Path | None = None
+    if target_path.exists():
+        old = target_path.with_name(f".{target_path.name}.old-{uuid.uuid4().hex}")
+        os.replace(target_path, old)
+    os.replace(new_path, target_path)
+    _fsync_dir(target_path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_directory(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Make `target` a complete copy of the directory `source`; see `swap_directory`.
+
+    Raises:
+        FileNotFoundError: `source` is not a directory; `target` is untouched.
+        Whatever the copy raises; `target` is then untouched and no temporary is left.
+    """
+    src, dest = Path(source), Path(target)
+    if not src.is_dir():
+        raise FileNotFoundError(f"not a directory: {src}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; artifacts are read by other users
+        swap_directory(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:

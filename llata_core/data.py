@@ -45,7 +45,7 @@ MIRROR_ENV = "LLATA_DATA_MIRROR"
 CACHE_ENV = "LLATA_HOME"
 
 Split = Literal["train", "val", "test"]
-SourceKind = Literal["file", "mirror", "cache", "url", "synthetic"]
+SourceKind = Literal["file", "mirror", "cache", "bundled", "url", "synthetic"]
 
 
 class DataError(ValueError):
@@ -61,6 +61,7 @@ class Benchmark:
     sha256: str  # of the uncompressed CSV
     split: Literal["ett_hour", "ett_minute", "ratio"]
     freq: str
+    bundled: bool = False  # shipped gzipped in llata_core/datasets/
 
 
 _ETT = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/"
@@ -71,6 +72,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",
         "ett_hour",
         "h",
+        bundled=True,
     ),
     "ETTh2": Benchmark(
         "ETTh2.csv",
@@ -146,11 +148,45 @@ def _read_maybe_gzip(path: Path) -> bytes:
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
-def fetch_benchmark_bytes(name: str, *, timeout: float = 20.0) -> tuple[bytes, SourceKind, str]:
-    """Find a benchmark's verified bytes: mirror, then local cache, then the public URL.
+FetchSource = Literal["mirror", "cache", "bundled", "url"]
+# Offline sources first; the network only when none of them holds verified bytes.
+FETCH_ORDER: tuple[FetchSource, ...] = ("mirror", "cache", "bundled", "url")
 
-    Every candidate is checked against the published SHA-256; a mismatch is skipped with a
-    warning (a corrupt mirror must not silently feed training).
+
+def bundled_path(name: str) -> Path | None:
+    """The copy of a benchmark shipped inside the package (ETTh1 only), if there is one.
+
+    The embedded default (the scikit-learn bundled-dataset convention) lets the main job run
+    on real data on a machine with no network and no mirror; its source and licence are in
+    `llata_core/datasets/README.md`.
+    """
+    bench = BENCHMARKS.get(name)
+    if bench is None or not bench.bundled:
+        return None
+    path = Path(__file__).resolve().parent / "datasets" / (bench.filename + ".gz")
+    return path if path.is_file() else None
+
+
+def fetch_benchmark_bytes(
+    name: str,
+    *,
+    order: tuple[FetchSource, ...] = FETCH_ORDER,
+    timeout: float = 20.0,
+    tried: list[str] | None = None,
+) -> tuple[bytes, FetchSource, str]:
+    """Find a benchmark's verified bytes in the first source of `order` that has them.
+
+    Sources: `mirror` (`$LLATA_DATA_MIRROR`, gzipped or not), `cache` (`$LLATA_HOME/data`),
+    `bundled` (the package's embedded copy, ETTh1 only) and `url` (the public location; a
+    download is kept in the cache). Every candidate is checked against the published
+    SHA-256; a mismatch is skipped with a warning (a corrupt copy must not silently feed
+    training).
+
+    Args:
+        name: a key of `BENCHMARKS`.
+        order: which sources to try, in order (the pipeline tries the URL before the mirror).
+        timeout: seconds to wait for the URL.
+        tried: when given, one line per source that failed is appended to it.
 
     Returns:
         The uncompressed CSV bytes, the kind of source and its location.
@@ -159,32 +195,58 @@ def fetch_benchmark_bytes(name: str, *, timeout: float = 20.0) -> tuple[bytes, S
         DataError: no source had bytes with the right checksum.
     """
     bench = BENCHMARKS[name]
-    candidates: list[tuple[SourceKind, Path]] = []
-    mirror = os.environ.get(MIRROR_ENV)
-    if mirror:
-        for fname in (bench.filename + ".gz", bench.filename):
-            candidates.append(("mirror", Path(mirror) / fname))
+    tried = [] if tried is None else tried
     cached = llata_home() / "data" / bench.filename
-    candidates.append(("cache", cached))
-    tried: list[str] = []
-    for kind, path in candidates:
-        if not path.is_file():
-            continue
-        data = _read_maybe_gzip(path)
+
+    def verified(data: bytes, where: str) -> bool:
         if sha256_bytes(data) == bench.sha256:
-            return data, kind, str(path)
-        log.warning("%s has the wrong SHA-256 for %s; ignoring it", path, name)
-        tried.append(f"{path} (checksum mismatch)")
-    try:
-        with urllib.request.urlopen(bench.url, timeout=timeout) as resp:  # noqa: S310
-            data = resp.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        tried.append(f"{bench.url} ({err})")
-    else:
-        if sha256_bytes(data) == bench.sha256:
-            atomic_write_bytes(cached, data)
-            return data, "url", bench.url
-        tried.append(f"{bench.url} (checksum mismatch)")
+            return True
+        log.warning("%s has the wrong SHA-256 for %s; ignoring it", where, name)
+        tried.append(f"{where} (checksum mismatch)")
+        return False
+
+    def from_files(kind: FetchSource, paths: list[Path]) -> tuple[bytes, str] | None:
+        for path in paths:
+            if not path.is_file():
+                continue
+            try:
+                data = _read_maybe_gzip(path)
+            except (OSError, EOFError) as err:
+                tried.append(f"{path} (unreadable: {err})")
+                continue
+            if verified(data, str(path)):
+                return data, str(path)
+        return None
+
+    for kind in order:
+        found: tuple[bytes, str] | None = None
+        if kind == "mirror":
+            mirror = os.environ.get(MIRROR_ENV)
+            if not mirror:
+                tried.append(f"mirror (${MIRROR_ENV} not set)")
+                continue
+            found = from_files(
+                kind, [Path(mirror) / (bench.filename + ".gz"), Path(mirror) / bench.filename]
+            )
+            if found is None:
+                tried.append(f"mirror {mirror} (no verified {bench.filename})")
+        elif kind == "cache":
+            found = from_files(kind, [cached])
+        elif kind == "bundled":
+            bundled = bundled_path(name)
+            found = from_files(kind, [bundled]) if bundled is not None else None
+        else:
+            try:
+                with urllib.request.urlopen(bench.url, timeout=timeout) as resp:  # noqa: S310
+                    data = resp.read()
+            except (urllib.error.URLError, OSError, TimeoutError) as err:
+                tried.append(f"{bench.url} ({err})")
+            else:
+                if verified(data, bench.url):
+                    atomic_write_bytes(cached, data)
+                    found = data, bench.url
+        if found is not None:
+            return found[0], kind, found[1]
     raise DataError(f"benchmark {name} not available; tried: " + "; ".join(tried or ["nothing"]))
 
 

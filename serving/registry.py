@@ -130,6 +130,80 @@ def _normalise_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
+# --------------------------------------------------------------------------- lineage
+
+LINEAGE_KEY = "data_lineage"
+LINEAGE_FIELDS = ("dataset", "series_id", "channels", "frequency")
+
+
+def lineage_of(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What data a version was trained on: dataset, series id, channels, frequency, real?
+
+    Versions registered before the lineage record existed carry only the pipeline's
+    `dataset` and `synthetic_data` keys; those are read instead, and the fields they lack
+    are unknown (None), which no comparison can fail on.
+    """
+    recorded = metadata.get(LINEAGE_KEY)
+    if isinstance(recorded, Mapping):
+        lineage = {key: recorded.get(key) for key in LINEAGE_FIELDS}
+        lineage["synthetic"] = bool(recorded.get("synthetic", False))
+        return lineage
+    lineage = {key: None for key in LINEAGE_FIELDS}
+    lineage["dataset"] = metadata.get("dataset")
+    lineage["synthetic"] = bool(metadata.get("synthetic_data", False))
+    return lineage
+
+
+def _describe_lineage(lineage: Mapping[str, Any]) -> str:
+    channels = lineage.get("channels")
+    parts = [
+        f"dataset {lineage.get('dataset')!r}",
+        f"series {lineage.get('series_id')!r}",
+        f"channels {list(channels) if channels is not None else None}",
+        f"frequency {lineage.get('frequency')!r}",
+        "generated data" if lineage.get("synthetic") else "real data",
+    ]
+    return ", ".join(parts)
+
+
+def lineage_conflict(
+    candidate: Mapping[str, Any], production: Mapping[str, Any]
+) -> tuple[str, str] | None:
+    """Why a candidate may not replace production on data grounds, if it may not.
+
+    Returns:
+        None when the lineages agree (fields unknown on either side are not compared);
+        `("synthetic", message)` for a model trained on generated data against one trained
+        on real data, which is never promoted; `("lineage", message)` when dataset, series,
+        channel schema or frequency differ, which only an operator's `force` overrides.
+        The message names both lineages.
+    """
+    cand, prod = lineage_of(candidate), lineage_of(production)
+    if cand["synthetic"] and not prod["synthetic"]:
+        return "synthetic", (
+            "the candidate was trained on generated data and production on real data; a "
+            f"model trained on generated data never replaces one trained on real data "
+            f"(candidate: {_describe_lineage(cand)}; production: {_describe_lineage(prod)})"
+        )
+    differ = [
+        key
+        for key in LINEAGE_FIELDS
+        if cand[key] is not None
+        and prod[key] is not None
+        and _plain(cand[key]) != _plain(prod[key])
+    ]
+    if differ:
+        return "lineage", (
+            f"the candidate's data lineage differs from production's in {', '.join(differ)} "
+            f"(candidate: {_describe_lineage(cand)}; production: {_describe_lineage(prod)})"
+        )
+    return None
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, list | tuple) else value
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -400,7 +474,7 @@ class Registry:
         margin: float,
         force: bool = False,
     ) -> PromotionDecision:
-        """Makes ``candidate`` production if it beats production by ``margin``.
+        """Makes ``candidate`` production if it has production's data lineage and beats it.
 
         Both versions are scored by the same ``score`` callable on their stored artifact
         directories (MSE on the evaluation split; lower is better). The candidate wins when
@@ -409,13 +483,20 @@ class Registry:
         Either way the decision goes to the history. Scoring runs outside the lock; if
         production moved meanwhile, the comparison is redone against the new production.
 
+        Data lineage comes first (`lineage_conflict`): a candidate trained on other data
+        (dataset, series, channel schema, frequency) is rejected without scoring, unless
+        ``force``, and the override is recorded in the history. A candidate trained on
+        generated data never replaces a production model trained on real data, forced or
+        not.
+
         Args:
             candidate: Version, tag, unique prefix or alias of the candidate.
             score: Evaluates an artifact directory, returns its MSE. Required unless forced.
                 The first promotion scores the candidate too, so a model that cannot be
                 evaluated never reaches production.
             margin: Relative improvement required, in ``[0, 1)``.
-            force: Promote without scoring (an operator's decision, recorded as such).
+            force: Promote without scoring, and across data lineages (an operator's
+                decision, recorded as such); never over real data with generated data.
 
         Returns:
             The decision. A rejection leaves the aliases untouched.
@@ -437,7 +518,10 @@ class Registry:
         for attempt in range(1, MAX_PROMOTION_ATTEMPTS + 1):
             prod_tag = self._read_aliases().production
             prod_mse: float | None = None
-            if score is not None and not force and prod_tag != cand.tag:
+            # Models of different data are not compared on one split at all: scoring
+            # production on the candidate's data (generated, another series) means nothing.
+            conflict = self._conflict_with(cand, prod_tag)
+            if score is not None and not force and prod_tag != cand.tag and conflict is None:
                 if cand_mse is None:
                     cand_mse = _score(score, cand, "candidate")
                 if prod_tag is not None:
@@ -534,8 +618,19 @@ class Registry:
         prod_tag = current.production
         if not self._exists(cand_tag):
             raise VersionNotFoundError(f"{cand_tag} was deleted from the model store")
+        conflict = self._conflict_with(self.get(cand_tag), prod_tag)
+        extra: dict[str, Any] = {}
+        if conflict is not None and prod_tag != cand_tag:
+            extra["lineage_conflict"] = conflict[0]
         if prod_tag == cand_tag:
             promoted, reason = False, f"{cand_tag} is already production"
+        elif conflict is not None and (conflict[0] == "synthetic" or not force):
+            hint = "" if conflict[0] == "synthetic" else "; an operator may override with force"
+            promoted, reason = False, f"refused: {conflict[1]}{hint}"
+        elif conflict is not None:
+            promoted = True
+            reason = f"forced by operator across data lineages (not scored): {conflict[1]}"
+            extra["lineage_override"] = True
         elif force:
             promoted, reason = True, "forced by operator (not scored)"
         elif prod_tag is None:
@@ -570,6 +665,7 @@ class Registry:
             production_mse=prod_mse,
             margin=margin,
             forced=force,
+            **extra,
         )
         log = logger.info if promoted else logger.warning
         log("%s %s: %s", "promoted" if promoted else "rejected", cand_tag, reason)
@@ -581,6 +677,11 @@ class Registry:
             production_mse=prod_mse,
             reason=reason,
         )
+
+    def _conflict_with(self, cand: VersionInfo, prod_tag: str | None) -> tuple[str, str] | None:
+        if prod_tag is None or prod_tag == cand.tag or not self._exists(prod_tag):
+            return None
+        return lineage_conflict(cand.metadata, self._model(prod_tag).info.metadata)
 
     def _lock(self) -> filelock.BaseFileLock:
         # A fresh lock object per operation: flock on separate descriptors excludes threads

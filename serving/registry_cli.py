@@ -29,6 +29,7 @@ from serving.registry import (
     Registry,
     RegistryError,
     VersionInfo,
+    lineage_of,
     stored_mse_scorer,
 )
 
@@ -61,8 +62,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p_list.set_defaults(func=_guarded(_cmd_list))
 
-    p_show = commands.add_parser("show", help="one version's metadata, as JSON")
+    p_show = commands.add_parser(
+        "show", help="one version: scores, data lineage, the candidates it was chosen among"
+    )
     p_show.add_argument("ref", metavar="VERSION_OR_ALIAS", help="version, tag, prefix or alias")
+    p_show.add_argument("--json", action="store_true", help="all its metadata, as JSON")
     p_show.set_defaults(func=_guarded(_cmd_show))
 
     p_promote = commands.add_parser(
@@ -137,8 +141,55 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    _print_json(_registry(args).get(args.ref).to_dict())
+    info = _registry(args).get(args.ref)
+    if args.json:
+        _print_json(info.to_dict())
+        return 0
+    aliases = ", ".join(info.aliases) or "no alias"
+    print(f"{info.tag}  ({aliases}; created {info.created:%Y-%m-%d %H:%M:%S})")
+    mse, mae = _fmt_metric(info.metrics.get("mse")), _fmt_metric(info.metrics.get("mae"))
+    print(f"  test        mse {mse}  mae {mae}")
+    lineage = lineage_of(info.metadata)
+    print(
+        f"  data        {lineage['dataset']} / series {lineage['series_id']}, channels "
+        f"{lineage['channels']}, frequency {lineage['frequency']}, "
+        f"{'GENERATED' if lineage['synthetic'] else 'real'} data"
+    )
+    selection = info.metadata.get("selection")
+    if isinstance(selection, dict):
+        print("  candidates  (chosen on validation; * = winner)")
+        print(_indent(_selection_table(selection), "    "))
+        print(f"  why         {selection.get('reason')}")
+    else:
+        print("  candidates  (not recorded: registered without a candidate selection)")
+    print("  full metadata: llata registry show --json " + info.version)
     return 0
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _selection_table(selection: dict[str, Any]) -> str:
+    header = ("CANDIDATE", "KIND", "LOOKBACK", "VAL", "TEST", "TRAIN_S", "PARAMS", "MS/WIN")
+    rows = [
+        (
+            ("* " if c.get("name") == selection.get("winner") else "  ") + str(c.get("name")),
+            str(c.get("model_kind", "-")),
+            str(c.get("input_size", "-")),
+            _fmt_metric(c.get("val_score")),
+            _fmt_metric(c.get("test_score")),
+            _fmt_metric(c.get("train_seconds")),
+            str(c.get("parameters", "-")),
+            _fmt_metric(c.get("serving_ms_per_window")),
+        )
+        for c in selection.get("candidates", [])
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:

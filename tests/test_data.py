@@ -16,13 +16,18 @@ from llata_core.data import (
     Scaler,
     SeriesFrame,
     WindowDataset,
+    bundled_path,
     fetch_benchmark_bytes,
+    file_sha256,
     load_series,
     make_splits,
     split_borders,
     synthetic_frame,
 )
 from tests.conftest import SHARED_DATA, sine_frame
+
+# llata_core/datasets/README.md; the mirror's SHA256SUMS lists the same bytes.
+BUNDLED_ETTH1_GZ_SHA256 = "6e5c7510ec29ece805c5d9279dc8c2315b94cf0f08b8fc1a0ee429ba1b322fea"
 
 
 def _ett_like(n_rows: int = 17420) -> SeriesFrame:
@@ -120,12 +125,36 @@ def test_file_source_uses_ratio_split(sine_csv: Path) -> None:
 def test_mirror_is_checksum_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLATA_DATA_MIRROR", str(tmp_path))
     monkeypatch.setenv("LLATA_HOME", str(tmp_path / "home"))
-    (tmp_path / "ETTh1.csv.gz").write_bytes(gzip.compress(b"date,a\n2020-01-01,1\n"))
+    (tmp_path / "ETTh2.csv.gz").write_bytes(gzip.compress(b"date,a\n2020-01-01,1\n"))
     monkeypatch.setattr("urllib.request.urlopen", _no_network)
     with pytest.raises(DataError, match="checksum mismatch"):
-        fetch_benchmark_bytes("ETTh1")
-    series = load_series(DataConfig(dataset="ETTh1"), allow_synthetic=True)
+        fetch_benchmark_bytes("ETTh2")
+    with pytest.raises(DataError, match="not available"):
+        load_series(DataConfig(dataset="ETTh2"))  # generated data only when asked
+    series = load_series(DataConfig(dataset="ETTh2"), allow_synthetic=True)
     assert series.source == "synthetic"  # loudly labelled, never silently real
+
+
+def test_the_bundled_etth1_is_real_and_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mirror, no cache, no network: ETTh1 still loads, from the package's own copy."""
+    monkeypatch.delenv("LLATA_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("LLATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("urllib.request.urlopen", _no_network)
+    path = bundled_path("ETTh1")
+    assert path is not None and path.name == "ETTh1.csv.gz"
+    assert file_sha256(path) == BUNDLED_ETTH1_GZ_SHA256
+    series = load_series(DataConfig(dataset="ETTh1"))
+    assert series.source == "bundled" and series.sha256 == BENCHMARKS["ETTh1"].sha256
+    assert len(series.frame) == 17420
+    # A corrupt mirror copy is skipped for the bundled one, never used.
+    (tmp_path / "ETTh1.csv.gz").write_bytes(gzip.compress(b"date,a\n2020-01-01,1\n"))
+    monkeypatch.setenv("LLATA_DATA_MIRROR", str(tmp_path))
+    tried: list[str] = []
+    _, kind, _ = fetch_benchmark_bytes("ETTh1", tried=tried)
+    assert kind == "bundled" and any("checksum mismatch" in t for t in tried)
+    assert bundled_path("ETTh2") is None  # only the embedded default ships
 
 
 def _no_network(*args: object, **kwargs: object) -> None:

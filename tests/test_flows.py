@@ -52,6 +52,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 from flows.deploy import build_deployment  # noqa: E402
 from flows.params import Layout, load_pipeline_config  # noqa: E402
 from flows.retrain import (  # noqa: E402
+    CANDIDATES_ARTIFACT,
     FORECAST_ARTIFACT,
     METRICS_ARTIFACT,
     VALIDATION_ARTIFACT,
@@ -174,6 +175,35 @@ def test_main_job_trains_registers_promotes_and_prints_no_traceback(
     metrics = json.loads((baseline["root"] / "reports/metrics.json").read_text())
     assert metrics["mse"] == pytest.approx(production.metrics["mse"])
 
+    # Every candidate params.yaml lists was trained, scored and costed; the winner is the
+    # best on validation (or the cheapest within the tolerance of it), never picked on test.
+    selection = metadata["selection"]
+    reports = {c["name"]: c for c in selection["candidates"]}
+    assert set(reports) == {"llata", "llata-no-llm", "dlinear"}
+    best = min(reports.values(), key=lambda c: c["val_score"])
+    winner = reports[selection["winner"]]
+    assert winner["val_score"] <= best["val_score"] * (1 + selection["tolerance"])
+    assert metadata["candidate"] == selection["winner"]
+    for c in reports.values():
+        assert c["parameters"] > 0 and c["serving_ms_per_window"] > 0 and c["train_seconds"] > 0
+    assert "CANDIDATE" in done.stdout and f"* {selection['winner']}" in done.stdout
+    lineage = metadata["data_lineage"]
+    assert lineage == {
+        "dataset": "sine",
+        "series_id": "sine",
+        "channels": ["c0", "c1", "c2"],
+        "frequency": "h",
+        "synthetic": False,
+    }
+    shown = subprocess.run(
+        [str(BIN / "llata"), "registry", "show", "production"],
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "chosen on validation" in shown.stdout and selection["reason"] in shown.stdout
+
 
 def test_flow_leaves_exactly_the_files_dvc_declares(baseline: dict[str, Any]) -> None:
     root = baseline["root"]
@@ -230,6 +260,10 @@ def test_worse_candidate_is_registered_but_not_promoted(baseline: dict[str, Any]
     values = {row["metric"]: row["value"] for row in rows}
     assert values["test_mse"] == pytest.approx(result.metrics["mse"])
     assert values["gate_production_mse"] == pytest.approx(result.production_mse)
+    candidates = by_key[CANDIDATES_ARTIFACT].data
+    candidates = json.loads(candidates) if isinstance(candidates, str) else candidates
+    assert {row["candidate"] for row in candidates} == {"llata", "llata-no-llm", "dlinear"}
+    assert [row["winner"] for row in candidates].count(True) == 1
     markdown = by_key[FORECAST_ARTIFACT].data
     assert "not promoted" in markdown
     assert markdown.count("data:image/png;base64,") == 2
@@ -281,6 +315,80 @@ def test_training_crash_leaves_production_and_the_last_artifact_intact(
     assert (root / "reports/metrics.json").read_bytes() == metrics  # evaluate never ran
 
 
+def test_a_failed_candidate_fails_the_run_without_touching_production(
+    baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """One candidate's task dies (its loss diverges); the others finish. The run fails
+    before selection: no model is chosen, registered or promoted."""
+    params = copy_workspace(baseline, tmp_path / "ws")
+    root = params.parent
+    model = digest_tree(root / "artifacts/model")
+    selection = (root / "reports/candidates.json").read_bytes()
+    before = registry_state()
+
+    crash = "pipeline.candidates.llata-no-llm=[model.n_layers=0, train.lr=1e30]"
+    state = run_flow(params, crash)
+    assert state.is_failed()
+    assert re.search(r"training loss became (nan|inf)", state.message)
+    assert registry_state() == before
+    assert digest_tree(root / "artifacts/model") == model
+    assert (root / "reports/candidates.json").read_bytes() == selection
+    assert leftovers(root / "artifacts") == []
+
+
+def test_generated_data_trains_only_when_asked_and_is_never_promoted_over_real(
+    baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """The defect found on a fresh clone with no data: the pipeline fell back to generated
+    data, and its model was promoted over the real production model."""
+    params = copy_workspace(baseline, tmp_path / "ws")
+    root = params.parent
+    (root / "data/raw/series.csv").unlink()  # nothing to pull: `sine` has no source here
+    before = registry_state()
+
+    state = run_flow(params)
+    assert state.is_failed() and "not available" in state.message
+    assert registry_state() == before
+
+    request = RetrainRequest(
+        params_file=str(params), overrides=BASELINE, allow_synthetic=True, force=True
+    )
+    state = retrain(request, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result.synthetic_data and not result.promoted
+    assert "generated data" in result.reason
+    assert Registry().production_tag() == before[0]
+    last = Registry().history()[-1]
+    assert last["action"] == "reject" and last["lineage_conflict"] == "synthetic"
+
+
+def test_candidates_train_on_a_dask_cluster(
+    baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pipeline.selection.runner.kind: dask` with a scheduler address: the candidate
+    tasks run on that cluster's workers (here a LocalCluster of one worker process)."""
+    from distributed import LocalCluster
+
+    params = copy_workspace(baseline, tmp_path / "ws")
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # for the workers
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        state = run_flow(
+            params,
+            "pipeline.selection.runner.kind=dask",
+            f"pipeline.selection.runner.address={cluster.scheduler_address}",
+        )
+        assert state.is_completed(), state.message
+        # The scheduler ran the three candidate tasks (and nothing ran them elsewhere).
+        prefixes = cluster.scheduler.task_prefixes.values()
+        ran = sum(sum(p.state_counts.values()) for p in prefixes)
+    assert ran >= 3
+    result = state.result()
+    assert {c["candidate"] for c in result.candidates} == {"llata", "llata-no-llm", "dlinear"}
+
+
 def test_two_promotions_racing_end_on_the_better_model(
     baseline: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,7 +404,8 @@ def test_two_promotions_racing_end_on_the_better_model(
     from flows.stages import train_stage
 
     cfg_worse = load_pipeline_config(ws / "params.yaml", overrides=[*BASELINE, *WORSE])
-    bad = train_stage(cfg_worse).artifact
+    train_stage(cfg_worse)
+    bad = cfg_worse.layout.model_dir
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     good_tag = register_stage(cfg, good)
     bad_tag = register_stage(cfg, bad)

@@ -67,13 +67,31 @@ def make_artifact(root: Path, mse: float, *, mae: float | None = None) -> Path:
     return root
 
 
-def register(reg: Registry, tmp: Path, name: str, mse: float, split: str = "split-a") -> str:
-    meta = {
+REAL_LINEAGE = {
+    "dataset": "ETTh1",
+    "series_id": "ETTh1",
+    "channels": ["HUFL", "OT"],
+    "frequency": "h",
+    "synthetic": False,
+}
+
+
+def register(
+    reg: Registry,
+    tmp: Path,
+    name: str,
+    mse: float,
+    split: str = "split-a",
+    lineage: dict[str, Any] | None = None,
+) -> str:
+    meta: dict[str, Any] = {
         "params": {"lr": 1e-3, "backbone": "tiny"},
         "data_hash": "d" * 8,
         "git_revision": "0123abc",
         "eval_split_hash": split,
     }
+    if lineage is not None:
+        meta["data_lineage"] = lineage
     return reg.register(make_artifact(tmp / name, mse), metadata=meta)
 
 
@@ -413,8 +431,10 @@ def test_cli(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
     code, out, _ = run_cli(capsys, "list")
     assert code == 0 and "production" in out and "previous" in out and p in out
-    code, out, _ = run_cli(capsys, "show", "production")
+    code, out, _ = run_cli(capsys, "show", "production", "--json")
     assert code == 0 and json.loads(out)["tag"] == a
+    code, out, _ = run_cli(capsys, "show", "production")
+    assert code == 0 and a in out and "production" in out and "not recorded" in out
 
     code, out, _ = run_cli(capsys, "promote", other_split, "--force")
     assert code == 0 and json.loads(out)["promoted"]
@@ -435,3 +455,75 @@ def test_cli_parser_composes(home: Path) -> None:
     args = parser.parse_args(["registry", "promote", "abc", "--margin", "0.1", "--force"])
     assert (args.version, args.margin, args.force) == ("abc", 0.1, True)
     assert callable(args.func)
+
+
+# --------------------------------------------------------------------------- data lineage
+
+
+def test_generated_data_never_replaces_real_data(home: Path, tmp_path: Path) -> None:
+    """The defect found on a fresh clone: a model trained on generated data, scored on its
+    own generated test split, beat the real production model and was promoted."""
+    reg = Registry()
+    real = register(reg, tmp_path, "real", 0.40, lineage=REAL_LINEAGE)
+    reg.promote(real, score=metrics_mse, margin=0.0)
+    fake = register(reg, tmp_path, "fake", 0.01, lineage={**REAL_LINEAGE, "synthetic": True})
+    scored: list[Path] = []
+
+    def spy(path: Path) -> float:
+        scored.append(path)
+        return metrics_mse(path)
+
+    for force in (False, True):
+        before = reg.aliases_path.read_bytes()
+        decision = reg.promote(fake, score=spy, margin=0.0, force=force)
+        assert not decision.promoted and reg.production_tag() == real
+        assert "generated data" in decision.reason and "real data" in decision.reason
+        assert reg.aliases_path.read_bytes() == before
+        last = reg.history()[-1]
+        assert last["action"] == "reject" and last["lineage_conflict"] == "synthetic"
+    assert scored == []  # nothing was scored across lineages
+
+
+def test_another_lineage_is_refused_naming_both_and_force_is_recorded(
+    home: Path, tmp_path: Path
+) -> None:
+    reg = Registry()
+    prod = register(reg, tmp_path, "prod", 0.40, lineage=REAL_LINEAGE)
+    reg.promote(prod, score=metrics_mse, margin=0.0)
+    for field, value in (
+        ("dataset", "ETTh2"),
+        ("series_id", "plant-7"),
+        ("channels", ["HUFL", "MUFL", "OT"]),
+        ("frequency", "15min"),
+    ):
+        other = register(reg, tmp_path, f"o-{field}", 0.10, lineage={**REAL_LINEAGE, field: value})
+        decision = reg.promote(other, score=metrics_mse, margin=0.0)
+        assert not decision.promoted and reg.production_tag() == prod
+        assert f"differs from production's in {field}" in decision.reason
+        assert repr(value) in decision.reason or str(value) in decision.reason  # candidate's
+        assert repr(REAL_LINEAGE[field]) in decision.reason or str(REAL_LINEAGE[field]) in (
+            decision.reason
+        )  # and production's
+        assert decision.candidate_mse is None  # refused before any scoring
+        assert reg.history()[-1]["lineage_conflict"] == "lineage"
+
+    forced = reg.promote(other, score=None, margin=0.0, force=True)
+    assert forced.promoted and reg.production_tag() == other
+    last = reg.history()[-1]
+    assert last["action"] == "promote" and last["forced"] is True
+    assert last["lineage_override"] is True and "across data lineages" in last["reason"]
+
+
+def test_same_lineage_is_gated_by_score_and_old_versions_compare_what_they_have(
+    home: Path, tmp_path: Path
+) -> None:
+    reg = Registry()
+    legacy = register(reg, tmp_path, "legacy", 0.40)  # registered before lineage records
+    reg.promote(legacy, score=metrics_mse, margin=0.0)
+    better = register(reg, tmp_path, "better", 0.30, lineage=REAL_LINEAGE)
+    decision = reg.promote(better, score=metrics_mse, margin=0.0)
+    assert decision.promoted and decision.candidate_mse == 0.30
+    worse = register(reg, tmp_path, "worse", 0.50, lineage=dict(REAL_LINEAGE))
+    decision = reg.promote(worse, score=metrics_mse, margin=0.0)
+    assert not decision.promoted and decision.production_mse == 0.30
+    assert "lineage_conflict" not in reg.history()[-1]

@@ -1,6 +1,6 @@
 """Resumable accuracy run matrix: one JSON result per finished cell.
 
-A cell is (dataset, horizon, variant, seed[, few-shot %][, zero-shot target]). Each cell
+A cell is (dataset, horizon, variant, seed[, few-shot %][, zero-shot target][, lookback]). Each cell
 trains through `llata_core.jobs.train_job` (the same path as production), writes its
 checkpoint under `benchmarks/accuracy/runs/<cell>/` (so a killed cell resumes) and, when
 done, `benchmarks/accuracy/results/<cell>.json` with metrics, epochs, wall time, machine,
@@ -8,6 +8,11 @@ git revision and the exact command. A rerun skips finished cells.
 
     python benchmarks/accuracy/run.py --cells etth1-96          # the priority-1 cells
     python benchmarks/accuracy/run.py --only ETTh1:96:llata:2024
+    python benchmarks/accuracy/run.py --only ETTh1:96:llata-no-llm:2024:L336   # lookback 336
+
+Every lookback scores the same test targets: the validation and test splits start
+`input_size` rows before their border (`llata_core.data.split_borders`), so a longer lookback
+reaches further back for its history while the windows' futures stay the same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -60,6 +66,10 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+DEFAULT_LOOKBACK = 96  # the paper's input_size; cells at other lookbacks carry `_L<n>`
+LOOKBACKS = (96, 192, 336, 512)
+
+
 @dataclass(frozen=True)
 class Cell:
     dataset: str
@@ -68,6 +78,7 @@ class Cell:
     seed: int
     few_shot: float = 100.0
     zero_shot_to: str | None = None
+    lookback: int = DEFAULT_LOOKBACK
 
     @property
     def key(self) -> str:
@@ -76,12 +87,16 @@ class Cell:
             parts.append(f"fs{self.few_shot:g}")
         if self.zero_shot_to:
             parts.append(f"to-{self.zero_shot_to}")
+        if self.lookback != DEFAULT_LOOKBACK:  # cells made before the axis keep their names
+            parts.append(f"L{self.lookback}")
         return "_".join(parts)
 
     @property
     def train_key(self) -> str:
         """Zero-shot cells reuse the source model of the matching full-data cell."""
-        return Cell(self.dataset, self.horizon, self.variant, self.seed, self.few_shot).key
+        return Cell(
+            self.dataset, self.horizon, self.variant, self.seed, self.few_shot, None, self.lookback
+        ).key
 
     def record(self) -> dict:
         """The fields that identify this cell in its result JSON."""
@@ -93,14 +108,17 @@ class Cell:
             "seed": self.seed,
             "few_shot_percent": self.few_shot,
             "zero_shot_to": self.zero_shot_to,
+            "lookback": self.lookback,
         }
 
     def overrides(self, extra: list[str]) -> list[str]:
+        lookback = [f"data.input_size={self.lookback}"] if self.lookback != DEFAULT_LOOKBACK else []
         return [
             f"data.dataset={self.dataset}",
             f"data.horizon={self.horizon}",
             f"data.few_shot_percent={self.few_shot}",
             f"train.seed={self.seed}",
+            *lookback,
             *VARIANTS[self.variant],
             *extra,
         ]
@@ -138,6 +156,24 @@ GROUPS: dict[str, list[Cell]] = {
         for v in ("llata", "llata-no-llm", "dlinear")
     ],
     "ettm1": [Cell("ETTm1", 96, "llata", 2024)],
+    # Lookback as a selection axis: the LLM-free model at each lookback (its 96 cells exist),
+    # then the published long-lookback baselines at 336. LLaTA runs at the lookback that the
+    # LLM-free model's validation MSE picks (`--only ...:L<n>`), never one chosen on test.
+    "lookback": [
+        Cell(d, 96, "llata-no-llm", 2024, lookback=n)
+        for d in ("ETTh1", "ETTh2", "ETTm1")
+        for n in LOOKBACKS[1:]
+    ]
+    + [
+        Cell("ETTh1", h, "llata-no-llm", 2024, lookback=n)
+        for h in (336, 720)
+        for n in LOOKBACKS[1:]
+    ]
+    + [
+        Cell(d, 96, v, 2024, lookback=336)
+        for d in ("ETTh1", "ETTh2", "ETTm1")
+        for v in ("dlinear", "patchtst")
+    ],
     # Few-shot, where the pretrained weights helped at 6 blocks, at 12 blocks.
     "depth": [
         Cell("ETTh1", 96, v, s, few_shot=10.0)
@@ -148,10 +184,16 @@ GROUPS: dict[str, list[Cell]] = {
 
 
 def parse_cell(text: str) -> Cell:
-    """`DATASET:H:VARIANT:SEED[:FEW[:TO]]`, e.g. `ETTh1:96:llata:2024::ETTm1` (zero-shot)."""
+    """`DATASET:H:VARIANT:SEED[:FEW[:TO]][:L<n>]`, e.g. `ETTh1:96:llata:2024::ETTm1`
+    (zero-shot) or `ETTh1:96:llata-no-llm:2024:L336` (lookback 336)."""
     parts = text.split(":")
+    lookback = DEFAULT_LOOKBACK
+    if len(parts) > 4 and re.fullmatch(r"L\d+", parts[-1]):
+        lookback = int(parts.pop()[1:])
+        if lookback < 2:
+            raise ValueError(f"cell {text!r}: the lookback must be at least 2")
     if not 4 <= len(parts) <= 6 or not all(parts[:4]):
-        raise ValueError(f"cell {text!r} is not DATASET:H:VARIANT:SEED[:FEW[:TO]]")
+        raise ValueError(f"cell {text!r} is not DATASET:H:VARIANT:SEED[:FEW[:TO]][:L<n>]")
     ds, h, variant, seed, *rest = parts
     if variant not in VARIANTS:
         raise ValueError(f"cell {text!r}: unknown variant {variant!r}; one of {sorted(VARIANTS)}")
@@ -165,7 +207,7 @@ def parse_cell(text: str) -> Cell:
     if not 0 < few <= 100:
         raise ValueError(f"cell {text!r}: the few-shot share must be in (0, 100], got {few:g}")
     zs = rest[1] if len(rest) > 1 and rest[1] else None
-    return Cell(ds, horizon, variant, seed_value, few, zs)
+    return Cell(ds, horizon, variant, seed_value, few, zs, lookback)
 
 
 class StaleCellError(RuntimeError):
@@ -220,6 +262,9 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
             "precision": outcome.fit.precision,
             "seconds_per_epoch": sum(epoch_seconds) / max(len(epoch_seconds), 1),
             "stopped_early": outcome.fit.stopped_early,
+            # Selection reads this, never the test scores.
+            "best_val_mse": outcome.fit.best_val_mse,
+            "val_mse_by_epoch": [h.val_mse for h in outcome.fit.history],
         }
         write_json(RUNS / cell.train_key / "train_info.json", train_info, trailing_newline=False)
     train_info = json.loads((RUNS / cell.train_key / "train_info.json").read_text())
@@ -306,7 +351,9 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="*", default=[], choices=sorted(GROUPS))
-    ap.add_argument("--only", nargs="*", default=[], help="DATASET:H:VARIANT:SEED[:FEW[:TO]]")
+    ap.add_argument(
+        "--only", nargs="*", default=[], help="DATASET:H:VARIANT:SEED[:FEW[:TO]][:L<n>]"
+    )
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--set", action="append", default=[], help="extra overrides for every cell")
     ap.add_argument(
