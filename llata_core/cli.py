@@ -1,4 +1,4 @@
-"""The `llata` command line: train, evaluate, forecast, prepare backbones.
+"""The `llata` command line: train, calibrate, evaluate, forecast, prepare backbones.
 
 Commands of the production system (data, validation, features, registry, pipeline) live
 with their packages and are found through the `llata.commands` entry-point group, so
@@ -95,6 +95,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from llata_core.jobs import calibrate_job
+
+    outcome = calibrate_job(args.model, allow_synthetic=args.allow_synthetic, levels=args.levels)
+    print(json.dumps(outcome.summary(), indent=2))
+    return 0
+
+
 def cmd_forecast(args: argparse.Namespace) -> int:
     from llata_core.data import read_table
     from llata_core.forecaster import Forecaster
@@ -102,7 +110,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
     fc = Forecaster.load(args.model)
     frame = read_table(args.input, args.timestamp_column)
-    out = forecast_frame(fc, frame, args.timestamp_column, args.horizon)
+    out = forecast_frame(fc, frame, args.timestamp_column, args.horizon, args.levels)
     if args.output:
         out.to_csv(args.output, index=False)
     else:
@@ -179,7 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp-column", default="date")
     p.add_argument("--horizon", type=int, help="steps to forecast (default: the model's)")
     p.add_argument("--output", type=Path, help="CSV to write (default: stdout)")
+    p.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        metavar="LEVEL",
+        help="conformal interval levels in percent, e.g. --levels 80 95: adds the columns "
+        "<channel>_lo_<level> and <channel>_hi_<level> (needs a calibrated model)",
+    )
     p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="add conformal prediction intervals to an artifact (no retraining)",
+        description="Store the model's absolute residuals on its validation windows in the "
+        "artifact (split conformal, per horizon step and channel), record the test split's "
+        "interval coverage and score in metrics.json, and rewrite the artifact atomically.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="artifact directory")
+    p.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=[80.0, 95.0],
+        metavar="LEVEL",
+        help="levels (percent) whose test coverage and score are recorded (default: 80 95); "
+        "the stored scores answer any level",
+    )
+    p.add_argument("--allow-synthetic", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("backbone", help="backbone utilities")
     bsub = p.add_subparsers(dest="backbone_command", required=True)

@@ -5,9 +5,13 @@ An artifact is one self-contained directory:
     model.safetensors  the inference model only (student, LoRA merged)
     scaler.json        the per-channel scaler fitted on the training rows
     metrics.json       evaluation results
+    intervals.safetensors  (optional) sorted conformal scores [n, horizon, channels], which
+                       give calibrated prediction intervals (`llata_core.intervals`)
     manifest.json      SHA-256 of every file above
 It is written to a temporary sibling and renamed into place, so a crash never leaves a
-half-written model; loading checks the manifest and never unpickles anything.
+half-written model; loading checks the manifest and never unpickles anything. An artifact
+made before intervals existed loads as before and refuses interval levels; `add_intervals`
+(`llata calibrate`) rewrites it, atomically, with its scores.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import pandas as pd
@@ -28,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Scaler, file_sha256
+from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast, bounds
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -52,7 +57,42 @@ class ArtifactError(ValueError):
 
 
 class ForecastInputError(ValueError):
-    """A history window the model cannot forecast from (shape, length, NaN...)."""
+    """A history window the model cannot forecast from (shape, length, NaN...), or a request
+    it cannot answer (bad interval levels, intervals beyond the calibrated horizon)."""
+
+
+class IntervalsUnavailableError(ForecastInputError):
+    """Interval levels asked of a model whose artifact holds no conformal scores."""
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    """Move the complete directory `tmp` to `dest`, replacing what is there."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
+def _write_manifest(root: Path, names: Sequence[str]) -> None:
+    manifest = {"files": {name: file_sha256(root / name) for name in names}}
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+
+
+def _build_dir(dest: Path, fill: Callable[[Path], Sequence[str]]) -> Path:
+    """Fill a temporary sibling of `dest` (`fill` returns the files to list in the manifest),
+    write its manifest and swap it into place; on any failure `dest` is untouched."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        _write_manifest(tmp, fill(tmp))
+        _replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def save_artifact(
@@ -63,6 +103,7 @@ def save_artifact(
     *,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    intervals: ConformalScores | None = None,
 ) -> Path:
     """Write a model artifact atomically.
 
@@ -74,6 +115,8 @@ def save_artifact(
         metadata: lineage (backbone, data source and hash, git revision, timings...).
         overwrite: replace an existing artifact (the old one is removed only after the new
             one is complete).
+        intervals: the model's conformal scores (`llata_core.evaluate.calibrate`), which
+            let the artifact answer interval levels.
 
     Returns:
         The artifact directory.
@@ -81,9 +124,10 @@ def save_artifact(
     dest = Path(path)
     if dest.exists() and not overwrite:
         raise ArtifactError(f"{dest} exists; pass overwrite=True to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
+    if intervals is not None:
+        _check_intervals(dest, intervals, model.cfg.data.horizon, len(scaler.channels))
+
+    def fill(tmp: Path) -> list[str]:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         config = {
@@ -98,19 +142,68 @@ def save_artifact(
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "scaler.json").write_text(json.dumps(scaler.to_dict(), indent=2))
         (tmp / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, default=float))
-        manifest = {"files": {name: file_sha256(tmp / name) for name in ARTIFACT_FILES}}
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+        if intervals is None:
+            return list(ARTIFACT_FILES)
+        intervals.save(tmp / INTERVALS_FILE)
+        return [*ARTIFACT_FILES, INTERVALS_FILE]
+
+    return _build_dir(dest, fill)
+
+
+def _check_intervals(root: Path, scores: ConformalScores, horizon: int, n_channels: int) -> None:
+    if (scores.horizon, scores.n_channels) != (horizon, n_channels):
+        raise ArtifactError(
+            f"{root}: conformal scores cover {scores.horizon} steps x {scores.n_channels} "
+            f"channels; the model forecasts {horizon} x {n_channels}"
+        )
+
+
+def add_intervals(
+    path: str | Path, scores: ConformalScores, metrics: Mapping[str, Any] | None = None
+) -> Path:
+    """Store conformal scores in an existing artifact, without retraining.
+
+    The artifact is verified, copied with the scores (and `metrics` merged into its
+    metrics.json) to a temporary sibling with a new manifest, and swapped into place, so a
+    reader sees the old artifact or the new one, never a mix. Scores already there are
+    replaced.
+
+    Args:
+        path: the artifact directory.
+        scores: from `llata_core.evaluate.calibrate` on this model.
+        metrics: keys to add to (or replace in) metrics.json, e.g. test coverage.
+
+    Returns:
+        The artifact directory.
+
+    Raises:
+        ArtifactError: the artifact fails verification or the scores do not fit its model.
+    """
+    root = Path(path)
+    files = verify_manifest(root)
+    raw = verify_artifact(root)
+    try:
+        horizon = int(raw["llata"]["data"]["horizon"])
+        n_channels = len(raw["channels"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{root}: config.json lacks the horizon or channels ({err})") from err
+    _check_intervals(root, scores, horizon, n_channels)
+
+    def fill(tmp: Path) -> list[str]:
+        names = [name for name in files if name != INTERVALS_FILE]
+        for name in names:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, tmp / name)
+            if file_sha256(tmp / name) != files[name].lower():
+                raise ArtifactError(f"{root}: {name} changed while it was being copied")
+        if metrics:
+            merged = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
+            merged.update(metrics)
+            (tmp / "metrics.json").write_text(json.dumps(merged, indent=2, default=float))
+        scores.save(tmp / INTERVALS_FILE)
+        return [*names, INTERVALS_FILE]
+
+    return _build_dir(root, fill)
 
 
 def _check_manifest_entry(root: Path, rel: str) -> None:
@@ -204,6 +297,8 @@ class Forecaster:
     Example:
         >>> fc = Forecaster.load("artifacts/model")
         >>> forecast = fc.predict(history)  # history: [>= input_size, channels]
+        >>> bands = fc.predict(history, levels=(80, 95))  # IntervalForecast
+        >>> bands.lower[80], bands.upper[80]  # [horizon, channels] each
     """
 
     def __init__(
@@ -213,12 +308,14 @@ class Forecaster:
         metrics: dict[str, Any],
         metadata: dict[str, Any],
         path: Path | None = None,
+        intervals: ConformalScores | None = None,
     ):
         self.model = model.eval()
         self.scaler = scaler
         self.metrics = metrics
         self.metadata = metadata
         self.path = path
+        self.intervals = intervals
 
     @property
     def config(self) -> LlataConfig:
@@ -257,6 +354,8 @@ class Forecaster:
         precision = resolve_precision(precision, device)
         root = Path(path)
         raw = verify_artifact(root)
+        # Only a file the manifest lists (and so has verified) is part of the artifact.
+        listed = INTERVALS_FILE in verify_manifest(root)
         try:
             cfg = LlataConfig.model_validate(raw["llata"])
             backbone_config = (
@@ -265,8 +364,11 @@ class Forecaster:
             scaler = Scaler.from_dict(json.loads((root / "scaler.json").read_text()))
             metrics = json.loads((root / "metrics.json").read_text())
             state = load_file(str(root / "model.safetensors"), device=device)
+            intervals = ConformalScores.load(root / INTERVALS_FILE) if listed else None
         except (KeyError, ValueError, SafetensorError) as err:
             raise ArtifactError(f"{root}: cannot read the artifact ({err})") from err
+        if intervals is not None:
+            _check_intervals(root, intervals, cfg.data.horizon, len(scaler.channels))
         model = (
             ForecastModel(cfg, backbone_config)
             if backbone_config is not None
@@ -278,7 +380,7 @@ class Forecaster:
             raise ArtifactError(f"{root}: weights do not fit the saved config ({err})") from err
         if precision == "bf16" and isinstance(model, ForecastModel):
             model = model.to(torch.bfloat16)
-        return cls(model.to(device), scaler, metrics, raw.get("metadata", {}), root)
+        return cls(model.to(device), scaler, metrics, raw.get("metadata", {}), root, intervals)
 
     @property
     def precision(self) -> str:
@@ -317,13 +419,51 @@ class Forecaster:
             raise ForecastInputError("history contains NaN or infinite values")
         return arr
 
+    @overload
+    def predict_batch(
+        self, histories: np.ndarray, horizon: int | None = None, *, levels: None = None
+    ) -> np.ndarray: ...
+
+    @overload
+    def predict_batch(
+        self, histories: np.ndarray, horizon: int | None = None, *, levels: Sequence[float]
+    ) -> IntervalForecast: ...
+
+    @overload
+    def predict_batch(
+        self,
+        histories: np.ndarray,
+        horizon: int | None = None,
+        *,
+        levels: Sequence[float] | None = None,
+    ) -> np.ndarray | IntervalForecast: ...
+
     @torch.inference_mode()
-    def predict_batch(self, histories: np.ndarray, horizon: int | None = None) -> np.ndarray:
+    def predict_batch(
+        self,
+        histories: np.ndarray,
+        horizon: int | None = None,
+        *,
+        levels: Sequence[float] | None = None,
+    ) -> np.ndarray | IntervalForecast:
         """Forecast a batch `[B, T, M]` (data units) -> `[B, horizon, M]` (data units).
 
         A horizon beyond the trained one is rolled out recursively: each forecast is
         appended to the history and forecast again. Error compounds with each round.
+
+        Args:
+            histories: `[B, T >= input_size, M]`, data units; the last `input_size` steps
+                are used.
+            horizon: steps to forecast (default: the trained horizon).
+            levels: interval levels in percent, e.g. `(80, 95)`; with them the answer is an
+                `IntervalForecast` (`[B, horizon, M]` arrays) with conformal bounds.
+
+        Raises:
+            ForecastInputError: bad history or horizon; bad levels; levels with a horizon
+                beyond the calibrated one (a recursive roll-out has no calibrated width).
+            IntervalsUnavailableError: levels asked of an artifact without conformal scores.
         """
+        checked = self._check_levels(levels, horizon)
         arr = self._check(self._as_array(histories))
         if arr.ndim != 3:
             raise ForecastInputError(f"expected [batch, steps, channels], got shape {arr.shape}")
@@ -339,17 +479,87 @@ class Forecaster:
             chunks.append(y)
             produced += y.shape[1]
             x = torch.cat([x, y], dim=1)[:, -self.input_size :]
-        pred = torch.cat(chunks, dim=1)[:, :steps].cpu().numpy()
-        return self.scaler.inverse(pred)
+        pred = torch.cat(chunks, dim=1)[:, :steps].cpu().numpy()  # [B, steps, M] scaled
+        if checked is None:
+            return self.scaler.inverse(pred)
+        assert self.intervals is not None  # _check_levels refused otherwise
+        lower, upper = bounds(pred.astype(np.float64), self.intervals, checked)
+        return IntervalForecast(
+            point=self.scaler.inverse(pred),
+            lower={k: self.scaler.inverse(v) for k, v in lower.items()},
+            upper={k: self.scaler.inverse(v) for k, v in upper.items()},
+            channels=self.channels,
+        )
+
+    def _check_levels(
+        self, levels: Sequence[float] | None, horizon: int | None
+    ) -> tuple[float, ...] | None:
+        """Validated levels (None without), before any compute is spent."""
+        if levels is None:
+            return None
+        if self.intervals is None:
+            where = self.path if self.path is not None else "this model"
+            raise IntervalsUnavailableError(
+                f"{where} has no calibrated intervals (the artifact predates them or was "
+                f"saved without them); add them with `llata calibrate --model {where}`"
+            )
+        if horizon is not None and int(horizon) > self.intervals.horizon:
+            raise ForecastInputError(
+                f"intervals are calibrated for the trained horizon of {self.intervals.horizon} "
+                f"steps; horizon {int(horizon)} is rolled out recursively and has no "
+                "calibrated width beyond it. Ask for at most "
+                f"{self.intervals.horizon} steps with levels, or for no levels"
+            )
+        try:
+            return self.intervals.check_levels(levels)
+        except ValueError as err:
+            raise ForecastInputError(str(err)) from err
+
+    @overload
+    def predict(
+        self,
+        history: np.ndarray | pd.DataFrame | list,
+        horizon: int | None = None,
+        *,
+        levels: None = None,
+    ) -> np.ndarray: ...
+
+    @overload
+    def predict(
+        self,
+        history: np.ndarray | pd.DataFrame | list,
+        horizon: int | None = None,
+        *,
+        levels: Sequence[float],
+    ) -> IntervalForecast: ...
+
+    @overload
+    def predict(
+        self,
+        history: np.ndarray | pd.DataFrame | list,
+        horizon: int | None = None,
+        *,
+        levels: Sequence[float] | None = None,
+    ) -> np.ndarray | IntervalForecast: ...
 
     def predict(
-        self, history: np.ndarray | pd.DataFrame | list, horizon: int | None = None
-    ) -> np.ndarray:
-        """Forecast one history `[T >= input_size, M]` -> `[horizon, M]`, in data units."""
+        self,
+        history: np.ndarray | pd.DataFrame | list,
+        horizon: int | None = None,
+        *,
+        levels: Sequence[float] | None = None,
+    ) -> np.ndarray | IntervalForecast:
+        """Forecast one history `[T >= input_size, M]` -> `[horizon, M]`, in data units.
+
+        With `levels` (percent, e.g. `(80, 95)`), an `IntervalForecast`: the same point
+        forecast plus lower and upper conformal bounds per level (see `predict_batch`).
+        """
         arr = self._check(self._as_array(history))
         if arr.ndim != 2:
             raise ForecastInputError(f"history must be [steps, channels], got shape {arr.shape}")
-        return self.predict_batch(arr[None], horizon)[0]
+        if levels is None:
+            return self.predict_batch(arr[None], horizon)[0]
+        return self.predict_batch(arr[None], horizon, levels=levels)[0]
 
     def describe(self) -> dict[str, Any]:
         """What `GET /model` and `llata forecast` tell about this model."""
@@ -363,4 +573,5 @@ class Forecaster:
             "channels": list(self.channels),
             "metrics": self.metrics,
             "metadata": self.metadata,
+            "intervals": self.intervals.describe() if self.intervals is not None else None,
         }

@@ -1,4 +1,4 @@
-"""The library's units of work: train an artifact, evaluate one, forecast with one.
+"""The library's units of work: train an artifact, calibrate, evaluate and forecast with one.
 
 The command line, the DVC stages (which call the command line) and the Prefect tasks all
 call these functions, so there is exactly one training path.
@@ -11,6 +11,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +25,9 @@ from accelerate import PartialState
 from llata_core.backbone import prepare_backbone
 from llata_core.config import DataConfig, LlataConfig
 from llata_core.data import SeriesFrame, Splits, load_series, make_splits
-from llata_core.evaluate import Metrics, batch_predict, evaluate
-from llata_core.forecaster import Forecaster, save_artifact
+from llata_core.evaluate import Metrics, batch_predict, calibrate, evaluate
+from llata_core.forecaster import Forecaster, add_intervals, save_artifact
+from llata_core.intervals import DEFAULT_LEVELS, ConformalScores, bounds
 from llata_core.shortterm_harness import (
     ShortTermSplit,
     ShortTermSplits,
@@ -252,16 +254,110 @@ def evaluate_forecaster(
     *,
     split: str = "test",
     allow_synthetic: bool = False,
+    levels: Sequence[float] = DEFAULT_LEVELS,
 ) -> tuple[Metrics, Splits]:
-    """`evaluate_job` on a loaded long-term artifact."""
+    """`evaluate_job` on a loaded long-term artifact.
+
+    A calibrated artifact is scored on its intervals too (coverage, width and interval
+    score per level, `Metrics.intervals`) whenever the data has the model's channels (its
+    scores are per named channel, so other channels get point metrics only) and the split
+    is not the one it was calibrated on (coverage there says nothing).
+    """
     base = fc.config.data
     data = data or base
     data = data.model_copy(update={"input_size": base.input_size, "horizon": base.horizon})
     series = load_series(data, allow_synthetic=allow_synthetic)
-    same = tuple(series.channels) == tuple(fc.channels) and data.dataset == base.dataset
+    same_channels = tuple(series.channels) == tuple(fc.channels)
+    same = same_channels and data.dataset == base.dataset
     splits = make_splits(series, data, scaler=fc.scaler if same else None)
     dataset = {"train": splits.train, "val": splits.val, "test": splits.test}[split]
-    return evaluate(fc.model, dataset, batch_size=512), splits
+    intervals = fc.intervals
+    if intervals is not None and not same_channels:
+        log.info("channels differ from the model's: no interval metrics on %s", data.dataset)
+        intervals = None
+    elif intervals is not None and same and split == intervals.split:
+        log.info("the %s split calibrated the intervals: no interval metrics on it", split)
+        intervals = None
+    metrics = evaluate(fc.model, dataset, batch_size=512, intervals=intervals, levels=levels)
+    return metrics, splits
+
+
+@dataclass(frozen=True)
+class CalibrationOutcome:
+    """What `calibrate_job` stored and measured."""
+
+    artifact: Path
+    scores: ConformalScores
+    test: Metrics  # point and interval metrics on the test split
+
+    def summary(self) -> dict[str, Any]:
+        """What `llata calibrate` prints."""
+        return {
+            "artifact": str(self.artifact),
+            "calibration_split": self.scores.split,
+            "calibration_windows": self.scores.n,
+            **{k: v for item in self.test.intervals for k, v in item.to_dict().items()},
+            "test_windows": self.test.n_windows,
+        }
+
+
+def calibrate_job(
+    model_dir: Path,
+    *,
+    allow_synthetic: bool = False,
+    series: SeriesFrame | None = None,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+) -> CalibrationOutcome:
+    """Add split-conformal scores to an existing artifact, without retraining.
+
+    The model forecasts every window of the validation split of the data it was trained on
+    (cut with its own scaler and borders); its absolute residuals per step and channel are
+    stored in the artifact (`calibrate`, `add_intervals`), and the test split's coverage,
+    width and interval score per level are merged into its metrics.json. The artifact is
+    rewritten atomically with a new manifest.
+
+    Args:
+        model_dir: the artifact directory.
+        allow_synthetic: calibrate on generated data when the benchmark is unreachable
+            (only sensible for a model that was trained on it).
+        series: the series the model was trained on, when it is in memory (e.g. the
+            feature store's frame); default: load the model's `data.dataset`.
+        levels: the levels whose test metrics are recorded; the stored scores answer any.
+
+    Raises:
+        ValueError: a short-term model (not supported yet: absolute residuals pooled over
+            series of very different scales are not exchangeable, so they need a
+            scale-normalised score), or data that is not the data the model was trained on.
+    """
+    fc = Forecaster.load(model_dir)
+    data = fc.config.data
+    if data.short_term:
+        raise ValueError(
+            f"{model_dir} is a short-term model; conformal intervals cover long-term models "
+            "only (absolute residuals pooled over series of different scales would need a "
+            "scale-normalised score)"
+        )
+    series = series or load_series(data, allow_synthetic=allow_synthetic)
+    trained_on = fc.metadata.get("data_sha256")
+    if trained_on and trained_on != series.sha256:
+        raise ValueError(
+            f"{data.dataset} now has SHA-256 {series.sha256[:12]}..., but {model_dir} was "
+            f"trained on {str(trained_on)[:12]}...: its validation split would not be the "
+            "held-out data the model was selected on"
+        )
+    splits = make_splits(series, data, scaler=fc.scaler)
+    scores = calibrate(fc.model, splits.val, split="val", data_fingerprint=splits.fingerprint())
+    test = evaluate(fc.model, splits.test, batch_size=512, intervals=scores, levels=levels)
+    log.info(
+        "calibrated on %d validation windows; test %s",
+        scores.n,
+        ", ".join(f"coverage {m.level:g}% {m.coverage:.3f}" for m in test.intervals),
+    )
+    extra: dict[str, Any] = {"calibration_windows": scores.n}
+    for item in test.intervals:
+        extra |= item.to_dict()
+    add_intervals(model_dir, scores, extra)
+    return CalibrationOutcome(Path(model_dir), scores, test)
 
 
 def evaluate_short_term(
@@ -287,7 +383,11 @@ def evaluate_short_term(
 def plot_forecasts(
     fc: Forecaster, splits: Splits, path: Path, n: int = 4, channel: int = -1
 ) -> Path:
-    """Forecast vs actual for a few evenly spaced test windows (one channel), as PNG."""
+    """Forecast vs actual for a few evenly spaced test windows (one channel), as PNG.
+
+    A calibrated model's 80% and 95% conformal bands are shaded around the forecast (a
+    level its calibration windows are too few for is left out).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,15 +395,35 @@ def plot_forecasts(
 
     idx = list(np.linspace(0, len(splits.test) - 1, n).astype(int))
     x, y, pred = batch_predict(fc.model, splits.test, idx)
+    bands: list[tuple[float, np.ndarray, np.ndarray]] = []  # (level, lower, upper), widest first
+    if fc.intervals is not None and tuple(splits.series.channels) == tuple(fc.channels):
+        for level in sorted(DEFAULT_LEVELS, reverse=True):
+            try:
+                lower, upper = bounds(pred.astype(np.float64), fc.intervals, (level,))
+            except ValueError as err:
+                log.info("no %g%% band in the plot: %s", level, err)
+                continue
+            bands.append((level, lower[level], upper[level]))
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.3 * n), sharex=True)
     axes = np.atleast_1d(axes)
     L = x.shape[1]
-    for ax, i, xi, yi, pi in zip(axes, idx, x, y, pred, strict=True):
+    for k, (ax, i, xi, yi, pi) in enumerate(zip(axes, idx, x, y, pred, strict=True)):
+        steps = range(L, L + len(pi))
+        for shade, (level, lo, hi) in zip((0.15, 0.3), bands, strict=False):
+            ax.fill_between(
+                steps,
+                lo[k, :, channel],
+                hi[k, :, channel],
+                color="tab:red",
+                alpha=shade,
+                lw=0,
+                label=f"{level:g}% interval",
+            )
         ax.plot(range(L), xi[:, channel], color="0.4", lw=1, label="history")
         ax.plot(range(L, L + len(yi)), yi[:, channel], color="k", lw=1.2, label="actual")
         ax.plot(range(L, L + len(pi)), pi[:, channel], color="tab:red", lw=1.2, label="forecast")
         ax.set_ylabel(f"window {i}")
-    axes[0].legend(loc="upper left", ncol=3, fontsize=8)
+    axes[0].legend(loc="upper left", ncol=3 + len(bands), fontsize=8)
     axes[0].set_title(f"{fc.channels[channel]} (scaled), test split")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -313,11 +433,21 @@ def plot_forecasts(
 
 
 def forecast_frame(
-    fc: Forecaster, frame: pd.DataFrame, timestamp_column: str | None, horizon: int | None = None
+    fc: Forecaster,
+    frame: pd.DataFrame,
+    timestamp_column: str | None,
+    horizon: int | None = None,
+    levels: Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """Forecast after the end of a wide frame; future timestamps follow its frequency."""
-    values = fc.predict(frame, horizon)
-    out = pd.DataFrame(values, columns=list(fc.channels))
+    """Forecast after the end of a wide frame; future timestamps follow its frequency.
+
+    With `levels` (percent), each channel's conformal bounds follow the point columns as
+    `<channel>_lo_<level>` and `<channel>_hi_<level>` (see `IntervalForecast.to_frame`).
+    """
+    if levels is None:
+        out = pd.DataFrame(fc.predict(frame, horizon), columns=list(fc.channels))
+    else:
+        out = fc.predict(frame, horizon, levels=levels).to_frame()
     if timestamp_column and timestamp_column in frame.columns:
         ts = pd.DatetimeIndex(pd.to_datetime(frame[timestamp_column]))
         freq = pd.infer_freq(ts[-min(len(ts), 64) :]) if len(ts) >= 3 else None

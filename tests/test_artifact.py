@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from llata_core.forecaster import (
     ArtifactError,
     Forecaster,
     ForecastInputError,
+    IntervalsUnavailableError,
+    add_intervals,
     save_artifact,
 )
+from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast
 from llata_core.model import LlataModel
 from tests.conftest import FAMILIES, tiny_overrides
 from tests.test_model import train_steps
@@ -171,3 +175,145 @@ def test_overwrite_is_atomic_and_explicit(tmp_path: Path) -> None:
     save_artifact(path, model.to_inference(), scaler, {"mse": 0.25}, overwrite=True)
     assert Forecaster.load(path).metrics["mse"] == 0.25
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ------------------------------------------------------------------ conformal intervals
+
+
+def _scores(horizon: int = 8, n: int = 40, seed: int = 0) -> ConformalScores:
+    rng = np.random.default_rng(seed)
+    # Wider for later steps and for channel b, as real residuals are.
+    scale = np.linspace(0.5, 1.5, horizon)[:, None] * np.array([1.0, 2.0, 0.5])
+    return ConformalScores.from_residuals(
+        rng.normal(size=(n, horizon, 3)) * scale, split="val", data_fingerprint="f00"
+    )
+
+
+def _calibrated(tmp_path: Path) -> tuple[Path, Scaler, ConformalScores]:
+    path, model, scaler = _artifact(tmp_path)
+    scores = _scores()
+    save_artifact(
+        path, model.to_inference(), scaler, {"mse": 0.5}, intervals=scores, overwrite=True
+    )
+    return path, scaler, scores
+
+
+def test_stored_scores_survive_save_load_and_give_bounds_in_data_units(tmp_path: Path) -> None:
+    path, scaler, scores = _calibrated(tmp_path)
+    assert INTERVALS_FILE in json.loads((path / "manifest.json").read_text())["files"]
+    fc = Forecaster.load(path)
+    assert fc.intervals is not None
+    np.testing.assert_array_equal(fc.intervals.scores, scores.scores)
+    assert (fc.intervals.split, fc.intervals.data_fingerprint) == ("val", "f00")
+    assert fc.describe()["intervals"]["n_windows"] == 40
+
+    history = _history()
+    point = fc.predict(history)
+    bands = fc.predict(history, levels=(80, 95))
+    assert isinstance(bands, IntervalForecast) and bands.levels == (80.0, 95.0)
+    np.testing.assert_array_equal(bands.point, point)  # the no-levels call is unchanged
+    for level in (80, 95):
+        # Scores are on the scaled axis: a half-width q is q * std in data units.
+        half = scores.half_width(level) * scaler.std
+        np.testing.assert_allclose(bands.upper[level] - point, half, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(point - bands.lower[level], half, rtol=1e-6, atol=1e-9)
+    assert (bands.upper[95] >= bands.upper[80]).all()
+
+    frame = bands.to_frame()
+    assert list(frame.columns[:3]) == list(CHANNELS)
+    assert list(frame.columns[3:7]) == ["a_lo_80", "a_hi_80", "a_lo_95", "a_hi_95"]
+    np.testing.assert_array_equal(frame["c_hi_95"], bands.upper[95][:, 2])
+
+    short = fc.predict(history, horizon=5, levels=[80])
+    np.testing.assert_allclose(short.upper[80], bands.upper[80][:5], rtol=1e-5, atol=1e-5)
+    batch = fc.predict_batch(np.stack([history, history[::-1]]), levels=(80,))
+    assert batch.point.shape == batch.lower[80].shape == (2, 8, 3)
+    np.testing.assert_allclose(batch[0].upper[80], bands.upper[80], rtol=1e-5, atol=1e-5)
+
+
+def test_intervals_beyond_the_trained_horizon_and_bad_levels_are_refused(tmp_path: Path) -> None:
+    fc = Forecaster.load(_calibrated(tmp_path)[0])
+    history = _history()
+    assert fc.predict(history, horizon=20).shape == (20, 3)  # the roll-out itself still works
+    with pytest.raises(ForecastInputError, match="calibrated for the trained horizon of 8"):
+        fc.predict(history, horizon=20, levels=(80,))
+    for levels, message in [
+        ((80, 80), "given twice"),
+        ((0,), "outside"),
+        ((100,), "outside"),
+        ((0.9,), "looks like a fraction"),
+        ((50, 60, 70, 80, 90, 95), "at most 5"),
+        (
+            (99,),
+            "99% interval needs at least 99 calibration windows, the model was calibrated on 40",
+        ),
+    ]:
+        with pytest.raises(ForecastInputError, match=re.escape(message)):
+            fc.predict(history, levels=levels)
+    assert issubclass(ForecastInputError, ValueError)
+
+
+def test_old_artifacts_load_and_refuse_levels_naming_llata_calibrate(tmp_path: Path) -> None:
+    path, _, _ = _artifact(tmp_path)  # saved without scores, as before intervals existed
+    fc = Forecaster.load(path)
+    assert fc.intervals is None and fc.describe()["intervals"] is None
+    assert fc.predict(_history()).shape == (8, 3)
+    with pytest.raises(IntervalsUnavailableError, match=r"llata calibrate --model .*model"):
+        fc.predict(_history(), levels=(80,))
+    with pytest.raises(IntervalsUnavailableError, match="no calibrated intervals"):
+        fc.predict_batch(_history()[None], levels=(80,))
+
+
+def test_manifest_catches_tampered_scores_and_ignores_unlisted_ones(tmp_path: Path) -> None:
+    path, _, _ = _calibrated(tmp_path)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(path, tampered)
+    file = tampered / INTERVALS_FILE
+    scores = ConformalScores.load(file)
+    ConformalScores(scores.scores * 0.5, split="val").save(file)  # narrower bands
+    with pytest.raises(ArtifactError, match=f"{INTERVALS_FILE} does not match its checksum"):
+        Forecaster.load(tampered)
+    file.unlink()
+    with pytest.raises(ArtifactError, match=f"{INTERVALS_FILE} is missing"):
+        Forecaster.load(tampered)
+
+    # A scores file the manifest does not list is not part of the artifact.
+    stray = tmp_path / "stray"
+    _, model, scaler = _artifact(tmp_path / "plain")
+    shutil.copytree(tmp_path / "plain" / "model", stray)
+    shutil.copy2(path / INTERVALS_FILE, stray / INTERVALS_FILE)
+    assert Forecaster.load(stray).intervals is None
+
+
+def test_add_intervals_rewrites_an_old_artifact_atomically(tmp_path: Path) -> None:
+    path, _, _ = _artifact(tmp_path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    add_intervals(path, _scores(), {"coverage_80": 0.81})
+    fc = Forecaster.load(path)
+    assert fc.intervals is not None and fc.intervals.n == 40
+    assert fc.metrics == {"mse": 0.5, "mae": 0.4, "coverage_80": 0.81}
+    for name in ("config.json", "model.safetensors", "scaler.json"):
+        assert (path / name).read_bytes() == before[name]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+    add_intervals(path, _scores(n=60, seed=1))  # calibrating again replaces the scores
+    assert Forecaster.load(path).intervals.n == 60  # type: ignore[union-attr]
+    with pytest.raises(ArtifactError, match="cover 4 steps x 3 channels; the model forecasts 8"):
+        add_intervals(path, _scores(horizon=4))
+    assert Forecaster.load(path).intervals.n == 60  # type: ignore[union-attr]
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="does not match its checksum"):
+        add_intervals(path, _scores())
+
+
+def test_loading_scores_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _, _ = _calibrated(tmp_path)
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used while loading an artifact")
+
+    monkeypatch.setattr("pickle.load", forbidden)
+    monkeypatch.setattr("pickle.loads", forbidden)
+    monkeypatch.setattr("torch.load", forbidden)
+    Forecaster.load(path).predict(_history(), levels=(80,))

@@ -1,0 +1,242 @@
+"""Conformal intervals: the quantile rule, level checks, and coverage at nominal on data
+whose noise is known (model tests: a least-squares linear forecaster, fixed seeds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from llata_core.config import config_from_dict
+from llata_core.data import Splits, make_splits, series_from_frame
+from llata_core.evaluate import calibrate, evaluate
+from llata_core.intervals import (
+    MAX_LEVELS,
+    ConformalScores,
+    IntervalAccumulator,
+    conformal_rank,
+    coverage,
+    interval_score,
+    validate_levels,
+)
+
+L, H = 24, 6
+
+
+def test_conformal_rank_is_the_finite_sample_quantile() -> None:
+    # (n + 1) * 0.8 = 8.000000000000002 in floats; the rank is exactly 8.
+    assert conformal_rank(9, 80) == 8
+    assert conformal_rank(19, 95) == 19
+    assert conformal_rank(4, 80) == 4
+    with pytest.raises(ValueError, match="95% interval needs at least 19 calibration windows"):
+        conformal_rank(18, 95)
+    with pytest.raises(ValueError, match="80% interval needs at least 4"):
+        conformal_rank(3, 80)
+    # The defining property: the smallest score q with #{scores <= q} >= (n + 1) p, i.e.
+    # the k-th smallest, k = ceil((n + 1) p). (numpy's "higher" quantile at q = k / n
+    # indexes q (n - 1), so it takes the (k + 1)-th: wider than the rule needs.)
+    rng = np.random.default_rng(0)
+    for n in (20, 57, 100, 999):
+        raw = rng.exponential(size=(n, 3, 2))
+        scores = ConformalScores.from_residuals(raw)
+        for level in (50.0, 80.0, 90.0, 95.0, 97.5):
+            if (n + 1) * level / 100 > n:  # 97.5% needs 39 windows
+                with pytest.raises(ValueError, match="needs at least 39"):
+                    scores.half_width(level)
+                continue
+            q = scores.half_width(level)  # [3, 2]
+            at_most = (scores.scores <= q).sum(axis=0)
+            below = (scores.scores < q).sum(axis=0)
+            assert (at_most >= (n + 1) * level / 100).all()
+            assert (below < (n + 1) * level / 100).all()
+            assert np.isin(q, np.abs(raw).astype(np.float32)).all()
+
+
+@pytest.mark.parametrize(
+    ("levels", "message"),
+    [
+        ((0,), "outside"),
+        ((100,), "outside"),
+        ((-5,), "outside"),
+        ((150.0,), "outside"),
+        ((float("nan"),), "outside"),
+        ((0.8,), "looks like a fraction"),
+        ((80, 80.0), "given twice"),
+        ((), "at least one"),
+        (tuple(range(50, 50 + MAX_LEVELS + 1)), f"at most {MAX_LEVELS}"),
+        (("80",), "not a number"),
+        ((True,), "not a number"),
+        ("80", "sequence of numbers"),
+    ],
+)
+def test_bad_levels_raise_value_error(levels: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validate_levels(levels)
+
+
+def test_good_levels_keep_their_order() -> None:
+    assert validate_levels([95, 80]) == (95.0, 80.0)
+    assert validate_levels((np.int64(90), 97.5)) == (90.0, 97.5)
+
+
+def test_scores_reject_what_is_not_a_sorted_score_set() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        ConformalScores(np.zeros((0, 2, 1), np.float32))
+    with pytest.raises(ValueError, match="non-empty"):
+        ConformalScores(np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="sorted"):
+        ConformalScores(np.array([[[2.0]], [[1.0]]], np.float32))
+    with pytest.raises(ValueError, match="finite and non-negative"):
+        ConformalScores(np.array([[[-1.0]]], np.float32))
+
+
+def test_coverage_and_interval_score_by_hand() -> None:
+    y = np.array([0.0, 1.0, 2.0, 5.0])
+    lo, hi = np.full(4, 0.5), np.full(4, 2.0)
+    assert coverage(y, lo, hi) == 0.5  # bounds included
+    # Width 1.5, plus 2 / alpha times the miss: alpha = 0.2 -> 10 * 0.5 and 10 * 3.
+    np.testing.assert_allclose(interval_score(y, lo, hi, 80), [6.5, 1.5, 1.5, 31.5])
+
+
+# ------------------------------------------------------------------ coverage on known noise
+
+
+class LeastSquaresLinear(nn.Module):
+    """A channel-wise linear forecaster `L -> H` fitted in closed form on training windows."""
+
+    def __init__(self, splits: Splits):
+        super().__init__()
+        x = splits.train.values.unfold(0, L + H, 1).numpy()  # [N, M, L + H]
+        n_channels = x.shape[1]
+        weight = np.zeros((n_channels, L + 1, H))
+        for m in range(n_channels):
+            design = np.hstack([x[:, m, :L], np.ones((x.shape[0], 1))])  # [N, L + 1]
+            weight[m] = np.linalg.lstsq(design, x[:, m, L:], rcond=None)[0]
+        self.weight = nn.Parameter(torch.tensor(weight, dtype=torch.float32))  # [M, L + 1, H]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight[:, :L], self.weight[:, L]  # [M, L, H], [M, H]
+        return torch.einsum("blm,mlh->bhm", x, w) + b.T  # [B, H, M]
+
+
+def _splits(values: np.ndarray) -> Splits:
+    n_rows, n_channels = values.shape
+    frame = pd.DataFrame(values, columns=[f"c{i}" for i in range(n_channels)])
+    frame.insert(0, "date", pd.date_range("2020-01-01", periods=n_rows, freq="h"))
+    cfg = config_from_dict({"data": {"dataset": "generated", "input_size": L, "horizon": H}})
+    return make_splits(series_from_frame(frame, cfg.data, origin="generated"), cfg.data)
+
+
+def _standard_error(level: float, n_cal: int, n_test: int, inflation: float = 1.0) -> float:
+    """Standard deviation of one step and channel's test coverage around the nominal level.
+
+    Split conformal coverage given the calibration set is Beta-distributed with variance
+    about p(1-p)/n_cal; counting it on n_test fresh values adds p(1-p)/n_test. `inflation`
+    divides both counts for serially correlated residuals (n_eff = n / inflation).
+
+    References:
+        Angelopoulos & Bates, "A Gentle Introduction to Conformal Prediction" (2021),
+        section 3.2 (the Beta distribution of coverage).
+    """
+    p = level / 100
+    return math.sqrt(p * (1 - p) * inflation * (1 / n_cal + 1 / n_test))
+
+
+def test_coverage_is_nominal_on_sine_plus_gaussian_noise() -> None:
+    """Independent noise of known scale: every step and channel covers at its level."""
+    rng = np.random.default_rng(2024)
+    n_rows, sigma = 40_000, np.array([0.5, 2.0])
+    t = np.arange(n_rows)[:, None]
+    values = 3 * np.sin(2 * np.pi * t / 24 + np.array([0.0, 1.0])) + sigma * rng.normal(
+        size=(n_rows, 2)
+    )
+    splits = _splits(values)
+    model = LeastSquaresLinear(splits)
+    scores = calibrate(model, splits.val)
+    n_cal, n_test = scores.n, len(splits.test)
+    assert n_cal == len(splits.val) > 3900 and n_test > 7900
+    metrics = evaluate(model, splits.test, intervals=scores, levels=(80, 95))
+    assert [m.level for m in metrics.intervals] == [80.0, 95.0]
+
+    # Per step and channel, recomputed from the test windows.
+    x = splits.test.values.unfold(0, L + H, 1)  # [N, M, L + H]
+    with torch.no_grad():
+        pred = model(x[:, :, :L].transpose(1, 2)).numpy()  # [N, H, M]
+    y = x[:, :, L:].transpose(1, 2).numpy()
+    for item in metrics.intervals:
+        p = item.level / 100
+        se = _standard_error(item.level, n_cal, n_test)
+        q = scores.half_width(item.level)  # [H, M]
+        cell = ((y >= pred - q) & (y <= pred + q)).mean(axis=0)  # [H, M]
+        assert np.abs(cell - p).max() < 4 * se, (item.level, cell)
+        # The pooled figure: at least nominal up to sampling error, and not wastefully above
+        # it (conformal's upper bound is p + 1 / (n + 1)). Its cells share target values
+        # (step h of one window is step h + 1 of the one before), so they are not averaged
+        # down as independent draws would be.
+        assert item.coverage == pytest.approx(cell.mean(), abs=1e-9)
+        assert p - 4 * se < item.coverage < p + 1 / (n_cal + 1) + 4 * se
+        assert item.winkler > item.width > 0
+    # The widths are the noise's: the optimal forecaster's error is the Gaussian noise, so
+    # the 80% half-width is 1.2816 sigma in data units (the fitted model adds a little).
+    half = scores.half_width(80) * splits.scaler.std  # [H, M], data units
+    ratio = half / (1.2816 * sigma)
+    assert (ratio > 0.95).all() and (ratio < 1.12).all(), ratio
+
+
+def test_per_step_widths_follow_the_growing_error_of_an_ar1_series() -> None:
+    """AR(1) noise: the error variance of step h is (1 - phi^2h) / (1 - phi^2) times step
+    1's, so one width for all steps would over-cover the first steps and under-cover the
+    last; per-step scores cover each step."""
+    rng = np.random.default_rng(7)
+    n_rows, phi = 40_000, 0.8
+    eps = rng.normal(size=(n_rows, 1))
+    values = np.zeros((n_rows, 1))
+    for i in range(1, n_rows):
+        values[i] = phi * values[i - 1] + eps[i]
+    splits = _splits(values)
+    model = LeastSquaresLinear(splits)
+    scores = calibrate(model, splits.val)
+    half = scores.half_width(80)[:, 0]  # [H]
+    steps = np.arange(1, H + 1)
+    theory = np.sqrt((1 - phi ** (2 * steps)) / (1 - phi**2))
+    np.testing.assert_allclose(half / half[0], theory, rtol=0.1)
+
+    metrics = evaluate(model, splits.test, intervals=scores, levels=(80,))
+    # Consecutive windows share all but one innovation of a step's error: the effective
+    # sample is about (1 - phi) / (1 + phi) of the windows, hence the inflation.
+    se = _standard_error(80, scores.n, len(splits.test), inflation=(1 + phi) / (1 - phi))
+    assert abs(metrics.intervals[0].coverage - 0.8) < 4 * se
+
+    # One pooled width (the 80% quantile of all steps' scores) over-covers the first step
+    # and under-covers the last, on the same test values.
+    pooled = np.quantile(scores.scores[:, :, 0], 0.8)
+    x = splits.test.values.unfold(0, L + H, 1)
+    with torch.no_grad():
+        pred = model(x[:, :, :L].transpose(1, 2)).numpy()[:, :, 0]
+    err = np.abs(x[:, 0, L:].numpy() - pred)  # [N, H]
+    per_step = (err <= half).mean(axis=0)
+    assert np.abs(per_step - 0.8).max() < 4 * se
+    assert (err[:, 0] <= pooled).mean() > per_step[0] + 0.05
+    assert (err[:, -1] <= pooled).mean() < per_step[-1] - 0.03
+
+
+def test_accumulator_matches_one_pass_over_all_values() -> None:
+    rng = np.random.default_rng(1)
+    scores = ConformalScores.from_residuals(rng.normal(size=(200, 4, 3)))
+    pred, y = rng.normal(size=(50, 4, 3)), rng.normal(size=(50, 4, 3))
+    acc = IntervalAccumulator(scores, (80, 95))
+    for start in range(0, 50, 16):
+        acc.add(pred[start : start + 16], y[start : start + 16])
+    for item in acc.result():
+        q = scores.half_width(item.level)
+        assert item.coverage == pytest.approx(coverage(y, pred - q, pred + q))
+        assert item.width == pytest.approx(2 * q.mean())
+        want = interval_score(y, pred - q, pred + q, item.level).mean()
+        assert item.winkler == pytest.approx(want)
+        assert item.n_values == y.size
+    with pytest.raises(ValueError, match="needs at least"):
+        IntervalAccumulator(ConformalScores.from_residuals(rng.normal(size=(10, 4, 3))), (95,))

@@ -1,0 +1,119 @@
+"""Intervals through every model family and the command line (`calibrate`, `evaluate`,
+`forecast --levels`), on a tiny backbone and a small CSV."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from llata_core.backbone import prepare_backbone
+from llata_core.baselines import build_baseline
+from llata_core.cli import main
+from llata_core.config import config_from_dict
+from llata_core.data import load_series, make_splits
+from llata_core.evaluate import calibrate, evaluate
+from llata_core.forecaster import Forecaster, save_artifact
+from llata_core.model import LlataModel
+from tests.conftest import tiny_overrides
+
+FAMILY_OVERRIDES = {
+    "llata": {},
+    "llata-no-llm": {"model__n_layers": 0},
+    "dlinear": {"model__kind": "dlinear"},
+    "patchtst": {"model__kind": "patchtst"},
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_OVERRIDES)
+def test_every_family_calibrates_saves_and_answers_levels(
+    family: str, sine_csv: Path, tmp_path: Path
+) -> None:
+    cfg = config_from_dict(tiny_overrides(data__dataset=str(sine_csv), **FAMILY_OVERRIDES[family]))
+    splits = make_splits(load_series(cfg.data), cfg.data)
+    if cfg.model.kind == "llata":
+        model = LlataModel(cfg, prepare_backbone(cfg.model)).to_inference()
+    else:
+        model = build_baseline(cfg).to_inference()
+    scores = calibrate(model, splits.val, data_fingerprint=splits.fingerprint())
+    assert (scores.n, scores.horizon, scores.n_channels) == (len(splits.val), 8, 3)
+    path = save_artifact(tmp_path / "m", model, splits.scaler, {}, intervals=scores)
+    fc = Forecaster.load(path)
+    bands = fc.predict(load_series(cfg.data).values[-40:], levels=(80, 95))
+    assert bands.point.shape == (8, 3)
+    assert (bands.lower[95] <= bands.lower[80]).all() and (bands.upper[80] <= bands.upper[95]).all()
+    (m80, m95) = evaluate(fc.model, splits.test, intervals=fc.intervals).intervals
+    assert 0.0 <= m80.coverage <= m95.coverage <= 1.0 and m80.width < m95.width
+
+
+@pytest.fixture
+def trained(tmp_path: Path, sine_csv: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    raw = tiny_overrides(data__dataset=str(sine_csv), model__kind="dlinear")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    model = tmp_path / "model"
+    argv = ["train", "--params", str(params), "--out", str(model), "--run-dir", str(tmp_path)]
+    assert main([*argv, "--set", "train.epochs=1"]) == 0
+    capsys.readouterr()
+    return model
+
+
+def test_calibrate_evaluate_forecast_with_levels(
+    trained: Path, sine_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["calibrate", "--model", str(trained)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["calibration_split"] == "val" and summary["calibration_windows"] > 20
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["coverage_80"] == summary["coverage_80"]
+    assert {"mse", "winkler_95", "width_80", "calibration_windows"} <= set(metrics)
+    assert Forecaster.load(trained).intervals is not None  # the manifest verifies
+
+    plot = tmp_path / "plot.png"
+    assert main(["evaluate", "--model", str(trained), "--plot", str(plot)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["coverage_80"] == pytest.approx(metrics["coverage_80"])
+    assert scored["winkler_95"] == pytest.approx(metrics["winkler_95"])
+    assert plot.stat().st_size > 1000
+    assert main(["evaluate", "--model", str(trained), "--split", "val"]) == 0
+    assert "coverage_80" not in json.loads(capsys.readouterr().out)  # the calibration split
+
+    out = tmp_path / "fc.csv"
+    forecast = ["forecast", "--model", str(trained), "--input", str(sine_csv)]
+    assert main([*forecast, "--output", str(out), "--levels", "80", "95"]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns[:4]) == ["date", "c0", "c1", "c2"] and len(frame) == 8
+    assert list(frame.columns[4:8]) == ["c0_lo_80", "c0_hi_80", "c0_lo_95", "c0_hi_95"]
+    assert len(frame.columns) == 4 + 3 * 4
+    assert (frame["c2_lo_95"] <= frame["c2_lo_80"]).all()
+    assert (frame["c2_lo_80"] <= frame["c2"]).all() and (frame["c2"] <= frame["c2_hi_80"]).all()
+    plain = tmp_path / "plain.csv"
+    assert main([*forecast, "--output", str(plain)]) == 0
+    np.testing.assert_allclose(pd.read_csv(plain)[["c0", "c1", "c2"]], frame[["c0", "c1", "c2"]])
+    capsys.readouterr()
+
+    assert main([*forecast, "--levels", "80", "--horizon", "20"]) == 2
+    assert "calibrated for the trained horizon of 8 steps" in capsys.readouterr().err
+    assert main([*forecast, "--levels", "120"]) == 2
+    assert "outside (0, 100)" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_data_the_model_was_not_trained_on(
+    trained: Path, sine_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame = pd.read_csv(sine_csv)
+    frame.loc[frame.index[-1], "c0"] += 1.0
+    frame.to_csv(sine_csv, index=False)
+    assert main(["calibrate", "--model", str(trained)]) == 2
+    assert "was trained on" in capsys.readouterr().err
+    assert Forecaster.load(trained).intervals is None  # untouched
+
+
+def test_calibrate_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", "--help"])
+    assert exc.value.code == 0 and "usage: llata calibrate" in capsys.readouterr().out
