@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, overload
 
@@ -575,3 +576,44 @@ class Forecaster:
             "metadata": self.metadata,
             "intervals": self.intervals.describe() if self.intervals is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """What an artifact says about itself, read without building its model.
+
+    Attributes:
+        config: the llata configuration it was trained with (JSON form).
+        channels: its channel names, in model order.
+        metadata: lineage (data, backbone, git revision, candidate, ...).
+        metrics: its `metrics.json`.
+    """
+
+    config: dict[str, Any]
+    channels: tuple[str, ...]
+    metadata: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def read_artifact_record(path: str | os.PathLike[str]) -> ArtifactRecord:
+    """The configuration, channels, metadata and metrics of an artifact, manifest-verified.
+
+    For callers that record or compare artifacts (the registry stage) and must not know
+    the artifact's file names.
+
+    Raises:
+        ArtifactError: the artifact is incomplete, tampered with or not JSON where it must be.
+    """
+    root = Path(path)
+    verify_manifest(root)
+    try:
+        raw = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        metrics = json.loads((root / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{root}: unreadable artifact record ({err})") from err
+    return ArtifactRecord(
+        config=dict(raw["llata"]),
+        channels=tuple(raw.get("channels", ())),
+        metadata=dict(raw.get("metadata") or {}),
+        metrics=dict(metrics),
+    )
