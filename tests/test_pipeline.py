@@ -2,8 +2,9 @@
 
 Real DVC (a temporary git + DVC project built from this repository's dvc.yaml, data.dvc
 and .dvc/config), real Great Expectations and Feast, a tiny backbone. The end-to-end
-`dvc repro` test is marked slow (about three minutes on two busy cores); the fast
-`test_dvc_graph_*` tests check the same wiring with DVC's own change detection.
+`dvc repro` test here is marked slow (about three minutes on two busy cores); the fast
+`test_dvc_graph_*` tests check the same wiring with DVC's own change detection, and
+tests/test_dvc.py runs a reduced repro, push and pull in the default run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from tests.conftest import SHARED_DATA, sine_frame
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DVC_PROJECT_FILES = ("dvc.yaml", "data.dvc", ".dvcignore", ".dvc/config")
+DVC_PROJECT_FILES = (
+    "dvc.yaml",
+    "data.dvc",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".gitignore",
+)
 SINE_PIPELINE = {
     "dataset": "sine",
     "raw_data": "data/raw/series.csv",
@@ -87,10 +95,17 @@ def sine_workspace(root: Path, rows: int = 480, **pipeline: Any) -> Path:
 
 
 def dvc_project(root: Path, raw: dict[str, Any]) -> Path:
-    """A git + DVC project with this repository's DVC files and the given params."""
+    """A git + DVC project with this repository's DVC files and the given params.
+
+    The default remote is pointed at an empty folder beside it (`dvc remote modify --local`
+    writes the same file), so no test reads or fills the user's remote.
+    """
     for rel in DVC_PROJECT_FILES:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
+    (root / ".dvc/config.local").write_text(
+        f"['remote \"llata\"']\n    url = {root.parent / 'dvc-remote'}\n"
+    )
     params = write_params(root, raw)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return params
@@ -220,15 +235,14 @@ def test_data_pull_prefers_the_dvc_remote(
     root = tmp_path / "clone"
     params = dvc_project(root, tiny_params())
     assert main(["data", "pull", "--params", str(params)]) == 0
-    dvc(root, "remote", "add", "--default", "store", str(tmp_path / "remote"))
-    dvc(root, "push", "data.dvc")
+    dvc(root, "push", "data.dvc")  # to the default remote (dvc_project's folder)
     # A fresh machine: no data, no cache, no mirror; only the remote has the bytes.
     shutil.rmtree(root / "data")
     shutil.rmtree(root / ".dvc/cache")
     monkeypatch.delenv("LLATA_DATA_MIRROR")
     capsys.readouterr()
 
-    assert main(["data", "pull", "--params", str(params), "--no-synthetic"]) == 0
+    assert main(["data", "pull", "--params", str(params)]) == 0
     out = capsys.readouterr().out
     assert "remote (dvc remote)" in out
     assert sha256(root / "data/raw/ETTh1.csv") == ETTH1.sha256
@@ -395,15 +409,17 @@ def test_loss_curve_plot(tmp_path: Path) -> None:
 
 
 def resolved_dvc_stages(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """dvc.yaml's stages with `${...}` filled from params (DVC's templating, simplified)."""
+    """dvc.yaml's stages with `${...}` filled from its vars and params (DVC's templating,
+    simplified)."""
+
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    values = {k: v for entry in dvc_yaml.get("vars", []) for k, v in entry.items()} | params
 
     def lookup(dotted: str) -> str:
-        node: Any = params
+        node: Any = values
         for key in dotted.split("."):
             node = node[key]
         return str(node)
-
-    import re
 
     text = re.sub(r"\$\{([^}]+)\}", lambda m: lookup(m.group(1)), (REPO / "dvc.yaml").read_text())
     return yaml.safe_load(text)["stages"]
@@ -426,7 +442,12 @@ def test_dvc_yaml_declares_the_layout_and_reads_only_existing_params() -> None:
     assert outs["validate"] == [rel(layout.validation_dir)]
     assert outs["features"] == [rel(layout.feature_repo), rel(layout.features_dir)]
     assert outs["backbone"] == [rel(layout.backbone_stamp)]
-    assert outs["train"] == [rel(layout.model_dir), rel(layout.run_dir)]
+    assert outs["train"] == [
+        rel(layout.model_dir),
+        rel(layout.run_dir),
+        rel(layout.candidates_dir),
+        rel(layout.selection),
+    ]
     assert _paths(stages["evaluate"]["metrics"]) == [rel(layout.metrics)]
     assert set(_paths(stages["evaluate"]["plots"])) == {
         rel(layout.loss_plot),
@@ -470,6 +491,8 @@ def test_dvc_graph_reruns_only_what_a_change_touches(tmp_path: Path) -> None:
         layout.backbone_stamp,
         layout.model_dir / "metrics.json",
         layout.run_dir / "history.jsonl",
+        layout.candidate_dir("llata") / "model" / "metrics.json",
+        layout.selection,
         layout.metrics,
         layout.forecast_plot,
         layout.loss_plot,
