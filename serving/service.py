@@ -13,8 +13,16 @@ Endpoints:
     POST /forecast_series  ``{"series_id": "...", "horizon": int?}``: forecasts the series'
                            context window read from the Feast online store.
     GET  /model            the production version, metrics, data hash, trained-at, backbone.
-    GET  /livez, /readyz, /metrics   BentoML's health probes and Prometheus metrics; /readyz
-                           answers 503 until a production model is loaded.
+    GET  /livez, /readyz, /metrics   BentoML's health probes and Prometheus metrics.
+    GET  /docs.json        the OpenAPI document (``serving/contract.py``): every limit, every
+                           status each endpoint answers and its error body.
+
+Readiness is per worker process: each loads the production version while it starts, before it
+accepts a connection, and polls the registry on its own. /readyz answers for the worker it
+reaches: 200 once that one serves a model. After the first promotion, a worker that has not
+polled yet checks the registry when a request (or /readyz) reaches it, and a request waits for
+a load already under way, so no request is refused once any worker is ready. Every worker
+reports the version it serves in ``llata_model_serving{version}`` on /metrics.
 
 Both forecast endpoints go through BentoML's adaptive-batching dispatcher (``CorkDispatcher``,
 the one behind ``@bentoml.api(batchable=True)``), run in process: concurrent windows are
@@ -23,13 +31,15 @@ BentoML API only takes a list-shaped body, so ``/forecast``'s one-window body wo
 extra in-process HTTP hop to reach one; measured on this project's 2-core machine, that hop
 halved the throughput - see benchmarks/serving/RESULTS.md.)
 
-Errors answer JSON ``{"error": "..."}`` (BentoML's schema errors add ``"detail"``):
-400 schema (bad JSON, wrong types, NaN/inf, ragged rows, limits), 401 token, 404 unknown
-series, 409 feature store window incompatible with the model, 413 body too large, 415 not
-JSON, 422 input that does not fit the model (channels, too short, irregular timestamps),
-501 no feature store configured, 503 no production model (with the reason) or overloaded.
+Errors answer JSON ``{"error": "..."}`` (schema errors add a ``"detail"`` list): 400 the body
+breaks the published schema (bad JSON, wrong types, NaN/inf, ragged rows, limits), 401 token,
+404 unknown series, 405 a method the path does not serve, 409 feature store window
+incompatible with the model, 413 body too large, 415 not JSON, 422 a schema-valid body the
+model cannot forecast (channels, too short, timestamps not one per row or uneven, non-finite
+forecast), 501 no feature store configured, 503 no production model (with the reason) or
+overloaded.
 
-Configuration (environment variables, read when the worker starts):
+Configuration (environment variables, read once per worker, ``serving/settings.py``):
     BENTOML_HOME              BentoML home holding the model store (default ``~/bentoml``).
     LLATA_MODEL_NAME          registry model name (default ``llata-forecaster``).
     LLATA_REGISTRY_DIR        aliases/history directory (default
@@ -44,8 +54,10 @@ Configuration (environment variables, read when the worker starts):
     LLATA_MAX_HORIZON         largest horizon accepted; beyond the trained horizon the model is
                               rolled out recursively (default 720).
     LLATA_POLL_SECONDS        how often the production alias is polled (default 2).
-    LLATA_RETRY_SECONDS       first back-off before a version that failed to load is tried
-                              again, doubling up to 10 minutes (default 60).
+    LLATA_MAX_RETRY_SECONDS   a version that failed to load is tried again after one poll,
+                              then after a back-off doubling up to this (default 600): a
+                              version read half-written is served a poll later, a broken one
+                              is not reloaded in a tight loop.
     LLATA_BATCHING            ``0`` turns adaptive batching off (benchmarks; default on).
     LLATA_MAX_BATCH_SIZE      adaptive batching: most windows per model call (default 64).
     LLATA_MAX_LATENCY_MS      adaptive batching: queueing deadline; BentoML answers 503 past it
@@ -85,13 +97,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher  # BentoML's adaptive batcher
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 with bentoml.importing():
@@ -101,7 +113,19 @@ with bentoml.importing():
 
     from llata_core.forecaster import Forecaster as LoadedForecaster
     from llata_core.forecaster import ForecastInputError
+    from serving.contract import (
+        OPEN_PATHS,
+        ContractRoutes,
+        ForecastRequest,
+        ForecastResponse,
+        ModelInfo,
+        ModelShape,
+        SeriesForecastResponse,
+        SeriesRequest,
+        openapi_document,
+    )
     from serving.registry import DEFAULT_MODEL_NAME, Registry
+    from serving.settings import SETTINGS
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -110,170 +134,6 @@ logger = logging.getLogger(__name__)
 # BentoML's server logging config leaves the root logger at WARNING; swaps and refusals are
 # INFO/ERROR events an operator needs to see, so this package's loggers get their own level.
 logging.getLogger("serving").setLevel(os.environ.get("LLATA_LOG_LEVEL", "INFO").upper())
-
-
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _default_torch_threads(workers: int) -> int:
-    """One worker leaves a core to its event loop; several share the cores between them."""
-    cores = _usable_cores()
-    return max(1, cores - 1) if workers == 1 else max(1, cores // workers)
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value} must be a positive number")
-    return value
-
-
-# Read at import: BentoML builds the request schemas and the batching dispatcher from them when
-# the module is imported, once per worker process.
-MAX_REQUEST_BYTES = _env_int("LLATA_MAX_REQUEST_BYTES", 1 << 20)
-MAX_STEPS = _env_int("LLATA_MAX_STEPS", 10_000)
-MAX_CHANNELS = _env_int("LLATA_MAX_CHANNELS", 512)
-MAX_HORIZON = _env_int("LLATA_MAX_HORIZON", 720)
-BATCHING = os.environ.get("LLATA_BATCHING", "1").strip().lower() not in ("0", "false", "no", "off")
-MAX_BATCH_SIZE = _env_int("LLATA_MAX_BATCH_SIZE", 64, minimum=2)
-MAX_LATENCY_MS = _env_int("LLATA_MAX_LATENCY_MS", 10_000)
-API_TOKEN = os.environ.get("LLATA_API_TOKEN") or None
-WORKERS = _env_int("LLATA_WORKERS", min(_usable_cores(), 4))
-PRECISION = os.environ.get("LLATA_PRECISION", "auto").strip().lower()
-if PRECISION not in ("auto", "fp32", "bf16"):
-    raise ValueError(f"LLATA_PRECISION={PRECISION!r}: use auto, fp32 or bf16")
-
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
-_MAX_BACKOFF_SECONDS = 600.0
-
-
-# --------------------------------------------------------------------------- schemas
-
-
-class ForecastRequest(BaseModel):
-    """Body of ``POST /forecast``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    history: list[list[FiniteFloat]] = Field(
-        description="steps x channels, oldest row first, in the data's own units; at least "
-        "the model's input_size rows (longer is cut to the last input_size)",
-    )
-    timestamps: list[Annotated[str, Field(max_length=64)]] | None = Field(
-        default=None,
-        description="one ISO timestamp per history row, evenly spaced; the answer then "
-        "carries the forecast's timestamps",
-    )
-    horizon: int | None = Field(
-        default=None,
-        ge=1,
-        le=MAX_HORIZON,
-        description="steps to forecast (default: the model's trained horizon)",
-    )
-
-    @field_validator("history")
-    @classmethod
-    def _rectangular(cls, rows: list[list[float]]) -> list[list[float]]:
-        if not rows:
-            raise ValueError("history is empty; send [steps][channels] numbers")
-        if len(rows) > MAX_STEPS:
-            raise ValueError(
-                f"history has {len(rows)} steps; this server accepts at most {MAX_STEPS} "
-                "(LLATA_MAX_STEPS)"
-            )
-        width = len(rows[0])
-        if width == 0:
-            raise ValueError("history rows are empty; each row holds one value per channel")
-        if width > MAX_CHANNELS:
-            raise ValueError(
-                f"history has {width} channels; this server accepts at most {MAX_CHANNELS} "
-                "(LLATA_MAX_CHANNELS)"
-            )
-        for i, row in enumerate(rows):
-            if len(row) != width:
-                raise ValueError(
-                    f"history is ragged: row 0 has {width} values, row {i} has {len(row)}; "
-                    "every row needs one value per channel"
-                )
-        return rows
-
-    @model_validator(mode="after")
-    def _timestamps_match(self) -> ForecastRequest:
-        if self.timestamps is not None and len(self.timestamps) != len(self.history):
-            raise ValueError(
-                f"timestamps has {len(self.timestamps)} entries for {len(self.history)} "
-                "history rows; give one timestamp per row"
-            )
-        return self
-
-
-class SeriesRequest(BaseModel):
-    """Body of ``POST /forecast_series``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    series_id: str = Field(min_length=1, max_length=256, description="the Feast entity key")
-    horizon: int | None = Field(default=None, ge=1, le=MAX_HORIZON)
-
-
-class ForecastResponse(BaseModel):
-    """Answer of ``POST /forecast``."""
-
-    forecast: list[list[float]] = Field(description="horizon x channels, in data units")
-    channels: list[str]
-    horizon: int
-    timestamps: list[str] | None = None
-    model_version: str
-
-
-class SeriesForecastResponse(ForecastResponse):
-    """Answer of ``POST /forecast_series``."""
-
-    series_id: str
-    window_end: str = Field(description="timestamp of the last row of the stored window")
-
-
-class ModelInfo(BaseModel):
-    """Answer of ``GET /model``."""
-
-    model_version: str
-    tag: str
-    backbone: str
-    n_layers: int
-    precision: str
-    input_size: int
-    horizon: int
-    channels: list[str]
-    metrics: dict[str, Any]
-    data_sha256: str | None = None
-    trained_at: str | None = None
-    registered_at: str | None = None
-    git_revision: str | None = None
-    loaded_at: str
-
 
 # --------------------------------------------------------------------------- hot swap
 
@@ -311,6 +171,11 @@ class ServedModel:
             git_revision=_opt_str(meta.get("git_revision")),
             loaded_at=self.loaded_at,
         )
+
+    def shape(self) -> ModelShape:
+        """What this version needs of a window (for the OpenAPI document)."""
+        fc = self.forecaster
+        return ModelShape(self.version, fc.input_size, tuple(fc.channels))
 
 
 def _opt_str(value: object) -> str | None:
@@ -358,19 +223,24 @@ class ModelWatcher:
     *before* it replaces the served one, in a single reference assignment, so a request sees
     either the old or the new model, never a half-loaded one. The replaced version stays
     reachable as ``retired`` until the next swap, so requests validated against it finish on
-    it. A version that fails to load is refused: the old model keeps serving and the same tag
-    is retried only after a back-off (60 s, doubling up to 10 minutes), never in a tight loop.
+    it.
+
+    A version that fails to load is refused and the old model keeps serving. The same tag is
+    tried again after a back-off that starts at one poll and doubles up to
+    ``max_retry_seconds``: a version read while it was still being written (a store synced
+    from elsewhere, a copy in progress) is served a poll later, and a broken one is not
+    reloaded in a tight loop.
 
     Args:
         registry: Where the production alias lives.
-        poll_seconds: Seconds between polls.
-        retry_seconds: First back-off after a failed load.
+        poll_seconds: Seconds between polls, and the first back-off after a failed load.
+        max_retry_seconds: Longest back-off between two loads of a version that failed.
     """
 
-    def __init__(self, registry: Registry, poll_seconds: float, retry_seconds: float) -> None:
+    def __init__(self, registry: Registry, poll_seconds: float, max_retry_seconds: float) -> None:
         self.registry = registry
         self.poll_seconds = poll_seconds
-        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max_retry_seconds
         self._slots = _Slots()
         self._failures: dict[str, _Failure] = {}
         self._reason = "no production model yet: the registry's production alias is not set"
@@ -407,6 +277,28 @@ class ModelWatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def serving(self, *, wait_seconds: float) -> ServedModel | None:
+        """The served model; while there is none, the registry is asked now, not at the next poll.
+
+        Each worker process polls on its own, so right after the first promotion one worker
+        may serve while another has not polled yet. A request reaching the one that has not
+        checks the alias itself, or waits up to ``wait_seconds`` for the load already under
+        way (a readiness probe passes 0: it does not wait).
+        """
+        served = self.current
+        if served is not None:
+            return served
+        if wait_seconds > 0:
+            acquired = self._refresh_lock.acquire(timeout=wait_seconds)
+        else:
+            acquired = self._refresh_lock.acquire(blocking=False)
+        if acquired:
+            try:
+                self._refresh_locked()
+            finally:
+                self._refresh_lock.release()
+        return self.current
+
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
@@ -417,53 +309,59 @@ class ModelWatcher:
     def refresh(self) -> None:
         """One poll: load and swap in the production version if it changed."""
         with self._refresh_lock:
-            try:
-                tag = self.registry.production_tag()
-            except Exception as exc:  # a corrupt or unreadable aliases file
-                if str(exc) != self._alias_error:  # once per distinct error, not every poll
-                    logger.error("cannot read the production alias: %s", exc)
-                    self._alias_error = str(exc)
-                if self.current is None:
-                    self._reason = f"cannot read the registry's production alias: {exc}"
-                return
-            self._alias_error = ""
-            current = self.current
-            if tag is None or (current is not None and current.tag == tag):
-                return
-            failure = self._failures.get(tag)
-            if failure is not None and time.monotonic() < failure.retry_at:
-                return
-            try:
-                served = self._load(tag)
-            except Exception as exc:
-                attempts = failure.attempts + 1 if failure else 1
-                delay = min(self.retry_seconds * 2 ** (attempts - 1), _MAX_BACKOFF_SECONDS)
-                self._failures[tag] = _Failure(attempts, time.monotonic() + delay)
-                _SWAPS.labels(outcome="refused").inc()
-                logger.error(
-                    "refused production version %s (attempt %d, next try in %.0f s): %s; %s",
-                    tag,
-                    attempts,
-                    delay,
-                    exc,
-                    f"still serving {current.tag}" if current else "nothing served",
-                )
-                if current is None:
-                    self._reason = (
-                        f"production version {tag} failed to load ({exc}); waiting for a "
-                        "loadable promotion"
-                    )
-                return
-            self._failures.pop(tag, None)
-            self._slots = _Slots(current=served, retired=current)
-            _SWAPS.labels(outcome="loaded").inc()
-            logger.info(
-                "now serving %s (was %s)", served.tag, current.tag if current else "nothing"
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
+        try:
+            tag = self.registry.production_tag()
+        except Exception as exc:  # a corrupt or unreadable aliases file
+            if str(exc) != self._alias_error:  # once per distinct error, not every poll
+                logger.error("cannot read the production alias: %s", exc)
+                self._alias_error = str(exc)
+            if self.current is None:
+                self._reason = f"cannot read the registry's production alias: {exc}"
+            return
+        self._alias_error = ""
+        current = self.current
+        if tag is None or (current is not None and current.tag == tag):
+            return
+        failure = self._failures.get(tag)
+        if failure is not None and time.monotonic() < failure.retry_at:
+            return
+        if current is None:
+            self._reason = f"production version {tag} is loading; retry in a few seconds"
+        try:
+            served = self._load(tag)
+        except Exception as exc:
+            attempts = failure.attempts + 1 if failure else 1
+            delay = min(self.poll_seconds * 2 ** (attempts - 1), self.max_retry_seconds)
+            self._failures[tag] = _Failure(attempts, time.monotonic() + delay)
+            _SWAPS.labels(outcome="refused").inc()
+            logger.error(
+                "refused production version %s (attempt %d, next try in %.1f s): %s; %s",
+                tag,
+                attempts,
+                delay,
+                exc,
+                f"still serving {current.tag}" if current else "nothing served",
             )
+            if current is None:
+                self._reason = (
+                    f"production version {tag} failed to load ({exc}); retrying in {delay:.1f} s"
+                )
+            return
+        self._failures.pop(tag, None)
+        self._slots = _Slots(current=served, retired=current)
+        _SWAPS.labels(outcome="loaded").inc()
+        _SERVING.labels(version=served.version).set(1)
+        if current is not None:
+            _SERVING.labels(version=current.version).set(0)
+        logger.info("now serving %s (was %s)", served.tag, current.tag if current else "nothing")
 
     def _load(self, tag: str) -> ServedModel:
         info = self.registry.get(tag)
-        forecaster = LoadedForecaster.load(info.path, precision=PRECISION)  # verifies checksums
+        # Verifies checksums.
+        forecaster = LoadedForecaster.load(info.path, precision=SETTINGS.precision)
         # One forecast before the swap: a model that loads but cannot run is refused here,
         # not by the first request.
         probe = np.random.default_rng(0).normal(size=(1, forecaster.input_size, 1))
@@ -488,6 +386,14 @@ _SWAPS = bentoml.metrics.Counter(
     name="llata_model_swaps",
     documentation="Production versions loaded or refused by the hot-swap watcher",
     labelnames=["outcome"],
+)
+# One sample per worker process, summed over the live ones: how many workers serve each
+# version (a promotion has reached every worker when it equals LLATA_WORKERS).
+_SERVING = bentoml.metrics.Gauge(
+    name="llata_model_serving",
+    documentation="Worker processes serving each model version",
+    labelnames=["version"],
+    multiprocess_mode="livesum",
 )
 _BATCH_WINDOWS = bentoml.metrics.Histogram(
     name="llata_batch_windows",
@@ -643,53 +549,53 @@ class RequestError(Exception):
 # --------------------------------------------------------------------------- service
 
 # GET routes: BentoML APIs are POST-only, so /model is a FastAPI route mounted beside them
-# (BentoML binds `self` and merges it into the OpenAPI page).
+# (BentoML binds `self`; serving/contract.py documents it).
 model_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+_TRAFFIC_TIMEOUT_SECONDS = 60
 
 
 @bentoml.asgi_app(model_app, path="/")
 @bentoml.service(
     http={"host": "127.0.0.1", "port": 3000},
-    traffic={"timeout": 60},
-    workers=WORKERS,
+    traffic={"timeout": _TRAFFIC_TIMEOUT_SECONDS},
+    workers=SETTINGS.workers,
 )
 class Forecaster:
     """LLaTA forecaster: the registry's production model, hot-swapped on promotion."""
 
     def __init__(self) -> None:
-        torch.set_num_threads(_env_int("LLATA_TORCH_THREADS", _default_torch_threads(WORKERS)))
-        registry = Registry(
-            os.environ.get("LLATA_MODEL_NAME") or DEFAULT_MODEL_NAME,
-            os.environ.get("LLATA_REGISTRY_DIR") or None,
-        )
+        torch.set_num_threads(SETTINGS.torch_threads)
+        registry = Registry(SETTINGS.model_name or DEFAULT_MODEL_NAME, SETTINGS.registry_dir)
         self.watcher = ModelWatcher(
             registry,
-            poll_seconds=_env_float("LLATA_POLL_SECONDS", 2.0),
-            retry_seconds=_env_float("LLATA_RETRY_SECONDS", 60.0),
+            poll_seconds=SETTINGS.poll_seconds,
+            max_retry_seconds=SETTINGS.max_retry_seconds,
         )
+        # BentoML creates the service in the worker's start-up, before the worker accepts a
+        # connection: a production version that is set is loaded before the first request.
         self.watcher.start()
         # Feast reads go through one dedicated thread: its sqlite connection stays on the
         # thread that opened it, and a slow read never holds the event loop.
         self._feast_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llata-feast")
         self._store: FeatureStore | None = None
         self._store_problem: tuple[int, str] | None = None
-        self._open_feature_store(os.environ.get("LLATA_FEATURE_REPO") or None)
+        self._open_feature_store(SETTINGS.feature_repo)
         self._model_limiter: anyio.CapacityLimiter | None = None
         self._batched: Callable[[_Window], Awaitable[_Outcome]] | None = None
         logger.info(
             "worker up (%d in all): registry %s, batching %s (max %d windows, %d ms), auth %s, "
             "%s with %d torch threads",
-            WORKERS,
+            SETTINGS.workers,
             registry,
-            "on" if BATCHING else "off",
-            MAX_BATCH_SIZE,
-            MAX_LATENCY_MS,
-            "on" if API_TOKEN else "off",
-            PRECISION,
+            "on" if SETTINGS.batching else "off",
+            SETTINGS.max_batch_size,
+            SETTINGS.max_latency_ms,
+            "on" if SETTINGS.api_token else "off",
+            SETTINGS.precision,
             torch.get_num_threads(),
         )
 
-    def _open_feature_store(self, repo: str | None) -> None:
+    def _open_feature_store(self, repo: Path | None) -> None:
         if repo is None:
             self._store_problem = (
                 501,
@@ -699,7 +605,7 @@ class Forecaster:
         try:
             from features.store import open_feature_store  # imports feast (seconds)
 
-            self._store = self._feast_pool.submit(open_feature_store, Path(repo)).result()
+            self._store = self._feast_pool.submit(open_feature_store, repo).result()
             logger.info("feature store %s opened", repo)
         except Exception as exc:  # serve /forecast even when the store is broken
             logger.exception("cannot open the feature store %s", repo)
@@ -711,7 +617,25 @@ class Forecaster:
         self._feast_pool.shutdown(wait=False, cancel_futures=True)
 
     async def __is_ready__(self) -> bool:
-        return self.watcher.current is not None
+        if self.watcher.current is not None:
+            return True
+        served = await anyio.to_thread.run_sync(lambda: self.watcher.serving(wait_seconds=0))
+        return served is not None
+
+    def openapi_document(self) -> dict[str, Any]:
+        """This worker's OpenAPI document (served at /docs.json by ``ContractRoutes``)."""
+        served = self.watcher.current
+        return openapi_document(
+            shape=served.shape() if served is not None else None,
+            auth=SETTINGS.api_token is not None,
+            feature_store=SETTINGS.feature_repo is not None,
+        )
+
+    async def _serving(self) -> ServedModel | None:
+        # Half of BentoML's traffic timeout: a load that takes longer answers 503 (documented)
+        # rather than BentoML's 504.
+        wait = _TRAFFIC_TIMEOUT_SECONDS / 2
+        return await anyio.to_thread.run_sync(lambda: self.watcher.serving(wait_seconds=wait))
 
     # ------------------------------------------------------------------ public endpoints
 
@@ -723,14 +647,16 @@ class Forecaster:
         horizon: int | None = None,
     ) -> Response:
         """Forecast one history window (steps x channels, data units)."""
-        served = self.watcher.current
+        served = self.watcher.current or await self._serving()
         if served is None:
             return _error(503, self.watcher.unavailable_reason, retry_after=5)
         try:
             fc = served.forecaster
             window = _fit_window(history, fc.input_size, fc.channels)
             steps = horizon or fc.horizon
-            future = _future_timestamps(timestamps, steps) if timestamps is not None else None
+            future = None
+            if timestamps is not None:
+                future = _future_timestamps(timestamps, len(history), steps)
             result = await self._infer(window, steps, served.version)
         except RequestError as problem:
             return _error(problem.status, problem.message)
@@ -749,12 +675,12 @@ class Forecaster:
     )
     async def forecast_series(self, series_id: str, horizon: int | None = None) -> Response:
         """Forecast a series from its context window in the Feast online store."""
-        served = self.watcher.current
-        if served is None:
-            return _error(503, self.watcher.unavailable_reason, retry_after=5)
-        if self._store is None:
+        if self._store is None:  # a lasting configuration problem comes before a passing one
             status, message = self._store_problem or (503, "feature store unavailable")
             return _error(status, message)
+        served = self.watcher.current or await self._serving()
+        if served is None:
+            return _error(503, self.watcher.unavailable_reason, retry_after=5)
         from features.store import UnknownSeriesError, read_context_window
 
         loop = asyncio.get_running_loop()
@@ -780,7 +706,8 @@ class Forecaster:
             steps = horizon or fc.horizon
             result = await self._infer(window, steps, served.version)
         except RequestError as problem:
-            return _error(problem.status, problem.message)
+            # The window is the store's, not the caller's: one that does not fit is a conflict.
+            return _error(409 if problem.status == 422 else problem.status, problem.message)
         return _ok(
             SeriesForecastResponse(
                 forecast=_as_lists(result.forecast),
@@ -795,7 +722,7 @@ class Forecaster:
     @model_app.get("/model", response_model=ModelInfo)
     async def model_info(self) -> ModelInfo | JSONResponse:
         """Describe the production model being served."""
-        served = self.watcher.current
+        served = self.watcher.current or await self._serving()
         if served is None:
             return _error(503, self.watcher.unavailable_reason, retry_after=5)
         return served.info()
@@ -815,10 +742,10 @@ class Forecaster:
         if self._batched is None:
             # One model call at a time: torch already spreads one batch over its threads.
             self._model_limiter = anyio.CapacityLimiter(1)
-            if BATCHING:
+            if SETTINGS.batching:
                 dispatcher = CorkDispatcher(
-                    max_latency_in_ms=MAX_LATENCY_MS,
-                    max_batch_size=MAX_BATCH_SIZE,
+                    max_latency_in_ms=SETTINGS.max_latency_ms,
+                    max_batch_size=SETTINGS.max_batch_size,
                     fallback=_overloaded,
                     get_batch_size=lambda _: 1,
                 )
@@ -874,9 +801,17 @@ class Forecaster:
                     results[i] = _Outcome(status=500, error="inference failed; see server log")
                 continue
             for k, i in enumerate(members):
-                results[i] = _Outcome(
-                    forecast=forecast[k, : windows[i].horizon], model_version=served.version
-                )
+                ahead = forecast[k, : windows[i].horizon]  # [horizon, M]
+                if not np.isfinite(ahead).all():
+                    # Values far outside the training range overflow the model's float range;
+                    # JSON has no NaN, and a non-finite forecast is no answer.
+                    results[i] = _Outcome(
+                        status=422,
+                        error="the forecast is not finite: the window's values are too far "
+                        f"outside the range model {served.version} was trained on",
+                    )
+                    continue
+                results[i] = _Outcome(forecast=ahead, model_version=served.version)
         return [r if r is not None else _Outcome(status=500, error="no result") for r in results]
 
 
@@ -885,7 +820,19 @@ def _overloaded() -> _Outcome:
     raise RequestError(503, "server overloaded: the batching queue passed its deadline; retry")
 
 
-Forecaster.add_asgi_middleware(RequestGuard, token=API_TOKEN, max_body_bytes=MAX_REQUEST_BYTES)
+def _current_document() -> dict[str, Any]:
+    """The OpenAPI document of this worker's service instance (for ``ContractRoutes``; the
+    worker creates the instance before it accepts a connection)."""
+    document: dict[str, Any] = bentoml.get_current_service().openapi_document()
+    return document
+
+
+# Outermost first: the guard (token, media type, size) runs before the contract's routes, so
+# /docs.json needs the token like every endpoint but the health probes.
+Forecaster.add_asgi_middleware(
+    RequestGuard, token=SETTINGS.api_token, max_body_bytes=SETTINGS.limits.max_request_bytes
+)
+Forecaster.add_asgi_middleware(ContractRoutes, document=_current_document)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -913,16 +860,22 @@ def _fit_window(
     return history[-input_size:]
 
 
-def _future_timestamps(timestamps: list[str], horizon: int) -> list[str]:
-    """Extends evenly spaced timestamps by ``horizon`` steps.
+def _future_timestamps(timestamps: list[str], rows: int, horizon: int) -> list[str]:
+    """Extends evenly spaced timestamps, one per history row, by ``horizon`` steps.
 
     Raises:
-        RequestError: A timestamp does not parse, or they are not increasing and evenly
-            spaced (then the future ones are not defined).
+        RequestError: Not one timestamp per row, one does not parse, or they are not
+            increasing and evenly spaced (then the future ones are not defined).
     """
+    if len(timestamps) != rows:
+        raise RequestError(
+            422,
+            f"timestamps has {len(timestamps)} entries for {rows} history rows; give one "
+            "timestamp per row",
+        )
     try:
         index = pd.DatetimeIndex(pd.to_datetime(timestamps, format="ISO8601"))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise RequestError(422, f"timestamps do not parse as ISO 8601: {exc}") from exc
     if len(index) < 2:
         raise RequestError(422, "at least two timestamps are needed to extend them")
@@ -939,8 +892,11 @@ def _future_timestamps(timestamps: list[str], horizon: int) -> list[str]:
         offset: Any = pd.Timedelta(int(steps[-1]), unit="ns")
     else:
         offset = pd.tseries.frequencies.to_offset(freq)
-    future = pd.date_range(start=index[-1], periods=horizon + 1, freq=offset)[1:]
+    try:
+        future = pd.date_range(start=index[-1], periods=horizon + 1, freq=offset)[1:]
+    except (ValueError, OverflowError) as exc:  # past what pandas can represent (year 2262)
+        raise RequestError(422, f"the forecast's timestamps cannot be represented: {exc}") from exc
     return [ts.isoformat() for ts in future]
 
 
-__all__ = ["Forecaster", "ForecastRequest", "ForecastResponse", "ModelWatcher", "RequestGuard"]
+__all__ = ["Forecaster", "ModelWatcher", "RequestGuard"]
