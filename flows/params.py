@@ -91,11 +91,14 @@ class RegistryParams(_Frozen):
             registry's default (`$BENTOML_HOME/llata_registry`), which is where the
             service and `llata registry` look.
         margin: Relative test-MSE improvement a candidate needs over production.
+        coverage_tolerance: How far (a fraction: 0.10 = ten points) the candidate's 80 %
+            interval coverage on the holdout may be from nominal; None skips the check.
     """
 
     model_name: str = "llata-forecaster"
     dir: Path | None = None
     margin: float = Field(0.0, ge=0.0, lt=1.0)
+    coverage_tolerance: float | None = Field(0.10, ge=0.0, lt=1.0)
 
 
 RunnerKind = Literal["process", "thread", "dask"]

@@ -442,6 +442,8 @@ def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
         "mse_by_channel": dict(zip(fc.channels, metrics.mse_by_channel, strict=True)),
         "eval_split_hash": splits.fingerprint(),
     }
+    for item in metrics.intervals:  # coverage, width and interval score per level
+        document |= item.to_dict()
     write_json(layout.metrics, document, default=str)
     # matplotlib picks the image format from the file name, so the temporary name keeps it.
     atomic_write(
@@ -505,8 +507,14 @@ def mse_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
 
 def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> PromotionDecision:
     """Promote the candidate if it has production's data lineage and beats it by the
-    configured margin on this run's test split. `force` promotes across lineages without
-    scoring (recorded in the history); generated data never replaces real data."""
+    configured margin on this run's test split, and its 80 % intervals cover within
+    `pipeline.registry.coverage_tolerance` of nominal. `force` promotes across lineages
+    without scoring (recorded in the history); generated data never replaces real data."""
+    reg = cfg.params.registry
     return open_registry(cfg).promote(
-        tag, score=mse_scorer(cfg), margin=cfg.params.registry.margin, force=force
+        tag,
+        score=mse_scorer(cfg),
+        margin=reg.margin,
+        force=force,
+        coverage_tolerance=reg.coverage_tolerance,
     )

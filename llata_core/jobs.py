@@ -184,6 +184,7 @@ def train_job(
         "eval_split_hash": splits.fingerprint(),
     }
     val = test = None
+    intervals: ConformalScores | None = None  # short-term: not calibrated yet (calibrate_job)
     metrics: dict[str, Any]
     if isinstance(splits, ShortTermSplits):
         scores = score_model(inference, splits, "test", batch_size=cfg.train.eval_batch_size)
@@ -197,7 +198,18 @@ def train_job(
         metrics = {**scores, "val_smape": result.best_val_smape, **training}
     else:
         val = evaluate(inference, splits.val, batch_size=cfg.train.eval_batch_size)
-        test = evaluate(inference, splits.test, batch_size=cfg.train.eval_batch_size)
+        # Every long-term model leaves training with its conformal scores (the validation
+        # residuals, `calibrate`), so any artifact can answer interval levels.
+        intervals = calibrate(
+            inference,
+            splits.val,
+            split="val",
+            data_fingerprint=splits.fingerprint(),
+            batch_size=cfg.train.eval_batch_size,
+        )
+        test = evaluate(
+            inference, splits.test, batch_size=cfg.train.eval_batch_size, intervals=intervals
+        )
         log.info("test MSE %.4f MAE %.4f over %d windows", test.mse, test.mae, test.n_windows)
         metrics = {
             "mse": test.mse,
@@ -207,7 +219,10 @@ def train_job(
             "val_mae": val.mae,
             **training,
             "mse_by_step": list(test.mse_by_step),
+            "calibration_windows": intervals.n,
         }
+        for item in test.intervals:
+            metrics |= item.to_dict()
     metadata = {
         "model_kind": cfg.model.kind,
         "backbone": cfg.model.backbone if backbone else None,
@@ -223,7 +238,13 @@ def train_job(
         **(extra_metadata or {}),
     }
     artifact = save_artifact(
-        out_dir, inference, splits.scaler, metrics, metadata=metadata, overwrite=True
+        out_dir,
+        inference,
+        splits.scaler,
+        metrics,
+        metadata=metadata,
+        overwrite=True,
+        intervals=intervals,
     )
     state.wait_for_everyone()
     return TrainOutcome(artifact, result, test, val, splits, metrics)

@@ -200,6 +200,29 @@ def lineage_conflict(
     return None
 
 
+def coverage_problem(metrics: Mapping[str, Any], level: float, tolerance: float) -> str | None:
+    """Why a version's prediction intervals are not trustworthy enough to serve, if so.
+
+    Reads the empirical coverage its evaluation recorded (`coverage_80` for level 80) and
+    compares it with nominal; None when it is within `tolerance` (a fraction: 0.05 is five
+    points).
+    """
+    key = f"coverage_{level:g}"
+    value = metrics.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return (
+            f"the candidate has no recorded {level:g}% interval coverage ({key}); calibrate it "
+            "(`llata calibrate --model DIR`) before it can serve intervals"
+        )
+    nominal = level / 100.0
+    if abs(float(value) - nominal) > tolerance:
+        return (
+            f"its {level:g}% intervals covered {float(value):.3f} of the holdout, more than "
+            f"{tolerance:.3f} from nominal {nominal:.2f}"
+        )
+    return None
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
@@ -473,6 +496,8 @@ class Registry:
         score: Callable[[Path], float] | None,
         margin: float,
         force: bool = False,
+        coverage_tolerance: float | None = None,
+        coverage_level: float = 80.0,
     ) -> PromotionDecision:
         """Makes ``candidate`` production if it has production's data lineage and beats it.
 
@@ -497,6 +522,10 @@ class Registry:
             margin: Relative improvement required, in ``[0, 1)``.
             force: Promote without scoring, and across data lineages (an operator's
                 decision, recorded as such); never over real data with generated data.
+            coverage_tolerance: When set, the candidate's recorded interval coverage at
+                ``coverage_level`` (its metrics' ``coverage_80``, measured on the holdout)
+                must be within this many points (as a fraction, 0.05 = 5 points) of
+                nominal; an uncalibrated or miscalibrated candidate is rejected unscored.
 
         Returns:
             The decision. A rejection leaves the aliases untouched.
@@ -513,6 +542,9 @@ class Registry:
             raise ValueError("a scorer is required unless force=True")
         cand = self.get(candidate)
         verify_manifest(cand.path)
+        miscalibrated = None
+        if coverage_tolerance is not None and not force:
+            miscalibrated = coverage_problem(cand.metrics, coverage_level, coverage_tolerance)
         cand_mse: float | None = None
         scored_production: tuple[str, float] | None = None
         for attempt in range(1, MAX_PROMOTION_ATTEMPTS + 1):
@@ -521,7 +553,13 @@ class Registry:
             # Models of different data are not compared on one split at all: scoring
             # production on the candidate's data (generated, another series) means nothing.
             conflict = self._conflict_with(cand, prod_tag)
-            if score is not None and not force and prod_tag != cand.tag and conflict is None:
+            if (
+                score is not None
+                and not force
+                and prod_tag != cand.tag
+                and conflict is None
+                and miscalibrated is None
+            ):
                 if cand_mse is None:
                     cand_mse = _score(score, cand, "candidate")
                 if prod_tag is not None:
@@ -541,7 +579,9 @@ class Registry:
                         MAX_PROMOTION_ATTEMPTS,
                     )
                     continue
-                return self._decide_locked(current, cand.tag, cand_mse, prod_mse, margin, force)
+                return self._decide_locked(
+                    current, cand.tag, cand_mse, prod_mse, margin, force, miscalibrated
+                )
         raise PromotionError(
             f"production changed {MAX_PROMOTION_ATTEMPTS} times while {cand.tag} was being "
             "scored; aliases unchanged, retry the promotion"
@@ -614,6 +654,7 @@ class Registry:
         prod_mse: float | None,
         margin: float,
         force: bool,
+        miscalibrated: str | None = None,
     ) -> PromotionDecision:
         prod_tag = current.production
         if not self._exists(cand_tag):
@@ -624,6 +665,9 @@ class Registry:
             extra["lineage_conflict"] = conflict[0]
         if prod_tag == cand_tag:
             promoted, reason = False, f"{cand_tag} is already production"
+        elif miscalibrated is not None:
+            promoted, reason = False, f"refused: {miscalibrated}"
+            extra["coverage_check"] = "failed"
         elif conflict is not None and (conflict[0] == "synthetic" or not force):
             hint = "" if conflict[0] == "synthetic" else "; an operator may override with force"
             promoted, reason = False, f"refused: {conflict[1]}{hint}"

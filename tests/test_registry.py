@@ -49,14 +49,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def make_artifact(root: Path, mse: float, *, mae: float | None = None) -> Path:
+def make_artifact(
+    root: Path, mse: float, *, mae: float | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Writes a dummy artifact directory with a correct manifest."""
     root.mkdir(parents=True)
+    metrics = {"mse": mse, "mae": mse if mae is None else mae, **(extra or {})}
     contents = {
         "config.json": json.dumps({"input_size": 8, "horizon": 4}).encode(),
         "model.safetensors": os.urandom(64),
         "scaler.json": json.dumps({"mean": [0.0], "std": [1.0]}).encode(),
-        "metrics.json": json.dumps({"mse": mse, "mae": mse if mae is None else mae}).encode(),
+        "metrics.json": json.dumps(metrics).encode(),
     }
     for name, data in contents.items():
         (root / name).write_bytes(data)
@@ -527,3 +530,20 @@ def test_same_lineage_is_gated_by_score_and_old_versions_compare_what_they_have(
     decision = reg.promote(worse, score=metrics_mse, margin=0.0)
     assert not decision.promoted and decision.production_mse == 0.30
     assert "lineage_conflict" not in reg.history()[-1]
+
+
+@pytest.mark.parametrize(
+    ("coverage", "promoted", "why"),
+    [(0.79, True, None), (0.64, False, "covered 0.640"), (None, False, "no recorded 80%")],
+)
+def test_coverage_gate(
+    home: Path, tmp_path: Path, coverage: float | None, promoted: bool, why: str | None
+) -> None:
+    reg = Registry()
+    extra = {} if coverage is None else {"coverage_80": coverage}
+    tag = reg.register(make_artifact(tmp_path / "c", 0.3, extra=extra), metadata={"x": 1})
+    decision = reg.promote(tag, score=metrics_mse, margin=0.0, coverage_tolerance=0.1)
+    assert decision.promoted is promoted
+    if why is not None:
+        assert why in decision.reason and reg.production_tag() is None
+        assert reg.history()[-1]["coverage_check"] == "failed"
