@@ -277,6 +277,9 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "mse": metrics.mse,
         "mae": metrics.mae,
         "n_windows": metrics.n_windows,
+        # Conformal intervals (calibrated on validation at training time): coverage, width
+        # and interval score per level on these test windows; absent for older models.
+        **{k: v for item in metrics.intervals for k, v in item.to_dict().items()},
         **train_info,
         "wall_seconds": time.perf_counter() - t0,
         **provenance(),
