@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from flows.datasource import read_provenance
+from flows.dvc_state import dvc_revision
 from flows.params import PipelineConfig, min_rows_for_split
 from llata_core.atomic import atomic_write, write_json
 from llata_core.data import GAP_FILL, file_sha256, fill_gaps
@@ -483,6 +484,8 @@ def register_stage(cfg: PipelineConfig, artifact: Path) -> str:
         "params": _without_none(record.config),
         "pipeline": _without_none(cfg.params.model_dump(mode="json")),
         "eval_split_hash": record.metrics["eval_split_hash"],
+        # Which DVC revision holds these bytes (`reproducible` when dvc.lock names them).
+        "dvc": dvc_revision(cfg.root, artifact).as_metadata(),
     }
     selection = read_selection(cfg)
     if selection is not None and selection.winner == record.metadata.get("candidate"):
