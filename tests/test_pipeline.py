@@ -29,6 +29,7 @@ from flows.params import Layout, load_pipeline_config, min_rows_for_split
 from llata_core.cli import main
 from llata_core.config import ConfigError
 from llata_core.data import BENCHMARKS, Benchmark, split_borders
+from llata_core.forecaster import read_artifact_record
 from llata_core.jobs import provenance
 from tests.conftest import SHARED_DATA, sine_frame
 
@@ -154,6 +155,36 @@ def test_quick_profile_and_overrides_apply_in_order() -> None:
         full.model.train.epochs
         == yaml.safe_load((REPO / "params.yaml").read_text())["train"]["epochs"]
     )
+
+
+def test_candidates_take_their_overrides_then_the_profile_then_the_command_line() -> None:
+    cfg = load_pipeline_config(REPO / "params.yaml", profile="quick")
+    assert list(cfg.candidates) == ["llata", "llata-no-llm", "dlinear"]
+    dlinear = cfg.candidate("dlinear")
+    assert dlinear.model.kind == "dlinear" and dlinear.train.lr_schedule == "halve"
+    assert dlinear.train.epochs == 1  # the quick profile comes after the candidate's 10
+    assert cfg.candidate("llata-no-llm").model.n_layers == 0
+    assert all(c.data.dataset == str(cfg.layout.training_frame) for c in cfg.candidates.values())
+
+    cfg = load_pipeline_config(
+        REPO / "params.yaml",
+        overrides=[
+            "train.seed=7",
+            "pipeline.candidates.long=[model.n_layers=0, data.input_size=336]",
+        ],
+    )
+    assert {c.train.seed for c in cfg.candidates.values()} == {7}  # the command line: all
+    assert cfg.candidate("long").data.input_size == 336 == cfg.max_input_size
+    with pytest.raises(KeyError, match="no candidate 'nope'"):
+        cfg.candidate("nope")
+    with pytest.raises(ConfigError, match="candidate 'bad'"):
+        load_pipeline_config(
+            REPO / "params.yaml", overrides=["pipeline.candidates.bad=[model.n_layers=-1]"]
+        )
+    with pytest.raises(ConfigError, match="data/model/loss/train"):
+        load_pipeline_config(
+            REPO / "params.yaml", overrides=["pipeline.candidates.bad=[pipeline.x=1]"]
+        )
 
 
 @pytest.mark.parametrize(
@@ -302,13 +333,13 @@ def test_data_pull_order_url_then_mirror_then_synthetic(
 
     # 4. Nothing answers, no file, synthetic data refused: the error names every source.
     raw.unlink()
-    assert main(["data", "pull", "--params", str(params), "--no-synthetic"]) == 1
+    assert main(["data", "pull", "--params", str(params)]) == 1  # generated data: not unasked
     err = capsys.readouterr().err
     assert "not available" in err and "series.csv" in err and "LLATA_DATA_MIRROR" in err
     assert not raw.exists()
 
-    # 5. Nothing answers, no file: synthetic data, said loudly and recorded.
-    assert main(["data", "pull", "--params", str(params)]) == 0
+    # 5. Nothing answers, no file, generated data asked for: said loudly and recorded.
+    assert main(["data", "pull", "--params", str(params), "--allow-synthetic"]) == 0
     assert "SYNTHETIC" in capsys.readouterr().err
     assert json.loads(record.read_text())["source"] == "synthetic"
 
@@ -320,13 +351,14 @@ def test_synthetic_data_is_recorded_in_the_model_metadata(
 
     monkeypatch.delenv("LLATA_DATA_MIRROR")  # and the URL serves nothing
     params = write_params(tmp_path / "ws", tiny_params(**SINE_PIPELINE))
-    assert main(["data", "pull", "--params", str(params)]) == 0
+    assert main(["data", "pull", "--params", str(params), "--allow-synthetic"]) == 0
     cfg = load_pipeline_config(params)
     features = features_stage(cfg)
     assert features.lineage["synthetic_data"] is True
+    assert features.lineage["data_lineage"]["synthetic"] is True
     assert features.retrieval == "offline_asof"  # 17,420 rows: beyond pit_max_rows
-    outcome = train_stage(cfg)
-    metadata = json.loads((outcome.artifact / "config.json").read_text())["metadata"]
+    train_stage(cfg)
+    metadata = read_artifact_record(cfg.layout.model_dir).metadata
     assert metadata["synthetic_data"] is True
     assert metadata["data_source"] == "synthetic"
     assert metadata["raw_data_source"] == "synthetic"
