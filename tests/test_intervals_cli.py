@@ -65,6 +65,9 @@ def trained(tmp_path: Path, sine_csv: Path, capsys: pytest.CaptureFixture[str]) 
 def test_calibrate_evaluate_forecast_with_levels(
     trained: Path, sine_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Training calibrates every long-term model; `llata calibrate` redoes it in place.
+    assert Forecaster.load(trained).intervals is not None
+    assert "coverage_80" in json.loads((trained / "metrics.json").read_text())
     assert main(["calibrate", "--model", str(trained)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["calibration_split"] == "val" and summary["calibration_windows"] > 20
@@ -105,12 +108,13 @@ def test_calibrate_evaluate_forecast_with_levels(
 def test_calibrate_refuses_data_the_model_was_not_trained_on(
     trained: Path, sine_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
     frame = pd.read_csv(sine_csv)
     frame.loc[frame.index[-1], "c0"] += 1.0
     frame.to_csv(sine_csv, index=False)
     assert main(["calibrate", "--model", str(trained)]) == 2
     assert "was trained on" in capsys.readouterr().err
-    assert Forecaster.load(trained).intervals is None  # untouched
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before  # untouched
 
 
 def test_calibrate_has_help(capsys: pytest.CaptureFixture[str]) -> None:
