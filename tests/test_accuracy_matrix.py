@@ -133,8 +133,20 @@ def test_cell_specs_round_trip_to_keys() -> None:
     assert zero.train_key == "ETTh1_96_dlinear_s2026"
 
 
-def _cell(dataset: str, horizon: int, variant: str, seed: int, mse: float, epochs: int) -> dict:
-    return {
+def _cell(
+    dataset: str,
+    horizon: int,
+    variant: str,
+    seed: int,
+    mse: float,
+    epochs: int,
+    lookback: int | None = None,
+    val: float | None = None,
+) -> dict:
+    """A finished full-data result; `lookback` None is a cell made before the axis."""
+    cell = {
+        "cell": f"{dataset}_{horizon}_{variant}_s{seed}"
+        + (f"_L{lookback}" if lookback not in (None, 96) else ""),
         "dataset": dataset,
         "horizon": horizon,
         "variant": variant,
@@ -142,9 +154,18 @@ def _cell(dataset: str, horizon: int, variant: str, seed: int, mse: float, epoch
         "few_shot_percent": 100.0,
         "zero_shot_to": None,
         "mse": mse,
+        "mae": mse,
         "epochs": epochs,
         "best_epoch": epochs - 1,
+        "seconds_per_epoch": 1.0,
+        "train_seconds": float(epochs),
+        "precision": "fp32",
     }
+    if lookback is not None:
+        cell["lookback"] = lookback
+    if val is not None:
+        cell["best_val_mse"] = val
+    return cell
 
 
 def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
@@ -170,6 +191,123 @@ def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
     assert "mean +0.0050" in summary
     assert "p = 1.00" in summary  # +0.02 and -0.01: every sign assignment is as extreme
     assert render.llm_pairs_section(cells[4:]) == []
+
+
+def test_the_llm_pairs_table_pairs_only_cells_of_the_same_lookback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(render, "TRAIN_COST", tmp_path / "absent.json")
+    cells = [
+        _cell("ETTh1", 96, "llata", 1, 0.40, 10, lookback=336),
+        _cell("ETTh1", 96, "llata-no-llm", 1, 0.38, 5),  # lookback 96 (no field): no pair
+        _cell("ETTh1", 96, "llata", 2, 0.37, 10, lookback=512),
+        _cell("ETTh1", 96, "llata-no-llm", 2, 0.36, 5, lookback=512),
+    ]
+    rows = [line for line in render.llm_pairs_section(cells) if line.startswith("| ETTh")]
+    assert rows == [
+        "| ETTh1 | 96 | 512 | 2 | 0.370 | 0.360 | +0.0100 | — | 10 (9) / 5 (4) | — |"
+    ]  # CALF's published number is at lookback 96: not shown beside a lookback-512 pair
+    assert render.llm_pairs_section(cells[:2]) == []
+
+
+def _lookback_grid() -> list[dict]:
+    """DLinear at four lookbacks: validation favours 336, test would favour 512."""
+    return [
+        _cell("ETTh1", 96, "dlinear", 1, 0.390, 6, val=0.660),  # made before `lookback`
+        _cell("ETTh1", 96, "dlinear", 2, 0.380, 6, lookback=96, val=0.650),
+        _cell("ETTh1", 96, "dlinear", 1, 0.385, 6, lookback=192, val=0.662),
+        _cell("ETTh1", 96, "dlinear", 1, 0.395, 6, lookback=336, val=0.640),
+        _cell("ETTh1", 96, "dlinear", 2, 0.391, 6, lookback=336, val=0.644),
+        _cell("ETTh1", 96, "dlinear", 1, 0.360, 6, lookback=512, val=0.645),
+        # the LLM-free model: only a lookback-96 cell from before validation was recorded
+        _cell("ETTh1", 96, "llata-no-llm", 1, 0.386, 18),
+        _cell("ETTh1", 96, "llata-no-llm", 1, 0.383, 12, lookback=336, val=0.670),
+        # only lookback 96: not a lookback comparison, not in the section
+        _cell("ETTh2", 96, "dlinear", 1, 0.309, 6, val=0.220),
+    ]
+
+
+def _table_rows(lines: list[str]) -> list[list[str]]:
+    """The data rows of each markdown table in `lines`, table by table."""
+    tables: list[list[str]] = []
+    rows: list[str] | None = None
+    for line in lines:
+        if not line.startswith("|"):
+            rows = None
+        elif line.startswith("|---"):  # below a header: a table's rows follow
+            rows = []
+            tables.append(rows)
+        elif rows is not None:
+            rows.append(line)
+    return tables
+
+
+def test_validation_picks_the_lookback_and_test_is_only_reported() -> None:
+    grid, summary = _table_rows(render.lookback_section(_lookback_grid()))
+    assert not any(r.startswith("| ETTh2") for r in grid + summary)  # lookback 96 only
+    assert grid[:4] == [
+        "| ETTh1 | 96 | dlinear | 96 | 1,2 | fp32 | 0.6550 ± 0.0071 | 0.3850 ± 0.0071 |  |",
+        "| ETTh1 | 96 | dlinear | 192 | 1 | fp32 | 0.6620 | 0.3850 |  |",
+        "| ETTh1 | 96 | dlinear | 336 | 1,2 | fp32 | 0.6420 ± 0.0028 | 0.3930 ± 0.0028 "
+        "| **picked** |",
+        "| ETTh1 | 96 | dlinear | 512 | 1 | fp32 | 0.6450 | 0.3600 |  |",
+    ]
+    # The LLM-free model's lookback-96 cell has no validation MSE: "-", and not pickable.
+    assert grid[4:] == [
+        "| ETTh1 | 96 | llata-no-llm | 96 | 1 | fp32 | - | 0.3860 |  |",
+        "| ETTh1 | 96 | llata-no-llm | 336 | 1 | fp32 | 0.6700 | 0.3830 | **picked** |",
+    ]
+    # How firm the pick is: 512 runs up by 0.003 of validation MSE; on seed 1, the only seed
+    # every dlinear lookback has, validation still picks 336 (0.640 < 0.645). Then the
+    # pick's test MSE against lookback 96's, the difference paired by seed.
+    assert summary == [
+        "| ETTh1 | 96 | dlinear | 336 | 2 | 512 (+0.00300) | 1: 336 | 336 (seeds 1) "
+        "| 0.3930 ± 0.0028 | 0.3850 ± 0.0071 | +0.0080 (2 seeds) |",
+        "| ETTh1 | 96 | llata-no-llm | 336 | 1 | — | 1: 336 | the same (equal seeds) "
+        "| 0.3830 | 0.3860 | -0.0030 (1 seed) |",
+    ]
+    assert render.lookback_section(_lookback_grid()[-1:]) == []
+
+
+def test_pick_lookback_breaks_ties_to_the_shorter_and_can_compare_common_seeds() -> None:
+    by_lookback = {
+        96: [_cell("ETTh1", 96, "dlinear", 1, 0.39, 6, val=0.65002)],
+        336: [_cell("ETTh1", 96, "dlinear", 1, 0.30, 6, lookback=336, val=0.65000)],
+        512: [
+            _cell("ETTh1", 96, "dlinear", 1, 0.38, 6, lookback=512, val=0.66),
+            _cell("ETTh1", 96, "dlinear", 2, 0.38, 6, lookback=512, val=0.60),
+        ],
+    }
+    # Over every seed present 512 leads (mean 0.63, two seeds) ...
+    chosen = render.pick_lookback(by_lookback)
+    assert chosen.pick == 512 and chosen.n == {96: 1, 336: 1, 512: 2}
+    # ... on seed 1 alone 96 and 336 tie within VAL_TIE: the shorter one is picked.
+    on_seed_1 = render.pick_lookback(by_lookback, {1})
+    assert on_seed_1.pick == 96 and on_seed_1.tied == [96, 336]
+    # Test MSE (336's 0.30 is the best) never enters the choice.
+    assert render.pick_lookback({96: [_cell("ETTh1", 96, "dlinear", 1, 0.3, 6)]}).pick is None
+
+
+def test_cells_at_other_lookbacks_stay_out_of_the_lookback_96_tables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for cell in _lookback_grid():
+        (results / f"{cell['cell']}.json").write_text(json.dumps(cell))
+    monkeypatch.setattr(render, "HERE", tmp_path)  # no NOTES.md there
+    monkeypatch.setattr(render, "ACCURACY", results)
+    monkeypatch.setattr(render, "OUT", tmp_path / "RESULTS.md")
+    for name in ("SPEED", "INFERENCE", "TRAIN_COST", "PROBE", "SHORT_TERM"):
+        monkeypatch.setattr(render, name, tmp_path / "absent")
+    monkeypatch.setattr(sys, "argv", ["render.py", "--no-plots"])
+    assert render.main() == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    full = text.split("### Full training data", 1)[1].split("###", 1)[0]
+    # Lookback 96 only: seeds 1 and 2 at 0.390 and 0.380, not 0.395/0.391/0.385/0.360.
+    assert "| ETTh1 | 96 | dlinear | 1,2 | 0.385 ± 0.007 |" in full
+    assert "| ETTh1 | 96 | llata-no-llm | 1 | 0.386 |" in full
+    assert "### Lookback as a selection axis" in text
 
 
 def test_sign_flip_p_is_exact() -> None:
