@@ -356,18 +356,49 @@ def prepare_backbone(cfg: ModelConfig, *, cache_dir: Path | None = None) -> Prep
     return PreparedBackbone(model, config, principal, meta["name"], meta["revision"])
 
 
+def _deeper_cache(folder: Path, n_keep: int) -> Path | None:
+    """A finished cache of the same pretrained backbone that keeps more blocks, if any.
+
+    Its first `n_keep` blocks and its principal embeddings are exactly what loading the
+    source again would give (the same weights, the same vocabulary), without de-quantizing
+    or downloading the whole model a second time: the pipeline prepares LLaTA with 6 blocks
+    and its LLM-free candidate (which needs the embeddings only) one after the other.
+    """
+    prefix, _, rest = folder.name.rpartition("-n")
+    if "-pretrained" not in prefix or "-k" not in rest:
+        return None
+    suffix = rest[rest.index("-k") :]
+    found: list[tuple[int, Path]] = []
+    for candidate in folder.parent.glob(f"{prefix}-n*{suffix}"):
+        depth = candidate.name[len(prefix) + 2 : len(candidate.name) - len(suffix)]
+        if depth.isdigit() and int(depth) > n_keep and (candidate / "meta.json").is_file():
+            found.append((int(depth), candidate))
+    return min(found)[1] if found else None
+
+
 def _build_cache(
     cfg: ModelConfig, src: BackboneSource, revision: str, n_keep: int, folder: Path
 ) -> None:
-    log.info("preparing backbone %s: loading the first %d blocks", cfg.backbone, n_keep)
-    model = _load_full(src, n_keep, revision)
-    architecture_of(model.config)
-    if cfg.init == "random":
-        model = _random_init(model.config, seed=1234)
-    embeddings = model.get_input_embeddings().weight
-    assert isinstance(embeddings, torch.Tensor)
-    principal = principal_word_embeddings(embeddings, cfg.n_principal)
-    model = _strip_for_cache(model)
+    # Tiny random configs are a function of their depth (a seeded init), not a fixed set of
+    # weights, so only real sources are cut from a deeper cache.
+    cut = cfg.init == "pretrained" and src.kind != "tiny"
+    deeper = _deeper_cache(folder, n_keep) if cut else None
+    if deeper is not None:
+        log.info("preparing backbone %s: the first %d blocks of %s", cfg.backbone, n_keep, deeper)
+        config = AutoConfig.from_pretrained(deeper)
+        setattr(config, architecture_of(config).n_layers_key, n_keep)
+        model = AutoModel.from_pretrained(deeper, config=config)
+        principal = load_file(str(deeper / "principal_embeddings.safetensors"))["principal"]
+    else:
+        log.info("preparing backbone %s: loading the first %d blocks", cfg.backbone, n_keep)
+        model = _load_full(src, n_keep, revision)
+        architecture_of(model.config)
+        if cfg.init == "random":
+            model = _random_init(model.config, seed=1234)
+        embeddings = model.get_input_embeddings().weight
+        assert isinstance(embeddings, torch.Tensor)
+        principal = principal_word_embeddings(embeddings, cfg.n_principal)
+        model = _strip_for_cache(model)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
