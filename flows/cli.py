@@ -114,7 +114,14 @@ def add(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     q.set_defaults(func=cmd_pipeline_run)
-    q = psub.add_parser("train", help="DVC stage: train on the training frame")
+    q = psub.add_parser(
+        "backbone", help="DVC stage: cache the backbone of every LLaTA candidate (once)"
+    )
+    _common(q, profile=True)
+    q.set_defaults(func=cmd_pipeline_backbone)
+    q = psub.add_parser(
+        "train", help="DVC stage: train every candidate on the training frame, then select"
+    )
     _common(q, profile=True)
     q.set_defaults(func=cmd_pipeline_train)
     q = psub.add_parser("evaluate", help="DVC stage: metrics.json, forecast and loss plots")
@@ -265,6 +272,15 @@ def cmd_features(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def cmd_pipeline_backbone(args: argparse.Namespace) -> int:
+    from flows.stages import backbone_stage
+
+    cfg = _config(args)
+    stamp = backbone_stage(cfg)
+    print(f"{_rel(cfg, stamp)}: {stamp.read_text(encoding='utf-8').strip()}")
     return 0
 
 

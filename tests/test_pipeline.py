@@ -71,6 +71,11 @@ def tiny_params(**pipeline: Any) -> dict[str, Any]:
         max_steps_per_epoch=3,
         max_eval_windows=64,
     )
+    # The candidates keep their families and recipes, at the tests' short lookback.
+    raw["pipeline"]["candidates"] = {
+        name: [o for o in overrides if not o.startswith("data.input_size=")]
+        for name, overrides in raw["pipeline"]["candidates"].items()
+    }
     raw["pipeline"].update(pipeline)
     if raw["pipeline"]["dataset"] != "ETTh1":
         raw["pipeline"]["validation"]["channels"] = None
@@ -174,7 +179,9 @@ def test_candidates_take_their_overrides_then_the_profile_then_the_command_line(
         ],
     )
     assert {c.train.seed for c in cfg.candidates.values()} == {7}  # the command line: all
-    assert cfg.candidate("long").data.input_size == 336 == cfg.max_input_size
+    assert cfg.candidate("long").data.input_size == 336
+    assert cfg.max_input_size == max(c.data.input_size for c in cfg.candidates.values())
+    assert cfg.candidate("dlinear").data.input_size == 512  # the lookback validation picked
     with pytest.raises(KeyError, match="no candidate 'nope'"):
         cfg.candidate("nope")
     with pytest.raises(ConfigError, match="candidate 'bad'"):
