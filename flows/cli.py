@@ -403,16 +403,20 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         force=args.force,
     )
     start = time.perf_counter()
+    # The summary logs too (loading the production model): the API stays up until it is
+    # printed, or Prefect's log handler reports a failed connection at exit.
     with _prefect_api():
         state = retrain(request, return_state=True)
-    seconds = time.perf_counter() - start
-    if not state.is_completed():
-        print(f"\nllata: pipeline failed after {seconds:.0f}s: {state.message}", file=sys.stderr)
-        print("production model unchanged.", file=sys.stderr)
-        return 1
-    result = state.result()
-    assert isinstance(result, RetrainResult)
-    _print_summary(cfg, result, seconds)
+        seconds = time.perf_counter() - start
+        if not state.is_completed():
+            print(
+                f"\nllata: pipeline failed after {seconds:.0f}s: {state.message}", file=sys.stderr
+            )
+            print("production model unchanged.", file=sys.stderr)
+            return 1
+        result = state.result()
+        assert isinstance(result, RetrainResult)
+        _print_summary(cfg, result, seconds)
     return 0
 
 

@@ -91,14 +91,20 @@ class RegistryParams(_Frozen):
             registry's default (`$BENTOML_HOME/llata_registry`), which is where the
             service and `llata registry` look.
         margin: Relative test-MSE improvement a candidate needs over production.
-        coverage_tolerance: How far (a fraction: 0.10 = ten points) the candidate's 80 %
-            interval coverage on the holdout may be from nominal; None skips the check.
+        coverage_tolerance: How far (a fraction: 0.05 = five points) the candidate's 80 %
+            interval coverage on the holdout may fall below nominal; None skips the check.
+        coverage_over_tolerance: How far it may rise above nominal; None (the default)
+            lets conservative intervals pass. Split conformal calibrated on ETTh1's
+            validation months over-covers its test months (0.88-0.90 at 80 %: the test
+            period is easier), so a two-sided check would refuse every model there until
+            calibration adapts to the shift (benchmarks/NOTES.md).
     """
 
     model_name: str = "llata-forecaster"
     dir: Path | None = None
     margin: float = Field(0.0, ge=0.0, lt=1.0)
-    coverage_tolerance: float | None = Field(0.10, ge=0.0, lt=1.0)
+    coverage_tolerance: float | None = Field(0.05, ge=0.0, lt=1.0)
+    coverage_over_tolerance: float | None = Field(None, ge=0.0, lt=1.0)
 
 
 RunnerKind = Literal["process", "thread", "dask"]

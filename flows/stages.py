@@ -510,8 +510,9 @@ def mse_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
 
 def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> PromotionDecision:
     """Promote the candidate if it has production's data lineage and beats it by the
-    configured margin on this run's test split, and its 80 % intervals cover within
-    `pipeline.registry.coverage_tolerance` of nominal. `force` promotes across lineages
+    configured margin on this run's test split, and its 80 % intervals cover no less than
+    nominal minus `pipeline.registry.coverage_tolerance` (and, when set, no more than
+    nominal plus `coverage_over_tolerance`). `force` promotes across lineages
     without scoring (recorded in the history); generated data never replaces real data."""
     reg = cfg.params.registry
     return open_registry(cfg).promote(
@@ -520,4 +521,5 @@ def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> Prom
         margin=reg.margin,
         force=force,
         coverage_tolerance=reg.coverage_tolerance,
+        coverage_over_tolerance=reg.coverage_over_tolerance,
     )

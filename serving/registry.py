@@ -200,12 +200,16 @@ def lineage_conflict(
     return None
 
 
-def coverage_problem(metrics: Mapping[str, Any], level: float, tolerance: float) -> str | None:
+def coverage_problem(
+    metrics: Mapping[str, Any], level: float, tolerance: float, over_tolerance: float | None = None
+) -> str | None:
     """Why a version's prediction intervals are not trustworthy enough to serve, if so.
 
     Reads the empirical coverage its evaluation recorded (`coverage_80` for level 80) and
-    compares it with nominal; None when it is within `tolerance` (a fraction: 0.05 is five
-    points).
+    compares it with nominal: more than `tolerance` below it (intervals that promise more
+    than they deliver) is refused; more than `over_tolerance` above it (needlessly wide
+    intervals) only when `over_tolerance` is set. Tolerances are fractions (0.05 = five
+    points). None when the coverage passes.
     """
     key = f"coverage_{level:g}"
     value = metrics.get(key)
@@ -214,11 +218,16 @@ def coverage_problem(metrics: Mapping[str, Any], level: float, tolerance: float)
             f"the candidate has no recorded {level:g}% interval coverage ({key}); calibrate it "
             "(`llata calibrate --model DIR`) before it can serve intervals"
         )
-    nominal = level / 100.0
-    if abs(float(value) - nominal) > tolerance:
+    nominal, covered = level / 100.0, float(value)
+    if covered < nominal - tolerance:
         return (
-            f"its {level:g}% intervals covered {float(value):.3f} of the holdout, more than "
-            f"{tolerance:.3f} from nominal {nominal:.2f}"
+            f"its {level:g}% intervals covered {covered:.3f} of the holdout, more than "
+            f"{tolerance:.3f} below nominal {nominal:.2f}"
+        )
+    if over_tolerance is not None and covered > nominal + over_tolerance:
+        return (
+            f"its {level:g}% intervals covered {covered:.3f} of the holdout, more than "
+            f"{over_tolerance:.3f} above nominal {nominal:.2f}"
         )
     return None
 
@@ -498,6 +507,7 @@ class Registry:
         force: bool = False,
         coverage_tolerance: float | None = None,
         coverage_level: float = 80.0,
+        coverage_over_tolerance: float | None = None,
     ) -> PromotionDecision:
         """Makes ``candidate`` production if it has production's data lineage and beats it.
 
@@ -524,8 +534,10 @@ class Registry:
                 decision, recorded as such); never over real data with generated data.
             coverage_tolerance: When set, the candidate's recorded interval coverage at
                 ``coverage_level`` (its metrics' ``coverage_80``, measured on the holdout)
-                must be within this many points (as a fraction, 0.05 = 5 points) of
-                nominal; an uncalibrated or miscalibrated candidate is rejected unscored.
+                may fall at most this far (a fraction, 0.05 = 5 points) below nominal; an
+                uncalibrated or under-covering candidate is rejected unscored.
+            coverage_over_tolerance: Also refuse coverage this far above nominal (None:
+                conservative intervals pass).
 
         Returns:
             The decision. A rejection leaves the aliases untouched.
@@ -544,7 +556,9 @@ class Registry:
         verify_manifest(cand.path)
         miscalibrated = None
         if coverage_tolerance is not None and not force:
-            miscalibrated = coverage_problem(cand.metrics, coverage_level, coverage_tolerance)
+            miscalibrated = coverage_problem(
+                cand.metrics, coverage_level, coverage_tolerance, coverage_over_tolerance
+            )
         cand_mse: float | None = None
         scored_production: tuple[str, float] | None = None
         for attempt in range(1, MAX_PROMOTION_ATTEMPTS + 1):

@@ -533,16 +533,29 @@ def test_same_lineage_is_gated_by_score_and_old_versions_compare_what_they_have(
 
 
 @pytest.mark.parametrize(
-    ("coverage", "promoted", "why"),
-    [(0.79, True, None), (0.64, False, "covered 0.640"), (None, False, "no recorded 80%")],
+    ("coverage", "over", "promoted", "why"),
+    [
+        (0.79, None, True, None),
+        (0.97, None, True, None),  # conservative intervals pass unless over-coverage is capped
+        (0.97, 0.1, False, "above nominal"),
+        (0.64, None, False, "covered 0.640"),
+        (None, None, False, "no recorded 80%"),
+    ],
 )
 def test_coverage_gate(
-    home: Path, tmp_path: Path, coverage: float | None, promoted: bool, why: str | None
+    home: Path,
+    tmp_path: Path,
+    coverage: float | None,
+    over: float | None,
+    promoted: bool,
+    why: str | None,
 ) -> None:
     reg = Registry()
     extra = {} if coverage is None else {"coverage_80": coverage}
     tag = reg.register(make_artifact(tmp_path / "c", 0.3, extra=extra), metadata={"x": 1})
-    decision = reg.promote(tag, score=metrics_mse, margin=0.0, coverage_tolerance=0.1)
+    decision = reg.promote(
+        tag, score=metrics_mse, margin=0.0, coverage_tolerance=0.1, coverage_over_tolerance=over
+    )
     assert decision.promoted is promoted
     if why is not None:
         assert why in decision.reason and reg.production_tag() is None
