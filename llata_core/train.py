@@ -164,7 +164,13 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's trainable parameters (`best.safetensors`, `current.safetensors`)
+    into a freshly built training model; frozen weights come from the backbone itself.
+
+    Raises:
+        RuntimeError: the checkpoint lacks a trainable parameter of this model.
+    """
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     if missing:
@@ -356,7 +362,7 @@ def fit(
                 f"checkpoint in {ckpt.dir} was written for another configuration "
                 f"({state['config_digest']} != {digest}); use a new run directory"
             )
-        _load_trainable(model, current)
+        load_trainable(model, current)
         optimizer.load_state_dict(optim["optimizer"])
         scheduler.load_state_dict(optim["scheduler"])
         torch.set_rng_state(optim["rng"])
@@ -490,7 +496,7 @@ def fit(
             log.info("early stop: no validation improvement for %d epochs", bad_epochs)
             break
 
-    _load_trainable(raw_model, best_state)
+    load_trainable(raw_model, best_state)
     raw_model.eval()
     result.model = raw_model
     if val_loader is None:

@@ -792,7 +792,12 @@ class Registry:
             path=Path(model.path),
         )
 
-    def _info_for_path(self, path: Path) -> VersionInfo:
+    def info_for_path(self, path: Path) -> VersionInfo:
+        """The stored version whose directory is `path` (what a scorer is handed).
+
+        Raises:
+            VersionNotFoundError: `path` is not a stored version of this model name.
+        """
         resolved = Path(path).resolve()
         for info in self.list_versions():
             if info.path.resolve() == resolved:
@@ -892,7 +897,7 @@ def stored_mse_scorer(registry: Registry, candidate: VersionInfo) -> Callable[[P
     split = candidate.metadata.get("eval_split_hash")
 
     def score(path: Path) -> float:
-        info = registry._info_for_path(path)
+        info = registry.info_for_path(path)
         if info.tag != candidate.tag:
             other = info.metadata.get("eval_split_hash")
             if split is None or other != split:

@@ -302,14 +302,14 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     from llata_core.data import load_series, make_splits
     from llata_core.evaluate import evaluate
     from llata_core.forecaster import save_artifact
-    from llata_core.train import _load_trainable, build_training_model
+    from llata_core.train import build_training_model, load_trainable
 
     ckpt = RUNS / cell.train_key / "run" / "checkpoint"
     state = json.loads((ckpt / "state.json").read_text())
     cfg = load_params(params, cell.overrides(extra))
     backbone = prepare_backbone(cfg.model) if cfg.model.kind == "llata" else None
     model = build_training_model(cfg, backbone)
-    _load_trainable(model, load_file(str(ckpt / "best.safetensors")))
+    load_trainable(model, load_file(str(ckpt / "best.safetensors")))
     data = cfg.data
     if cell.zero_shot_to:
         data = data.model_copy(update={"dataset": cell.zero_shot_to})
