@@ -3,8 +3,10 @@
 The request and answer models here are the ones BentoML validates requests with, so every
 limit a request must keep (rows, channels, horizon, timestamp length) is a pydantic
 constraint and appears in the document by construction. What a JSON schema cannot say is
-answered 422 and documented as such: the rows and channels the served model needs, and
-timestamps that are one per row, parse and are evenly spaced.
+answered 422 and documented as such: the rows and channels the served model needs,
+timestamps that are one per row, parse and are evenly spaced, and interval levels the served
+model cannot answer (no calibration, a horizon beyond the calibrated one, too few calibration
+windows for a level).
 
 BentoML 1.4.40 writes its own ``/docs.json`` from the API signatures alone. That document
 declares the error ``detail`` a string (schema errors send a list), lists 200/400/404/500 for
@@ -21,10 +23,19 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    field_validator,
+)
 from pydantic.json_schema import models_json_schema
 from starlette.responses import JSONResponse, Response
 
+from llata_core.intervals import MAX_LEVELS, validate_levels
 from serving.settings import SETTINGS
 
 # BentoML builds its request validators from these models when the service module is
@@ -43,6 +54,37 @@ def _integral(value: object) -> object:
 
 # Steps to forecast: a JSON integer (24 or 24.0), never a string or a boolean.
 Horizon = Annotated[int, Field(ge=1, le=LIMITS.max_horizon), BeforeValidator(_integral)]
+
+
+def _percent(level: float) -> float:
+    """One level, refused with the library's message (a fraction such as 0.8 is named one)."""
+    return validate_levels([level])[0]
+
+
+def _distinct(levels: list[float]) -> list[float]:
+    """The schema's ``uniqueItems`` (80 and 80.0 are one level), with the library's message."""
+    return list(validate_levels(levels))
+
+
+# An interval level in percent. llata_core.intervals.validate_levels is the rule: inside
+# (0, 100) and not below 1, since 0.8 is 80 % written as a fraction, never a 0.8 % interval.
+# The schema states that rule; the validators answer with the library's messages.
+Level = Annotated[
+    FiniteFloat,
+    AfterValidator(_percent),
+    Field(json_schema_extra={"minimum": 1, "exclusiveMaximum": 100}),
+]
+Levels = Annotated[
+    list[Level],
+    Field(min_length=1, max_length=MAX_LEVELS, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_distinct),
+]
+LEVELS_DESCRIPTION = (
+    "conformal prediction interval levels in percent, e.g. [80, 95] (1 to under 100, distinct, "
+    f"at most {MAX_LEVELS}); the answer then carries `intervals`, one per level in this order. "
+    "Needs a calibrated model (GET /model: `intervals`) and a horizon of at most the calibrated "
+    "one (the trained horizon): a recursive roll-out has no calibrated width (else 422)"
+)
 
 
 class ForecastRequest(BaseModel):
@@ -76,6 +118,7 @@ class ForecastRequest(BaseModel):
         description="steps to forecast (default or null: the model's trained horizon; longer is "
         "rolled out recursively)",
     )
+    levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
 
     @field_validator("history")
     @classmethod
@@ -100,6 +143,15 @@ class SeriesRequest(BaseModel):
         default=None,
         description="steps to forecast (default or null: the model's trained horizon)",
     )
+    levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
+
+
+class PredictionInterval(BaseModel):
+    """The conformal interval at one level, around the point forecast."""
+
+    level: float = Field(description="the level in percent, as asked")
+    lower: list[list[float]] = Field(description="horizon x channels, in data units")
+    upper: list[list[float]] = Field(description="horizon x channels, in data units")
 
 
 class ForecastResponse(BaseModel):
@@ -111,6 +163,11 @@ class ForecastResponse(BaseModel):
     timestamps: list[str] | None = Field(
         default=None, description="the forecast's timestamps, when the request had timestamps"
     )
+    intervals: list[PredictionInterval] | None = Field(
+        default=None,
+        description="when the request had levels: one interval per level, in the order asked; "
+        "lower <= forecast <= upper, each shaped like `forecast`",
+    )
     model_version: str
 
 
@@ -119,6 +176,18 @@ class SeriesForecastResponse(ForecastResponse):
 
     series_id: str
     window_end: str = Field(description="timestamp of the last row of the stored window")
+
+
+class IntervalCalibration(BaseModel):
+    """How the served model's prediction intervals were calibrated
+    (``Forecaster.describe()["intervals"]``)."""
+
+    method: str = Field(description="split-conformal-absolute-residual")
+    split: str = Field(description="the calibration split")
+    n_windows: int = Field(description="calibration windows (a level needs enough of them)")
+    horizon: int = Field(description="calibrated steps: the most a request with levels may ask")
+    data_fingerprint: str
+    calibrated_at: str
 
 
 class ModelInfo(BaseModel):
@@ -137,6 +206,9 @@ class ModelInfo(BaseModel):
     trained_at: str | None = None
     registered_at: str | None = None
     git_revision: str | None = None
+    intervals: IntervalCalibration | None = Field(
+        default=None, description="null: not calibrated; a request with `levels` answers 422"
+    )
     loaded_at: str
 
 
@@ -183,7 +255,8 @@ class Operation:
 
 _REFUSED = {
     400: "the body breaks this schema: not JSON, wrong types, NaN/Infinity, ragged rows, "
-    "empty history, an unknown field or a limit (`detail` lists each violation)",
+    "empty history, an unknown field, a limit, or interval levels outside [1, 100), repeated "
+    f"or more than {MAX_LEVELS} (`detail` lists each violation)",
     413: f"body over LLATA_MAX_REQUEST_BYTES ({LIMITS.max_request_bytes} bytes), refused "
     "before it is parsed",
     415: "a body that is not application/json",
@@ -191,6 +264,11 @@ _REFUSED = {
     503: "no production model loaded yet (with the reason and Retry-After), or the batching "
     "queue passed LLATA_MAX_LATENCY_MS",
 }
+
+_LEVELS_REFUSED = (
+    "levels the model cannot answer: it has no calibrated intervals (`llata calibrate`), the "
+    "horizon is beyond the calibrated one, or a level needs more calibration windows than it has"
+)
 
 FORECAST = Operation(
     path="/forecast",
@@ -203,7 +281,8 @@ FORECAST = Operation(
         **_REFUSED,
         422: "valid JSON the model cannot forecast: fewer rows than its input_size, rows not "
         "as wide as its channels, timestamps that are not one per row, do not parse or are "
-        "not increasing and evenly spaced, or values so large that the forecast is not finite",
+        "not increasing and evenly spaced, values so large that the forecast is not finite, "
+        "or " + _LEVELS_REFUSED,
     },
 )
 FORECAST_SERIES = Operation(
@@ -217,6 +296,7 @@ FORECAST_SERIES = Operation(
         **_REFUSED,
         404: "no context window for that series",
         409: "the stored window does not fit the production model (length, channels or values)",
+        422: _LEVELS_REFUSED,
         503: _REFUSED[503] + ", or the feature store cannot be opened",
     },
 )
@@ -290,6 +370,7 @@ class ModelShape:
     version: str
     input_size: int
     channels: tuple[str, ...]
+    intervals_horizon: int | None = None  # None: not calibrated
 
 
 def openapi_document(
@@ -317,8 +398,8 @@ def openapi_document(
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = {"schemas": dict(schemas["$defs"])}
     if shape is not None:
-        request = components["schemas"]["ForecastRequest"]
-        components["schemas"]["ForecastRequest"] = _fit_to_model(request, shape)
+        for name in ("ForecastRequest", "SeriesRequest"):
+            components["schemas"][name] = _fit_to_model(components["schemas"][name], shape)
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     paths: dict[str, Any] = {}
@@ -338,8 +419,18 @@ def openapi_document(
 
 
 def _fit_to_model(schema: dict[str, Any], shape: ModelShape) -> dict[str, Any]:
-    """The request schema narrowed to the rows and channels the served model needs."""
+    """A request schema narrowed to the rows and channels the served model needs, and saying
+    whether it answers levels."""
     schema = copy.deepcopy(schema)
+    levels = schema["properties"]["levels"]
+    if shape.intervals_horizon is None:
+        levels["description"] += f". Model {shape.version} has no calibrated intervals (422)"
+    else:
+        levels["description"] += (
+            f". Model {shape.version}: calibrated for {shape.intervals_horizon} steps"
+        )
+    if "history" not in schema["properties"]:
+        return schema
     history = schema["properties"]["history"]
     width = len(shape.channels)
     if shape.input_size <= LIMITS.max_steps:

@@ -4,15 +4,20 @@ Serves the registry's ``production`` model version (the student branch alone, Lo
 under ``torch.inference_mode``) and follows promotions without a restart.
 
 Endpoints:
-    POST /forecast         ``{"history": [[...], ...], "timestamps": [...]?, "horizon": int?}``
-                           -> ``{"forecast", "channels", "horizon", "timestamps"?,
-                           "model_version"}``. ``history`` is ``steps x channels`` in the
-                           data's own units, at least ``input_size`` steps (longer is cut to
-                           the last ``input_size``). With ``timestamps`` (one per history row,
-                           evenly spaced) the answer carries the forecast's timestamps.
-    POST /forecast_series  ``{"series_id": "...", "horizon": int?}``: forecasts the series'
-                           context window read from the Feast online store.
-    GET  /model            the production version, metrics, data hash, trained-at, backbone.
+    POST /forecast         ``{"history": [[...], ...], "timestamps": [...]?, "horizon": int?,
+                           "levels": [80, 95]?}`` -> ``{"forecast", "channels", "horizon",
+                           "timestamps"?, "intervals"?, "model_version"}``. ``history`` is
+                           ``steps x channels`` in the data's own units, at least
+                           ``input_size`` steps (longer is cut to the last ``input_size``).
+                           With ``timestamps`` (one per history row, evenly spaced) the answer
+                           carries the forecast's timestamps; with ``levels`` (percent) it
+                           carries one conformal interval per level (``{"level", "lower",
+                           "upper"}``, bounds shaped like the forecast, data units).
+    POST /forecast_series  ``{"series_id": "...", "horizon": int?, "levels": [...]?}``:
+                           forecasts the series' context window read from the Feast online
+                           store.
+    GET  /model            the production version, metrics, data hash, trained-at, backbone,
+                           and how its intervals were calibrated (null: none).
     GET  /livez, /readyz, /metrics   BentoML's health probes and Prometheus metrics.
     GET  /docs.json        the OpenAPI document (``serving/contract.py``): every limit, every
                            status each endpoint answers and its error body.
@@ -26,7 +31,8 @@ reports the version it serves in ``llata_model_serving{version}`` on /metrics.
 
 Both forecast endpoints go through BentoML's adaptive-batching dispatcher (``CorkDispatcher``,
 the one behind ``@bentoml.api(batchable=True)``), run in process: concurrent windows are
-stacked into one ``[B, L, M]`` model call per served version and rollout depth. (A batchable
+stacked into one ``[B, L, M]`` model call per served version, rollout depth and interval
+levels (the bounds come out of the same call: point +- a stored quantile). (A batchable
 BentoML API only takes a list-shaped body, so ``/forecast``'s one-window body would need an
 extra in-process HTTP hop to reach one; measured on this project's 2-core machine, that hop
 halved the throughput - see benchmarks/serving/RESULTS.md.)
@@ -36,7 +42,8 @@ breaks the published schema (bad JSON, wrong types, NaN/inf, ragged rows, limits
 404 unknown series, 405 a method the path does not serve, 409 feature store window
 incompatible with the model, 413 body too large, 415 not JSON, 422 a schema-valid body the
 model cannot forecast (channels, too short, timestamps not one per row or uneven, non-finite
-forecast), 501 no feature store configured, 503 no production model (with the reason) or
+forecast, levels asked of a model without calibrated intervals or beyond its calibrated
+horizon), 501 no feature store configured, 503 no production model (with the reason) or
 overloaded.
 
 Configuration (environment variables, read once per worker, ``serving/settings.py``):
@@ -92,9 +99,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,14 +119,16 @@ with bentoml.importing():
     import torch
 
     from llata_core.forecaster import Forecaster as LoadedForecaster
-    from llata_core.forecaster import ForecastInputError
+    from llata_core.forecaster import ForecastInputError, IntervalsUnavailableError
     from serving.contract import (
         OPEN_PATHS,
         ContractRoutes,
         ForecastRequest,
         ForecastResponse,
+        IntervalCalibration,
         ModelInfo,
         ModelShape,
+        PredictionInterval,
         SeriesForecastResponse,
         SeriesRequest,
         openapi_document,
@@ -155,6 +164,7 @@ class ServedModel:
         scalar_metrics = {
             k: v for k, v in self.forecaster.metrics.items() if isinstance(v, int | float | str)
         }
+        calibration = described["intervals"]  # None: not calibrated
         return ModelInfo(
             model_version=self.version,
             tag=self.tag,
@@ -169,13 +179,51 @@ class ServedModel:
             trained_at=_opt_str(meta.get("trained_at")),
             registered_at=_opt_str(self.registry_metadata.get("registered_at")),
             git_revision=_opt_str(meta.get("git_revision")),
+            intervals=IntervalCalibration.model_validate(calibration) if calibration else None,
             loaded_at=self.loaded_at,
         )
 
     def shape(self) -> ModelShape:
         """What this version needs of a window (for the OpenAPI document)."""
         fc = self.forecaster
-        return ModelShape(self.version, fc.input_size, tuple(fc.channels))
+        calibrated = fc.intervals.horizon if fc.intervals is not None else None
+        return ModelShape(self.version, fc.input_size, tuple(fc.channels), calibrated)
+
+    def interval_levels(
+        self, levels: Sequence[float] | None, horizon: int
+    ) -> tuple[float, ...] | None:
+        """The levels a request asks of this version, checked before its window joins a batch:
+        a request this version cannot answer is refused alone, not with its batch-mates.
+
+        Raises:
+            RequestError: 422, the version has no calibrated intervals, the horizon is beyond
+                the calibrated one, or a level needs more calibration windows than it has.
+        """
+        if levels is None:
+            return None
+        scores = self.forecaster.intervals
+        if scores is None:
+            raise RequestError(422, _uncalibrated(self.version))
+        if horizon > scores.horizon:
+            raise RequestError(
+                422,
+                f"the intervals of model {self.version} are calibrated for {scores.horizon} "
+                f"steps (its trained horizon); horizon {horizon} would be rolled out "
+                "recursively, where no width is calibrated. Ask for at most "
+                f"{scores.horizon} steps with levels, or for no levels",
+            )
+        try:
+            return scores.check_levels(levels)
+        except ValueError as exc:  # too few calibration windows for a level
+            raise RequestError(422, f"model {self.version}: {exc}") from exc
+
+
+def _uncalibrated(version: str) -> str:
+    return (
+        f"model {version} has no calibrated prediction intervals, so it cannot answer levels; "
+        "calibrate its artifact with `llata calibrate --model DIR`, then register and promote "
+        "it (ask without levels meanwhile)"
+    )
 
 
 def _opt_str(value: object) -> str | None:
@@ -189,13 +237,17 @@ class _Window:
     history: np.ndarray  # [input_size, M], data units
     horizon: int
     version: str
+    levels: tuple[float, ...] | None = None  # checked against `version` (interval_levels)
 
 
 @dataclass(frozen=True, eq=False)
 class _Outcome:
-    """A window's forecast (`[horizon, M]`, data units), or the status and error to answer."""
+    """A window's forecast (`[horizon, M]`, data units) with its bounds per level when asked
+    (`[horizon, M]` each, in the order asked), or the status and error to answer."""
 
     forecast: np.ndarray | None = None
+    lower: Mapping[float, np.ndarray] = field(default_factory=dict)
+    upper: Mapping[float, np.ndarray] = field(default_factory=dict)
     model_version: str = ""
     status: int = 200
     error: str = ""
@@ -519,6 +571,16 @@ def _as_lists(forecast: np.ndarray | None) -> list[list[float]]:
     return [] if forecast is None else forecast.tolist()
 
 
+def _intervals(outcome: _Outcome) -> list[PredictionInterval] | None:
+    """The answer's ``intervals``, one per level in the order asked; None without levels."""
+    if not outcome.lower:
+        return None
+    return [
+        PredictionInterval(level=level, lower=low.tolist(), upper=outcome.upper[level].tolist())
+        for level, low in outcome.lower.items()
+    ]
+
+
 def _ok(body: BaseModel) -> Response:
     """A 200 JSON answer without null fields.
 
@@ -645,6 +707,7 @@ class Forecaster:
         history: list[list[float]],
         timestamps: list[str] | None = None,
         horizon: int | None = None,
+        levels: list[float] | None = None,
     ) -> Response:
         """Forecast one history window (steps x channels, data units)."""
         served = self.watcher.current or await self._serving()
@@ -654,10 +717,11 @@ class Forecaster:
             fc = served.forecaster
             window = _fit_window(history, fc.input_size, fc.channels)
             steps = horizon or fc.horizon
+            checked = served.interval_levels(levels, steps)
             future = None
             if timestamps is not None:
                 future = _future_timestamps(timestamps, len(history), steps)
-            result = await self._infer(window, steps, served.version)
+            result = await self._infer(window, steps, served.version, checked)
         except RequestError as problem:
             return _error(problem.status, problem.message)
         return _ok(
@@ -666,6 +730,7 @@ class Forecaster:
                 channels=list(fc.channels),
                 horizon=steps,
                 timestamps=future,
+                intervals=_intervals(result),
                 model_version=result.model_version,
             )
         )
@@ -673,7 +738,9 @@ class Forecaster:
     @bentoml.api(
         route="/forecast_series", input_spec=SeriesRequest, output_spec=SeriesForecastResponse
     )
-    async def forecast_series(self, series_id: str, horizon: int | None = None) -> Response:
+    async def forecast_series(
+        self, series_id: str, horizon: int | None = None, levels: list[float] | None = None
+    ) -> Response:
         """Forecast a series from its context window in the Feast online store."""
         if self._store is None:  # a lasting configuration problem comes before a passing one
             status, message = self._store_problem or (503, "feature store unavailable")
@@ -681,6 +748,12 @@ class Forecaster:
         served = self.watcher.current or await self._serving()
         if served is None:
             return _error(503, self.watcher.unavailable_reason, retry_after=5)
+        fc = served.forecaster
+        steps = horizon or fc.horizon
+        try:  # the caller's levels, checked before the store is read: a 422, not a 409
+            checked = served.interval_levels(levels, steps)
+        except RequestError as problem:
+            return _error(problem.status, problem.message)
         from features.store import UnknownSeriesError, read_context_window
 
         loop = asyncio.get_running_loop()
@@ -692,7 +765,6 @@ class Forecaster:
             return _error(404, str(exc))
         except ValueError as exc:  # a stored window of the wrong length
             return _error(409, f"stored context window is unusable: {exc}")
-        fc = served.forecaster
         try:
             if set(stored.channels) != set(fc.channels):
                 raise RequestError(
@@ -703,8 +775,7 @@ class Forecaster:
             order = [stored.channels.index(c) for c in fc.channels]
             values = stored.values[:, order]  # [L, M] in the model's channel order
             window = _fit_window(values.tolist(), fc.input_size, fc.channels, where="stored")
-            steps = horizon or fc.horizon
-            result = await self._infer(window, steps, served.version)
+            result = await self._infer(window, steps, served.version, checked)
         except RequestError as problem:
             # The window is the store's, not the caller's: one that does not fit is a conflict.
             return _error(409 if problem.status == 422 else problem.status, problem.message)
@@ -713,6 +784,7 @@ class Forecaster:
                 forecast=_as_lists(result.forecast),
                 channels=list(fc.channels),
                 horizon=steps,
+                intervals=_intervals(result),
                 model_version=result.model_version,
                 series_id=stored.series_id,
                 window_end=stored.window_end.isoformat(),
@@ -729,9 +801,15 @@ class Forecaster:
 
     # ------------------------------------------------------------------ batching
 
-    async def _infer(self, window: list[list[float]], horizon: int, version: str) -> _Outcome:
+    async def _infer(
+        self,
+        window: list[list[float]],
+        horizon: int,
+        version: str,
+        levels: tuple[float, ...] | None = None,
+    ) -> _Outcome:
         """Forecast one window through the batcher; an error outcome becomes a RequestError."""
-        item = _Window(np.asarray(window, dtype=np.float64), horizon, version)
+        item = _Window(np.asarray(window, dtype=np.float64), horizon, version, levels)
         outcome = await self._submit()(item)
         if outcome.error:
             raise RequestError(outcome.status, outcome.error)
@@ -765,9 +843,13 @@ class Forecaster:
         )
 
     def _predict_windows(self, windows: list[_Window]) -> list[_Outcome]:
-        """Forecasts windows with one model call per served version and rollout depth."""
+        """Forecasts windows with one model call per served version, rollout depth and levels.
+
+        Windows asking the same levels share a call, which returns their bounds with the
+        point forecast; clients of one deployment mostly ask the same levels, or none.
+        """
         results: list[_Outcome | None] = [None] * len(windows)
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, int, tuple[float, ...] | None], list[int]] = {}
         served_by_id: dict[int, ServedModel] = {}
         for i, item in enumerate(windows):
             served = self.watcher.for_version(item.version)
@@ -784,13 +866,23 @@ class Forecaster:
                 continue
             served_by_id[id(served)] = served
             rounds = math.ceil(item.horizon / fc.horizon)  # same rollout depth, one call
-            groups.setdefault((id(served), rounds), []).append(i)
-        for (served_id, _), members in groups.items():
+            groups.setdefault((id(served), rounds, item.levels), []).append(i)
+        for (served_id, _, levels), members in groups.items():
             served = served_by_id[served_id]
             batch = np.stack([windows[i].history for i in members])  # [B, L, M]
             steps = max(windows[i].horizon for i in members)
             try:
-                forecast = served.forecaster.predict_batch(batch, steps)  # [B, steps, M]
+                if levels is None:
+                    forecast = served.forecaster.predict_batch(batch, steps)  # [B, steps, M]
+                    lower: Mapping[float, np.ndarray] = {}
+                    upper: Mapping[float, np.ndarray] = {}
+                else:
+                    bands = served.forecaster.predict_batch(batch, steps, levels=levels)
+                    forecast, lower, upper = bands.point, bands.lower, bands.upper
+            except IntervalsUnavailableError:  # swapped for an uncalibrated version meanwhile
+                for i in members:
+                    results[i] = _Outcome(status=422, error=_uncalibrated(served.version))
+                continue
             except ForecastInputError as exc:
                 for i in members:
                     results[i] = _Outcome(status=422, error=str(exc))
@@ -801,8 +893,11 @@ class Forecaster:
                     results[i] = _Outcome(status=500, error="inference failed; see server log")
                 continue
             for k, i in enumerate(members):
-                ahead = forecast[k, : windows[i].horizon]  # [horizon, M]
-                if not np.isfinite(ahead).all():
+                h = windows[i].horizon
+                ahead = forecast[k, :h]  # [horizon, M]
+                low = {level: v[k, :h] for level, v in lower.items()}  # level -> [horizon, M]
+                high = {level: v[k, :h] for level, v in upper.items()}
+                if not all(np.isfinite(a).all() for a in (ahead, *low.values(), *high.values())):
                     # Values far outside the training range overflow the model's float range;
                     # JSON has no NaN, and a non-finite forecast is no answer.
                     results[i] = _Outcome(
@@ -811,7 +906,7 @@ class Forecaster:
                         f"outside the range model {served.version} was trained on",
                     )
                     continue
-                results[i] = _Outcome(forecast=ahead, model_version=served.version)
+                results[i] = _Outcome(ahead, low, high, model_version=served.version)
         return [r if r is not None else _Outcome(status=500, error="no result") for r in results]
 
 

@@ -26,6 +26,7 @@ import pytest
 import requests
 
 from llata_core.forecaster import Forecaster
+from llata_core.intervals import MAX_LEVELS
 from serving.registry import Registry
 from tests.test_serving import (
     CHANNELS,
@@ -137,6 +138,7 @@ def test_document_states_every_enforced_limit(deployed: Running) -> None:
     history = request["properties"]["history"]
     horizon = request["properties"]["horizon"]["anyOf"][0]
     stamps = request["properties"]["timestamps"]["anyOf"][0]
+    levels = request["properties"]["levels"]["anyOf"][0]
     series = schemas["SeriesRequest"]["properties"]
 
     # The served model needs INPUT_SIZE rows of len(CHANNELS) values; the server takes at
@@ -148,6 +150,18 @@ def test_document_states_every_enforced_limit(deployed: Running) -> None:
     assert stamps["maxItems"] == MAX_STEPS and stamps["items"]["maxLength"] == 64
     assert request["additionalProperties"] is False and request["required"] == ["history"]
     assert (series["series_id"]["minLength"], series["series_id"]["maxLength"]) == (1, 256)
+    # Levels are percent: distinct, at most MAX_LEVELS, from 1 (0.8 is a fraction) to under 100.
+    assert (levels["minItems"], levels["maxItems"], levels["uniqueItems"]) == (1, MAX_LEVELS, True)
+    assert levels["items"] == {"type": "number", "minimum": 1, "exclusiveMaximum": 100}
+    assert series["levels"]["anyOf"][0] == levels
+    assert "calibrated for 8 steps" in request["properties"]["levels"]["description"]
+    interval = schemas["PredictionInterval"]
+    assert interval["required"] == ["level", "lower", "upper"]
+    answer = schemas["ForecastResponse"]["properties"]["intervals"]["anyOf"][0]
+    assert answer["items"] == {"$ref": "#/components/schemas/PredictionInterval"}
+    assert schemas["ModelInfo"]["properties"]["intervals"]["anyOf"][0] == {
+        "$ref": "#/components/schemas/IntervalCalibration"
+    }
     assert schemas["ErrorBody"]["properties"]["detail"]["type"] == "array"
     assert schemas["ErrorBody"]["required"] == ["error"]
 
@@ -170,7 +184,7 @@ def test_document_lists_every_status_each_endpoint_answers(
     refused = {400, 413, 415, 500, 503}
 
     assert _statuses(full, "/forecast", "post") == {200, 401, 422} | refused
-    assert _statuses(full, "/forecast_series", "post") == {200, 401, 404, 409} | refused
+    assert _statuses(full, "/forecast_series", "post") == {200, 401, 404, 409, 422} | refused
     assert _statuses(full, "/model", "get") == {200, 401, 500, 503}
     assert _statuses(full, "/readyz", "get") == {200, 503}
     assert _statuses(lean, "/forecast", "post") == {200, 422} | refused
@@ -264,10 +278,14 @@ def test_bentoml_python_client(deployed: Running) -> None:
             timestamps=[f"2024-01-{1 + i // 24:02d}T{i % 24:02d}:00:00" for i in range(40)],
         )
         stored = client.forecast_series(series_id="north", horizon=2)
+        bands = client.forecast(history=history.tolist(), horizon=3, levels=[80, 95])
+        stored_bands = client.forecast_series(series_id="north", levels=[50])
         with pytest.raises(BentoMLException) as too_short:
             client.forecast(history=history[:5].tolist())
         with pytest.raises(BentoMLException) as unknown:
             client.forecast_series(series_id="atlantis")
+        with pytest.raises(BentoMLException) as beyond:
+            client.forecast(history=history.tolist(), horizon=9, levels=[80])
 
     expected = Forecaster.load(deployed.artifact).predict(history, horizon=3)
     np.testing.assert_allclose(answer["forecast"], expected, rtol=1e-5, atol=1e-5)
@@ -276,3 +294,10 @@ def test_bentoml_python_client(deployed: Running) -> None:
     assert stored["series_id"] == "north" and np.array(stored["forecast"]).shape == (2, 3)
     assert too_short.value.error_code == 422 and "needs at least 32" in str(too_short.value)
     assert unknown.value.error_code == 404 and "atlantis" in str(unknown.value)
+    intervals = Forecaster.load(deployed.artifact).predict(history, horizon=3, levels=(80, 95))
+    assert [i["level"] for i in bands["intervals"]] == [80, 95]
+    for interval in bands["intervals"]:
+        np.testing.assert_allclose(interval["lower"], intervals.lower[interval["level"]], atol=1e-5)
+        np.testing.assert_allclose(interval["upper"], intervals.upper[interval["level"]], atol=1e-5)
+    assert np.array(stored_bands["intervals"][0]["upper"]).shape == (8, 3)
+    assert beyond.value.error_code == 422 and "calibrated for 8 steps" in str(beyond.value)

@@ -1,7 +1,8 @@
 """The BentoML service against a real `bentoml serve` process on 127.0.0.1.
 
-One server runs for the whole module (tiny tiny-gpt2 artifacts, a private BENTOML_HOME and
-registry, a Feast repo for /forecast_series, a bearer token and small request limits). The
+One server runs for the whole module (tiny tiny-gpt2 artifacts, version "a" calibrated for
+prediction intervals and "b" not, a private BENTOML_HOME and registry, a Feast repo for
+/forecast_series, a bearer token and small request limits). The
 registry starts empty, so the server's first answers are the 503s of "no production model";
 the tests then promote versions through the registry, as the pipeline does, and watch the
 server follow: every worker answering once one is ready, a hot swap under concurrent load,
@@ -38,6 +39,7 @@ from llata_core.backbone import prepare_backbone
 from llata_core.config import config_from_dict
 from llata_core.data import Scaler
 from llata_core.forecaster import Forecaster, save_artifact
+from llata_core.intervals import ConformalScores
 from llata_core.model import LlataModel
 from serving.registry import Registry
 from tests.conftest import tiny_overrides
@@ -50,6 +52,8 @@ POLL_SECONDS = 0.3
 START_TIMEOUT = 120.0
 SERIES = ("north", "south")
 VERSIONS = ("a", "b")
+CALIBRATED = "a"  # "b" has no conformal scores: it refuses levels
+CALIBRATION_WINDOWS = 199  # levels up to 99.5 % are answerable
 WORKERS = 2  # each worker process watches the registry and swaps on its own
 MEAN, STD = np.array([10.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0])
 
@@ -75,9 +79,20 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
+def calibration_scores() -> ConformalScores:
+    """Conformal scores as a calibration would store them, with residuals that grow along
+    the horizon (as a real model's do)."""
+    rng = np.random.default_rng(11)
+    growth = np.linspace(0.5, 1.5, HORIZON)[None, :, None]  # [1, H, 1]
+    residuals = rng.normal(size=(CALIBRATION_WINDOWS, HORIZON, len(CHANNELS))) * growth
+    return ConformalScores.from_residuals(
+        residuals, data_fingerprint="test-data", calibrated_at="2024-01-02T00:00:00+00:00"
+    )
+
+
 def build_artifacts(root: Path) -> dict[str, Path]:
     """Two untrained tiny models with different random weights, so every answer shows
-    which version made it."""
+    which version made it; CALIBRATED carries conformal scores, the other none."""
     cfg = config_from_dict(tiny_overrides("tiny-gpt2"))
     artifacts = {}
     for seed, name in enumerate(VERSIONS):
@@ -89,6 +104,7 @@ def build_artifacts(root: Path) -> dict[str, Path]:
             Scaler(CHANNELS, MEAN, STD),
             {"mse": 0.5, "mae": 0.4},
             metadata={"data_sha256": f"hash-{name}", "trained_at": "2024-01-01T00:00:00+00:00"},
+            intervals=calibration_scores() if name == CALIBRATED else None,
         )
     return artifacts
 
@@ -385,6 +401,142 @@ def test_model_endpoint_describes_production(server: Server) -> None:
     assert (info["input_size"], info["horizon"], info["channels"]) == (32, 8, list(CHANNELS))
     assert info["metrics"] == {"mse": 0.5, "mae": 0.4}
     assert info["data_sha256"].startswith("hash-") and info["trained_at"].startswith("2024-01-01")
+    calibrated = info["data_sha256"] == f"hash-{CALIBRATED}"
+    assert info["intervals"] == (
+        {
+            "method": "split-conformal-absolute-residual",
+            "split": "val",
+            "n_windows": CALIBRATION_WINDOWS,
+            "horizon": HORIZON,
+            "data_fingerprint": "test-data",
+            "calibrated_at": "2024-01-02T00:00:00+00:00",
+        }
+        if calibrated
+        else None
+    )
+
+
+def _serve(server: Server, name: str) -> str:
+    """Makes artifact `name` the production model on every worker, unless it already is;
+    returns the version served."""
+    info = server.session().get(f"{server.url}/model").json()
+    version = str(info["model_version"])
+    if info["data_sha256"] != f"hash-{name}":
+        version = server.versions[name] = _promote(server, name)
+    _wait_serving(server, version)
+    return version
+
+
+def _bounds(body: dict[str, Any]) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    return {i["level"]: (np.array(i["lower"]), np.array(i["upper"])) for i in body["intervals"]}
+
+
+def test_levels_answer_bounds_around_the_forecast(server: Server) -> None:
+    version = _serve(server, CALIBRATED)
+    history = _history(40, seed=2)
+    s = server.session()
+
+    r = s.post(f"{server.url}/forecast", json={"history": history.tolist(), "levels": [95, 80]})
+    plain = s.post(f"{server.url}/forecast", json={"history": history.tolist()})
+
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == version
+    assert [i["level"] for i in body["intervals"]] == [95, 80]  # in the order asked
+    assert "intervals" not in plain.json()
+    point = np.array(body["forecast"])
+    np.testing.assert_allclose(point, plain.json()["forecast"], rtol=1e-6)
+    bounds = _bounds(body)
+    expected = Forecaster.load(server.artifacts[CALIBRATED]).predict(history, levels=(80, 95))
+    for level, (lower, upper) in bounds.items():
+        assert lower.shape == upper.shape == point.shape == (HORIZON, len(CHANNELS))
+        assert (lower <= point).all() and (point <= upper).all(), level
+        np.testing.assert_allclose(lower, expected.lower[level], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(upper, expected.upper[level], rtol=1e-5, atol=1e-5)
+    assert (bounds[95][0] <= bounds[80][0]).all() and (bounds[80][1] <= bounds[95][1]).all()
+    # In data units: a channel's width scales with its std. The calibration's residuals grow
+    # along the horizon, so should the widths (on average; not step by step).
+    width = (bounds[80][1] - bounds[80][0]) / STD  # [H, M], scaled units
+    assert width[-3:].mean() > width[:3].mean()
+
+
+def test_forecast_series_answers_levels_like_forecast(server: Server) -> None:
+    _serve(server, CALIBRATED)
+    s = server.session()
+    rows = server.frame[server.frame["series_id"] == "north"]
+    window = rows[list(CHANNELS)].to_numpy()[-INPUT_SIZE:]
+
+    r = s.post(
+        f"{server.url}/forecast_series",
+        json={"series_id": "north", "horizon": 4, "levels": [90]},
+    )
+    direct = s.post(
+        f"{server.url}/forecast",
+        json={"history": window.tolist(), "horizon": 4, "levels": [90]},
+    )
+
+    assert r.status_code == 200, r.text
+    assert r.json()["intervals"][0]["level"] == 90
+    np.testing.assert_allclose(
+        _bounds(r.json())[90], _bounds(direct.json())[90], rtol=1e-6, atol=1e-6
+    )
+    assert np.array(r.json()["intervals"][0]["upper"]).shape == (4, len(CHANNELS))
+
+
+BAD_LEVELS: dict[str, tuple[Any, str]] = {
+    # name: (levels, fragment of the message)
+    "zero": ([0], "outside (0, 100)"),
+    "hundred": ([80, 100], "outside (0, 100)"),
+    "negative": ([-5], "outside (0, 100)"),
+    "a fraction": ([0.8], "looks like a fraction"),
+    "repeated": ([80, 95, 80.0], "interval level 80 is given twice"),
+    "too many": ([10, 20, 30, 40, 50, 60], "at most 5 items"),
+    "none": ([], "at least 1 item"),
+    "a string": (["80"], "valid number"),
+    "not a list": (80, "valid array"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LEVELS))
+def test_bad_levels_get_400_naming_the_problem(server: Server, case: str) -> None:
+    levels, fragment = BAD_LEVELS[case]
+
+    r = server.session().post(f"{server.url}/forecast", json={"history": GOOD, "levels": levels})
+    series = server.session().post(
+        f"{server.url}/forecast_series", json={"series_id": "north", "levels": levels}
+    )
+
+    assert r.status_code == 400, r.text
+    assert any(fragment in d["msg"] and d["loc"][0] == "levels" for d in r.json()["detail"])
+    assert series.status_code == 400, series.text
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"horizon": HORIZON + 1}, f"calibrated for {HORIZON} steps"),
+        ({"levels": [99.9]}, f"calibrated on {CALIBRATION_WINDOWS}"),
+    ],
+)
+def test_levels_the_calibration_cannot_answer_get_422(
+    server: Server, body: dict[str, Any], fragment: str
+) -> None:
+    _serve(server, CALIBRATED)
+    request = {"levels": [80], **body}
+
+    r = server.session().post(f"{server.url}/forecast", json={"history": GOOD, **request})
+    series = server.session().post(
+        f"{server.url}/forecast_series", json={"series_id": "north", **request}
+    )
+    without_levels = {k: v for k, v in request.items() if k != "levels"}
+    plain = server.session().post(
+        f"{server.url}/forecast", json={"history": GOOD, **without_levels}
+    )
+
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["error"]
+    assert series.status_code == 422 and fragment in series.json()["error"]  # not a 409
+    assert plain.status_code == 200, plain.text  # the same request without levels is answered
 
 
 def test_health_and_metrics_stay_open_other_endpoints_need_the_token(server: Server) -> None:
@@ -599,6 +751,27 @@ def test_hot_swap_under_concurrent_requests(server: Server) -> None:
             np.testing.assert_allclose(forecast, by_version[version], rtol=1e-5, atol=1e-5)
     calls, windows = (b - a for a, b in zip(batches_before, _batch_stats(server), strict=True))
     assert windows > calls > 0, "concurrent requests were never batched together"
+
+
+def test_a_model_without_intervals_refuses_levels_naming_llata_calibrate(server: Server) -> None:
+    version = _serve(server, "b")  # "b" was saved without conformal scores
+    s = server.session()
+    body = {"history": GOOD, "levels": [80, 95]}
+
+    r = s.post(f"{server.url}/forecast", json=body)
+    series = s.post(f"{server.url}/forecast_series", json={"series_id": "north", "levels": [80]})
+    plain = s.post(f"{server.url}/forecast", json={"history": GOOD})
+    info = s.get(f"{server.url}/model").json()
+    document = s.get(f"{server.url}/docs.json").json()
+
+    assert r.status_code == 422, r.text
+    assert f"model {version} has no calibrated prediction intervals" in r.json()["error"]
+    assert "llata calibrate" in r.json()["error"]
+    assert series.status_code == 422 and "llata calibrate" in series.json()["error"]
+    assert plain.status_code == 200 and plain.json()["model_version"] == version
+    assert info["model_version"] == version and info["intervals"] is None
+    levels = document["components"]["schemas"]["ForecastRequest"]["properties"]["levels"]
+    assert f"Model {version} has no calibrated intervals" in levels["description"]
 
 
 def _wait_current(server: Server) -> str:

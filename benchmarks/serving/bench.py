@@ -16,13 +16,21 @@ One run measures, on the same machine state:
    server, in rotating order, so slow drifts of a shared machine hit every variant alike;
    the server overhead is the median of the paired differences;
 4. throughput at concurrency 16: `--duration` seconds per server, in `--segments`
-   alternating slices.
+   alternating slices;
+5. what prediction intervals cost (a calibrated artifact only): at concurrency 1 against the
+   default server, requests without levels and with `"levels": [80, 95]`, alternating within
+   each round, and the same pair in process (`predict` vs `predict(levels=...)`); the ratio
+   of the p50s is the price (target: at most 1.10).
+
+`--levels-only` measures step 5 alone (one server, a few minutes) and writes
+`results_levels.json` unless `--out` says otherwise.
 
 Every non-2xx answer is counted. The servers run on 127.0.0.1 with a private BENTOML_HOME in
 which the artifact is registered and promoted, as the pipeline does it.
 
     LLATA_HOME=.llata HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serving/bench.py \\
         --artifact /tmp/serve_model --out benchmarks/serving/results.json
+    ... bench.py --artifact /tmp/serve_model --levels-only   # intervals' price alone
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ETTH1 = ROOT.parent / "shared" / "data" / "ETTh1.csv.gz"
 # ETTh1's standard split: 12/4/4 months of hours; the first test forecast starts here.
 TEST_START = 12 * 30 * 24 + 4 * 30 * 24
+LEVELS = [80, 95]
 SERVERS = {
     "batching_on": {},
     "batching_off": {"LLATA_BATCHING": "0"},
@@ -267,6 +276,52 @@ async def latency_rounds(
     return out
 
 
+async def levels_latency(
+    server: ServerProcess,
+    predict: Callable[[], object],
+    predict_levels: Callable[[], object],
+    body: bytes,
+    body_levels: bytes,
+    rounds: int,
+) -> dict[str, Any]:
+    """Concurrency 1, one server: a request without levels and one with LEVELS per round (in
+    alternating order), and the same pair in process, so both see the same machine state."""
+    url = f"{server.url}/forecast"
+    times: dict[str, list[float]] = {
+        name: [] for name in ("plain", "levels", "in_process_plain", "in_process_levels")
+    }
+    non_2xx = 0
+    async with aiohttp.ClientSession() as session:
+        for _ in range(30):  # warm the server, with and without levels
+            for b in (body, body_levels):
+                await post(session, url, b)
+        for r in range(rounds):
+            pair = [("plain", body), ("levels", body_levels)]
+            for name, b in pair if r % 2 == 0 else pair[::-1]:
+                start = time.perf_counter()
+                status = await post(session, url, b)
+                times[name].append(time.perf_counter() - start)
+                non_2xx += not 200 <= status < 300
+            calls = [("in_process_plain", predict), ("in_process_levels", predict_levels)]
+            for name, fn in calls if r % 2 == 0 else calls[::-1]:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    out: dict[str, Any] = {
+        "server": server.label,
+        "levels": LEVELS,
+        "request_bytes": {"plain": len(body), "levels": len(body_levels)},
+        "non_2xx": non_2xx,
+        **{name: stats(t) for name, t in times.items()},
+    }
+    for where in ("", "in_process_"):
+        plain, levels = out[f"{where}plain"]["p50_ms"], out[f"{where}levels"]["p50_ms"]
+        paired = np.asarray(times[f"{where}levels"]) / np.asarray(times[f"{where}plain"])
+        out[f"{where}levels_over_plain_p50"] = round(levels / plain, 3)
+        out[f"{where}levels_over_plain_median_paired_ratio"] = round(float(np.median(paired)), 3)
+    return out
+
+
 async def load_slice(url: str, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
     statuses: dict[int, int] = {}
     latencies: list[float] = []
@@ -377,8 +432,21 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per server")
     parser.add_argument("--segments", type=int, default=3, help="alternating slices")
     parser.add_argument("--torch-threads", type=int, default=None, help="default: the service's")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument(
+        "--levels-only",
+        action="store_true",
+        help="only what intervals cost: one server, plain vs levels requests (step 5)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results.json, or results_levels.json with --levels-only",
+    )
     args = parser.parse_args()
+    if args.out is None:
+        name = "results_levels.json" if args.levels_only else "results.json"
+        args.out = Path(__file__).with_name(name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.monotonic()
     # Usable cores - 1 (at least 1) unless told otherwise: the service's default for one
@@ -396,9 +464,12 @@ def main() -> None:
         "busy_processes_before": busy_processes(),
     }
     fc = Forecaster.load(args.artifact, precision="auto")  # as the service loads it
+    if args.levels_only and fc.intervals is None:
+        parser.error(f"{args.artifact} has no intervals: run `llata calibrate --model` on it")
     values = load_values(args.data, fc.channels)
     window = values[TEST_START - fc.input_size : TEST_START]
     body = json.dumps({"history": window.tolist()}).encode()
+    body_levels = json.dumps({"history": window.tolist(), "levels": LEVELS}).encode()
     described = fc.describe()
     result["model"] = {
         "artifact": str(args.artifact),
@@ -408,16 +479,20 @@ def main() -> None:
         },
         "channels": len(fc.channels),
         "request_bytes": len(body),
+        "intervals": described["intervals"],
     }
 
-    log.info("in-process measurements (%d torch threads)", threads)
-    result["in_process"] = in_process(args.artifact, values, args.inproc_rounds)
+    if not args.levels_only:
+        log.info("in-process measurements (%d torch threads)", threads)
+        result["in_process"] = in_process(args.artifact, values, args.inproc_rounds)
 
     with tempfile.TemporaryDirectory(prefix="llata-serving-bench-") as tmp:
         workdir = Path(tmp)
         servers: list[ServerProcess] = []
         try:
             for label, extra in SERVERS.items():
+                if args.levels_only and label != "batching_on":
+                    continue
                 # One BENTOML_HOME per server: BentoML keeps its Prometheus files under it and
                 # a second server on the same home wipes the first one's.
                 home = workdir / label
@@ -428,6 +503,21 @@ def main() -> None:
                 servers.append(ServerProcess(label, home, workdir, env))
                 startup = servers[-1].wait_ready()  # one at a time: start-ups compete for CPU
                 log.info("%s ready in %.0f s", label, startup)
+            if fc.intervals is not None:
+                log.info("levels %s against none at concurrency 1: %d rounds", LEVELS, args.rounds)
+                result["latency_levels_c1"] = asyncio.run(
+                    levels_latency(
+                        servers[0],
+                        lambda: fc.predict(window),
+                        lambda: fc.predict(window, levels=LEVELS),
+                        body,
+                        body_levels,
+                        args.rounds,
+                    )
+                )
+            if args.levels_only:
+                finish(result, args.out, t0, levels_summary(result))
+                return
             log.info("latency at concurrency 1: %d rounds", args.rounds)
             result["latency_c1"] = asyncio.run(
                 latency_rounds(servers, lambda: fc.predict(window), body, args.rounds)
@@ -448,7 +538,7 @@ def main() -> None:
                 s.stop()
 
     lat, thr, ip = result["latency_c1"], result["throughput"], result["in_process"]
-    result["summary"] = {
+    summary = {
         "p50_ms_c1": lat["batching_on"]["p50_ms"],
         "p99_ms_c1": lat["batching_on"]["p99_ms"],
         "in_process_predict_p50_ms": lat["in_process"]["p50_ms"],
@@ -464,13 +554,34 @@ def main() -> None:
         "two_branch_over_student": ip["two_branch_over_student_median_ratio"],
         "served_precision": ip["precision"],
         **ip["accuracy"],
+        **levels_summary(result),
     }
+    finish(result, args.out, t0, summary)
+
+
+def levels_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The price of intervals, when the artifact has them."""
+    levels = result.get("latency_levels_c1")
+    if levels is None:
+        return {}
+    return {
+        "p50_ms_c1_plain": levels["plain"]["p50_ms"],
+        "p50_ms_c1_levels_80_95": levels["levels"]["p50_ms"],
+        "levels_over_plain_p50": levels["levels_over_plain_p50"],
+        "levels_over_plain_median_paired_ratio": levels["levels_over_plain_median_paired_ratio"],
+        "in_process_levels_over_plain_p50": levels["in_process_levels_over_plain_p50"],
+        "levels_non_2xx": levels["non_2xx"],
+    }
+
+
+def finish(result: dict[str, Any], out: Path, t0: float, summary: dict[str, Any]) -> None:
+    result["summary"] = summary
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["busy_processes_after"] = busy_processes()
     result["wall_s"] = round(time.monotonic() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["summary"], indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
