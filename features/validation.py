@@ -24,10 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -62,7 +60,7 @@ from features.frame import (
     parse_timestamps,
     resolve_channels,
 )
-from llata_core.atomic import write_json
+from llata_core.atomic import swap_directory, write_json
 from llata_core.data import (
     GAP_FILL,
     SourceRows,
@@ -333,7 +331,7 @@ def validate_frame(
         if report_dir is not None and docs_build_dir is not None:
             context.build_data_docs(site_names=[_DOCS_SITE])
             data_docs = report_dir / DATA_DOCS_DIR
-            _swap_directory(docs_build_dir, data_docs)
+            swap_directory(docs_build_dir, data_docs)
             docs_build_dir = None
             data_docs_index = data_docs / "index.html"
     finally:
@@ -873,17 +871,3 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _swap_directory(new: Path, target: Path) -> None:
-    """Put the freshly built `new` directory in place of `target`.
-
-    A directory cannot be replaced atomically while it has content, so the old one is
-    first renamed aside: readers see the old site or the complete new one (or, for the
-    instant between the two renames, none), never a half-built site.
-    """
-    old: Path | None = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

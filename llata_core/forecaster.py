@@ -31,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from llata_core.atomic import swap_directory
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Scaler, file_sha256
 from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast, bounds
@@ -66,18 +67,6 @@ class IntervalsUnavailableError(ForecastInputError):
     """Interval levels asked of a model whose artifact holds no conformal scores."""
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the complete directory `tmp` to `dest`, replacing what is there."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
-
-
 def _write_manifest(root: Path, names: Sequence[str]) -> None:
     manifest = {"files": {name: file_sha256(root / name) for name in names}}
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
@@ -90,7 +79,7 @@ def _build_dir(dest: Path, fill: Callable[[Path], Sequence[str]]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         _write_manifest(tmp, fill(tmp))
-        _replace_dir(tmp, dest)
+        swap_directory(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

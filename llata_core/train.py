@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from llata_core.atomic import swap_directory
 from llata_core.backbone import PreparedBackbone
 from llata_core.baselines import Baseline, build_baseline
 from llata_core.config import LlataConfig, resolve_precision
@@ -216,12 +216,7 @@ class Checkpoint:
                 tmp / "optim.pt",
             )
             (tmp / "state.json").write_text(json.dumps(state, indent=1))
-            old = self.dir.with_name(".checkpoint.old")
-            if self.dir.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(self.dir, old)
-            os.replace(tmp, self.dir)
-            shutil.rmtree(old, ignore_errors=True)
+            swap_directory(tmp, self.dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
