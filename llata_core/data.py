@@ -143,7 +143,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_maybe_gzip(path: Path) -> bytes:
+def read_maybe_gzip(path: Path) -> bytes:
+    """A file's bytes, gunzipped when they start with the gzip magic bytes (the one sniff
+    for every data file: benchmark copies, user files, M4 subsets).
+
+    Raises:
+        OSError, EOFError: unreadable, or a truncated or corrupt gzip stream.
+    """
     raw = path.read_bytes()
     return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
@@ -210,7 +216,7 @@ def fetch_benchmark_bytes(
             if not path.is_file():
                 continue
             try:
-                data = _read_maybe_gzip(path)
+                data = read_maybe_gzip(path)
             except (OSError, EOFError) as err:
                 tried.append(f"{path} (unreadable: {err})")
                 continue
@@ -415,7 +421,7 @@ def _read_table(
             raw = path.read_bytes()
             frame = pd.read_parquet(io.BytesIO(raw))
         else:
-            raw = _read_maybe_gzip(path)
+            raw = read_maybe_gzip(path)
             frame = read_csv_bytes(raw, str(path), text_columns=(timestamp_column, *text_columns))
     except DataError:
         raise

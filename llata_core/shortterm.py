@@ -27,7 +27,6 @@ References:
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import logging
 import math
@@ -43,7 +42,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from llata_core.data import MIRROR_ENV, DataError
+from llata_core.data import MIRROR_ENV, DataError, read_maybe_gzip
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +154,10 @@ def _read_text(path: Path) -> str:
     """A file's text, gunzipped when it starts with the gzip magic bytes."""
     if not path.is_file():
         raise DataError(f"M4 file not found: {path}")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    try:
+        raw = read_maybe_gzip(path)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from err
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from llata_core.config import DataConfig
-from llata_core.data import DataError, Scaler, _read_maybe_gzip, read_table, sha256_bytes
+from llata_core.data import DataError, Scaler, read_maybe_gzip, read_table, sha256_bytes
 from llata_core.shortterm import (
     ShortTermInputs,
     ShortTermTrainDataset,
@@ -107,7 +107,7 @@ def _long_format_series(
                 "target, the horizon before it the validation target, and at least one "
                 "point is left to train on)"
             )
-    raw = path.read_bytes() if path.suffix == ".parquet" else _read_maybe_gzip(path)
+    raw = path.read_bytes() if path.suffix == ".parquet" else read_maybe_gzip(path)
     train = [s[: -cfg.horizon] for s in series]
     test = [s[-cfg.horizon :] for s in series]
     return ids, train, test, str(path), sha256_bytes(raw)
@@ -145,7 +145,7 @@ def load_short_term_splits(cfg: DataConfig, *, seed: int = 0) -> ShortTermSplits
             )
         digest = hashlib.sha256()
         for path in (train_path, test_path):
-            digest.update(_read_maybe_gzip(path))
+            digest.update(read_maybe_gzip(path))
         source, origin, sha256 = "mirror", f"{train_path},{test_path}", digest.hexdigest()
     else:
         ids, train, test, origin, sha256 = _long_format_series(cfg)
