@@ -309,7 +309,7 @@ async def levels_latency(
                 times[name].append(time.perf_counter() - start)
     out: dict[str, Any] = {
         "server": server.label,
-        "levels": LEVELS,
+        "levels_asked": LEVELS,
         "request_bytes": {"plain": len(body), "levels": len(body_levels)},
         "non_2xx": non_2xx,
         **{name: stats(t) for name, t in times.items()},
