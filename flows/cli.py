@@ -296,26 +296,10 @@ def cmd_pipeline_train(args: argparse.Namespace) -> int:
 
 
 def _candidate_table(selection: Any) -> str:
-    """The candidates as a text table: validation chose, test is shown beside it."""
-    header = ("CANDIDATE", "KIND", "LOOKBACK", "VAL_MSE", "TEST_MSE", "TRAIN_S", "PARAMS", "MS/WIN")
-    rows = [
-        (
-            ("* " if c.name == selection.winner else "  ") + c.name,
-            c.model_kind,
-            str(c.input_size),
-            f"{c.val_score:.4f}",
-            f"{c.test_score:.4f}" if c.test_score is not None else "-",
-            f"{c.train_seconds:.1f}",
-            f"{c.parameters:,}",
-            f"{c.serving_ms_per_window:.3g}",
-        )
-        for c in selection.candidates
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    """The candidates as a text table, the one `llata registry show` prints."""
+    from serving.registry_cli import selection_table
+
+    return selection_table(selection.to_dict())
 
 
 def cmd_pipeline_evaluate(args: argparse.Namespace) -> int:

@@ -122,11 +122,7 @@ def _table(infos: Sequence[VersionInfo]) -> str:
         )
         for info in infos
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    return text_table(header, rows)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -158,7 +154,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     selection = info.metadata.get("selection")
     if isinstance(selection, dict):
         print("  candidates  (chosen on validation; * = winner)")
-        print(_indent(_selection_table(selection), "    "))
+        print(_indent(selection_table(selection), "    "))
         print(f"  why         {selection.get('reason')}")
     else:
         print("  candidates  (not recorded: registered without a candidate selection)")
@@ -170,7 +166,18 @@ def _indent(text: str, prefix: str) -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def _selection_table(selection: dict[str, Any]) -> str:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows of text cells as left-aligned columns, the header first."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def selection_table(selection: dict[str, Any]) -> str:
+    """The candidates of a selection (`Selection.to_dict()`, as the registry stores it):
+    validation chose, test is shown beside it; `*` marks the winner."""
     header = ("CANDIDATE", "KIND", "LOOKBACK", "VAL", "TEST", "TRAIN_S", "PARAMS", "MS/WIN")
     rows = [
         (
@@ -185,11 +192,7 @@ def _selection_table(selection: dict[str, Any]) -> str:
         )
         for c in selection.get("candidates", [])
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    )
+    return text_table(header, rows)
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
