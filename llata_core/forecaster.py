@@ -462,6 +462,9 @@ class Forecaster:
             raise ForecastInputError(f"horizon must be at least 1, got {steps}")
         device = next(self.model.parameters()).device
         x = torch.from_numpy(self.scaler.transform(arr)).to(device, torch.float32)  # [B, L, M]
+        scale = None
+        if checked is not None and self.intervals is not None:
+            scale = self.intervals.scale_of(x.cpu().numpy())
         chunks = []
         produced = 0
         while produced < steps:
@@ -473,7 +476,7 @@ class Forecaster:
         if checked is None:
             return self.scaler.inverse(pred)
         assert self.intervals is not None  # _check_levels refused otherwise
-        lower, upper = bounds(pred.astype(np.float64), self.intervals, checked)
+        lower, upper = bounds(pred.astype(np.float64), self.intervals, checked, scale)
         return IntervalForecast(
             point=self.scaler.inverse(pred),
             lower={k: self.scaler.inverse(v) for k, v in lower.items()},

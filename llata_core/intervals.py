@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -51,7 +52,8 @@ MAX_LEVELS = 5
 DEFAULT_LEVELS = (80.0, 95.0)
 METHOD = "split-conformal-absolute-residual"
 
-Normalizer = Literal["none"]
+Normalizer = Literal["none", "seasonal-mae"]
+NORMALIZERS: tuple[Normalizer, ...] = ("none", "seasonal-mae")
 
 
 def validate_levels(levels: Iterable[float]) -> tuple[float, ...]:
@@ -122,8 +124,13 @@ class ConformalScores:
         split: the calibration split (`val`).
         data_fingerprint: identifies the calibration data (`Splits.fingerprint()`).
         calibrated_at: UTC time of calibration (ISO 8601).
-        normalizer: what the residuals were divided by; `none` (absolute residuals). Kept in
-            the file so that a later score kind cannot be read as this one.
+        normalizer: what the residuals were divided by. `none`: absolute residuals, for
+            models whose scaler puts every channel on one scale. `seasonal-mae`: each
+            residual divided by its input window's seasonal-naive mean absolute error
+            (`window_scale`), for panels of many series on unrelated scales (M4), where one
+            absolute width would be too wide for small series and too narrow for large
+            ones; the half-width is then `q * window_scale(window)`.
+        seasonality: the period of the `seasonal-mae` scale (1 for `none`).
     """
 
     scores: np.ndarray
@@ -131,6 +138,7 @@ class ConformalScores:
     data_fingerprint: str = ""
     calibrated_at: str = ""
     normalizer: Normalizer = "none"
+    seasonality: int = 1
     _cache: dict[float, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -144,24 +152,45 @@ class ConformalScores:
             raise ValueError("scores must be finite and non-negative")
         if s.shape[0] > 1 and (np.diff(s, axis=0) < 0).any():
             raise ValueError("scores must be sorted ascending along the window axis")
-        if self.normalizer != "none":
+        if self.normalizer not in NORMALIZERS:
             raise ValueError(f"unknown score normalizer {self.normalizer!r}")
+        if self.seasonality < 1:
+            raise ValueError(f"seasonality must be >= 1, got {self.seasonality}")
 
     @classmethod
     def from_residuals(
         cls,
         residuals: np.ndarray,
         *,
+        scale: np.ndarray | None = None,
+        seasonality: int = 1,
         split: str = "val",
         data_fingerprint: str = "",
         calibrated_at: str = "",
     ) -> ConformalScores:
-        """Scores from residuals `y - y_hat` `[n, horizon, channels]` (any sign)."""
-        residuals = np.asarray(residuals)
+        """Scores from residuals `y - y_hat` `[n, horizon, channels]` (any sign).
+
+        Args:
+            residuals: `[n, horizon, channels]`.
+            scale: `[n, 1, channels]` per-window scales (`window_scale` of each calibration
+                input with `seasonality`); with them the scores are `seasonal-mae`
+                normalised, without them absolute.
+            seasonality: the period `scale` was computed with.
+        """
+        residuals = np.asarray(residuals, dtype=np.float64)
         if residuals.ndim != 3:
             raise ValueError(f"residuals must be [n, horizon, channels], got {residuals.shape}")
+        normalizer: Normalizer = "none"
+        if scale is not None:
+            scale = np.asarray(scale, dtype=np.float64)
+            if scale.shape != (residuals.shape[0], 1, residuals.shape[2]):
+                raise ValueError(f"scale {scale.shape} does not fit residuals {residuals.shape}")
+            residuals = residuals / scale
+            normalizer = "seasonal-mae"
+        elif seasonality != 1:
+            raise ValueError("a seasonality is given only with a scale")
         scores = np.sort(np.abs(residuals).astype(np.float32), axis=0)  # [n, H, M]
-        return cls(scores, split, data_fingerprint, calibrated_at)
+        return cls(scores, split, data_fingerprint, calibrated_at, normalizer, seasonality)
 
     @property
     def n(self) -> int:
@@ -182,6 +211,13 @@ class ConformalScores:
             self._cache[level] = self.scores[conformal_rank(self.n, level) - 1].astype(np.float64)
         return self._cache[level]
 
+    def scale_of(self, windows: np.ndarray) -> np.ndarray | None:
+        """What `bounds` needs for these input windows `[B, L, M]` (scaled axis): their
+        `window_scale` for `seasonal-mae` scores, None for absolute ones."""
+        if self.normalizer == "none":
+            return None
+        return window_scale(windows, self.seasonality)
+
     def check_levels(self, levels: Iterable[float]) -> tuple[float, ...]:
         """`validate_levels`, plus a check that there are enough windows for each level."""
         checked = validate_levels(levels)
@@ -193,6 +229,8 @@ class ConformalScores:
         """What `Forecaster.describe()` reports about the calibration."""
         return {
             "method": METHOD,
+            "normalizer": self.normalizer,
+            "seasonality": self.seasonality,
             "split": self.split,
             "n_windows": self.n,
             "horizon": self.horizon,
@@ -206,6 +244,7 @@ class ConformalScores:
             "format": INTERVALS_FORMAT,
             "method": METHOD,
             "normalizer": self.normalizer,
+            "seasonality": str(self.seasonality),
             "split": self.split,
             "data_fingerprint": self.data_fingerprint,
             "calibrated_at": self.calibrated_at,
@@ -235,13 +274,21 @@ class ConformalScores:
         if set(tensors) != {"scores"}:
             raise ValueError(f"{path}: expected one tensor 'scores', found {sorted(tensors)}")
         normalizer = meta.get("normalizer", "none")
-        if normalizer != "none":
+        if normalizer not in NORMALIZERS:
             raise ValueError(f"{path}: unknown score normalizer {normalizer!r}")
+        try:
+            seasonality = int(meta.get("seasonality", "1"))
+        except ValueError:
+            raise ValueError(
+                f"{path}: seasonality {meta['seasonality']!r} is not an integer"
+            ) from None
         return cls(
             tensors["scores"],
             split=meta.get("split", ""),
             data_fingerprint=meta.get("data_fingerprint", ""),
             calibrated_at=meta.get("calibrated_at", ""),
+            normalizer=normalizer,  # type: ignore[arg-type]  # checked above
+            seasonality=seasonality,
         )
 
 
@@ -286,25 +333,121 @@ class IntervalForecast:
         return pd.DataFrame(columns)
 
 
+def window_scale(
+    windows: np.ndarray, seasonality: int, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Seasonal-naive mean absolute error of each input window: the `seasonal-mae` scale.
+
+    `mean_t |x_t - x_{t-m}|` over the window's observed points (`mask` 1), per channel: the
+    denominator of MASE, taken over what the model sees, so that calibration, evaluation and
+    serving compute it from the same points. A window with no seasonal pair uses `m = 1`;
+    a window whose differences are all zero (a flat history) falls back to its first
+    differences, then to 1% of its mean level (at least 1e-8), so that a width is never 0.
+
+    Args:
+        windows: `[B, L, M]` inputs.
+        seasonality: the period `m`.
+        mask: `[B, L, M]` or `[B, L, 1]`, 1 where observed (left padding is 0); default all.
+
+    Returns:
+        `[B, 1, M]` float64, positive.
+    """
+    x = np.asarray(windows, dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"windows must be [batch, steps, channels], got {x.shape}")
+    observed = np.ones(x.shape, bool) if mask is None else np.broadcast_to(mask, x.shape) > 0
+    out = np.zeros((x.shape[0], 1, x.shape[2]))
+    for lag in dict.fromkeys((seasonality, 1)):  # the season first, then first differences
+        if lag >= x.shape[1]:
+            continue
+        pairs = observed[:, lag:] & observed[:, :-lag]
+        n = pairs.sum(axis=1, keepdims=True)
+        total = (np.abs(x[:, lag:] - x[:, :-lag]) * pairs).sum(axis=1, keepdims=True)
+        mae = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
+        out = np.where(out > 0, out, mae)
+    n_obs = observed.sum(axis=1, keepdims=True)
+    level = np.divide(
+        (np.abs(x) * observed).sum(axis=1, keepdims=True),
+        n_obs,
+        out=np.zeros_like(out),
+        where=n_obs > 0,
+    )
+    return np.where(out > 0, out, np.maximum(0.01 * level, 1e-8))
+
+
 def bounds(
-    point: np.ndarray, scores: ConformalScores, levels: Sequence[float]
+    point: np.ndarray,
+    scores: ConformalScores,
+    levels: Sequence[float],
+    scale: np.ndarray | None = None,
 ) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
     """Lower and upper bounds around point forecasts `[..., h, channels]` on the scaled axis.
 
     `h` may be shorter than the calibrated horizon (the first `h` steps' widths are used),
     never longer: there are no scores for steps the model was not calibrated on.
+
+    Args:
+        point: `[..., h, channels]` point forecasts.
+        scores: the model's conformal scores.
+        levels: percent.
+        scale: `[..., 1, channels]` `window_scale` of each forecast's input window; required
+            by `seasonal-mae` scores, refused by absolute ones.
     """
     h = point.shape[-2]
     if h > scores.horizon:
         raise ValueError(
             f"intervals are calibrated for {scores.horizon} steps; {h} steps have no scores"
         )
+    if scores.normalizer == "none" and scale is not None:
+        raise ValueError("absolute conformal scores take no window scale")
+    if scores.normalizer != "none" and scale is None:
+        raise ValueError(f"{scores.normalizer} conformal scores need each input window's scale")
     lower, upper = {}, {}
     for level in levels:
         q = scores.half_width(level)[:h]  # [h, M]
+        if scale is not None:
+            q = q * scale  # [..., h, M]
         lower[level] = point - q
         upper[level] = point + q
     return lower, upper
+
+
+def calibrate_series(
+    forecasts: np.ndarray,
+    targets: np.ndarray,
+    inputs: np.ndarray,
+    seasonality: int,
+    *,
+    mask: np.ndarray | None = None,
+    split: str = "val",
+    data_fingerprint: str = "",
+    calibrated_at: str = "",
+) -> ConformalScores:
+    """`seasonal-mae` scores of a model over a panel of univariate series (M4).
+
+    One calibration window per series: the forecast of its held-out last horizon from the
+    input before it. Each residual is divided by that input's `window_scale`, so series on
+    unrelated scales share one set of scores per horizon step, and a new series' interval is
+    as wide, relative to its own recent variation, as the calibration series' errors were.
+
+    Args:
+        forecasts, targets: `[N, H]` forecasts and actuals of the held-out horizons.
+        inputs: `[N, L, 1]` the input windows the forecasts were made from.
+        seasonality: the period `m` of the scale.
+        mask: `[N, L, 1]` 1 on observed points (0 on left padding).
+    """
+    forecasts = np.asarray(forecasts, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if forecasts.ndim != 2 or forecasts.shape != targets.shape:
+        raise ValueError(f"forecasts {forecasts.shape} and targets {targets.shape} must be [N, H]")
+    return ConformalScores.from_residuals(
+        (targets - forecasts)[:, :, None],  # [N, H, 1]
+        scale=window_scale(inputs, seasonality, mask),  # [N, 1, 1]
+        seasonality=seasonality,
+        split=split,
+        data_fingerprint=data_fingerprint,
+        calibrated_at=calibrated_at,
+    )
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -395,3 +538,86 @@ class IntervalAccumulator:
             )
             for level in self.levels
         )
+
+
+# ---------------------------------------------------------------- M4 interval metrics
+
+
+def msis(
+    y: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    insample: Sequence[np.ndarray],
+    seasonality: int,
+    level: float = 95.0,
+) -> float:
+    """Mean scaled interval score over series, the M4 competition's interval metric.
+
+    Per series, the interval score of each step averaged over the horizon, divided by the
+    series' in-sample seasonal-naive mean absolute error (MASE's scale, `m = 1` for a series
+    no longer than its season); then the mean over series. Lower is better.
+
+    Args:
+        y, lower, upper: `[N, H]` actuals and bounds.
+        insample: each series' history (the M4 training series).
+        seasonality: the subset's period `m`.
+        level: the interval's level in percent (M4 scores 95).
+
+    References:
+        Makridakis, Spiliotis & Assimakopoulos, "The M4 Competition: 100,000 time series and
+        61 forecasting methods" (IJF 2020), eq. (5); Gneiting & Raftery (2007).
+    """
+    y, lower, upper = (np.asarray(a, dtype=np.float64) for a in (y, lower, upper))
+    if not y.shape == lower.shape == upper.shape or y.ndim != 2:
+        raise ValueError(f"y, lower, upper must be [series, horizon]: {y.shape}")
+    if len(insample) != y.shape[0]:
+        raise ValueError(f"{len(insample)} in-sample series for {y.shape[0]} forecasts")
+    per_step = interval_score(y, lower, upper, level)  # [N, H]
+    scaled = []
+    for row, history in zip(per_step, insample, strict=True):
+        h = np.asarray(history, dtype=np.float64)
+        m = seasonality if h.shape[0] > seasonality else 1
+        scale = float(np.mean(np.abs(h[m:] - h[:-m])))
+        if scale == 0.0:
+            raise ValueError("MSIS is undefined: a series' in-sample seasonal differences are 0")
+        scaled.append(row.mean() / scale)
+    return float(np.mean(scaled))
+
+
+def absolute_coverage_difference(
+    y: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float = 95.0
+) -> float:
+    """ACD: `|coverage - level / 100|` over every series and step (M4's second interval
+    metric; 0 is perfect calibration)."""
+    return abs(coverage(y, lower, upper) - level / 100.0)
+
+
+def random_walk_intervals(
+    history: np.ndarray, horizon: int, level: float, lag: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point forecast and normal prediction interval of the naive (`lag` 1) or seasonal
+    naive (`lag` m) method, as R's `forecast::naive` / `snaive` make them.
+
+    The forecast repeats the last `lag` values. The standard error of step `h` is
+    `sigma * sqrt(k)`, `k` the number of seasons ahead (`ceil(h / lag)`; `h` for naive),
+    with `sigma^2` the mean squared in-sample `lag`-difference; the bounds are
+    `forecast +- z * se`. This is how the M4 guide's Naive1 intervals are made
+    (`naive(insample, h, level = 95)`). A series no longer than `lag` uses `lag = 1`.
+
+    References:
+        Hyndman & Athanasopoulos, "Forecasting: Principles and Practice" (3rd ed.), 5.5,
+        benchmark methods' prediction intervals; M4 Competitor's Guide (2018).
+
+    Returns:
+        `(point, lower, upper)`, each `[horizon]`.
+    """
+    x = np.asarray(history, dtype=np.float64)
+    if x.ndim != 1 or x.shape[0] < 2:
+        raise ValueError(f"history must be 1-D with at least 2 points, got {x.shape}")
+    lag = lag if x.shape[0] > lag else 1
+    steps = np.arange(horizon)
+    point = x[-lag:][steps % lag]
+    sigma2 = float(np.mean((x[lag:] - x[:-lag]) ** 2))
+    se = np.sqrt(sigma2 * (steps // lag + 1))
+    z = NormalDist().inv_cdf(0.5 + level / 200.0)
+    return point, point - z * se, point + z * se

@@ -22,7 +22,7 @@ from llata_core.forecaster import (
     add_intervals,
     save_artifact,
 )
-from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast
+from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast, window_scale
 from llata_core.model import LlataModel
 from tests.conftest import FAMILIES, tiny_overrides
 from tests.test_model import train_steps
@@ -229,6 +229,26 @@ def test_stored_scores_survive_save_load_and_give_bounds_in_data_units(tmp_path:
     batch = fc.predict_batch(np.stack([history, history[::-1]]), levels=(80,))
     assert batch.point.shape == batch.lower[80].shape == (2, 8, 3)
     np.testing.assert_allclose(batch[0].upper[80], bands.upper[80], rtol=1e-5, atol=1e-5)
+
+
+def test_normalised_scores_scale_each_forecast_by_its_own_window(tmp_path: Path) -> None:
+    """`seasonal-mae` scores (panels of series on unrelated scales): each forecast's
+    half-width is the score times its input window's seasonal-naive MAE."""
+    path, model, scaler = _artifact(tmp_path)
+    rng = np.random.default_rng(1)
+    residuals = rng.normal(size=(40, 8, 3))
+    scale = rng.uniform(0.5, 2.0, size=(40, 1, 3))
+    scores = ConformalScores.from_residuals(residuals, scale=scale, seasonality=4)
+    add_intervals(path, scores)
+    fc = Forecaster.load(path)
+    assert fc.intervals is not None and fc.intervals.normalizer == "seasonal-mae"
+    calm, wild = _history(), _history() * 5.0
+    bands = fc.predict_batch(np.stack([calm, wild]), levels=(80,))
+    for i, history in enumerate((calm, wild)):
+        window = scaler.transform(history[-fc.input_size :])[None]  # [1, L, M] scaled
+        half = scores.half_width(80) * window_scale(window, 4)[0] * scaler.std  # data units
+        np.testing.assert_allclose(bands.upper[80][i] - bands.point[i], half, rtol=1e-5)
+        np.testing.assert_allclose(bands.point[i] - bands.lower[80][i], half, rtol=1e-5)
 
 
 def test_intervals_beyond_the_trained_horizon_and_bad_levels_are_refused(tmp_path: Path) -> None:

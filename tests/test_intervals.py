@@ -18,10 +18,16 @@ from llata_core.intervals import (
     MAX_LEVELS,
     ConformalScores,
     IntervalAccumulator,
+    absolute_coverage_difference,
+    bounds,
+    calibrate_series,
     conformal_rank,
     coverage,
     interval_score,
+    msis,
+    random_walk_intervals,
     validate_levels,
+    window_scale,
 )
 
 L, H = 24, 6
@@ -240,3 +246,114 @@ def test_accumulator_matches_one_pass_over_all_values() -> None:
         assert item.n_values == y.size
     with pytest.raises(ValueError, match="needs at least"):
         IntervalAccumulator(ConformalScores.from_residuals(rng.normal(size=(10, 4, 3))), (95,))
+
+
+# ------------------------------------------------------- panels of many series (M4)
+
+
+def test_window_scale_is_the_seasonal_naive_mae_of_the_observed_points() -> None:
+    x = np.array(
+        [
+            [1.0, 2.0, 3.0, 1.0, 2.0, 4.0],  # seasonal diffs (m = 3): 0, 0, 1
+            [1.0, 2.0, 3.0, 1.0, 2.0, 3.0],  # seasonal diffs all 0 -> first differences
+            [5.0, 5.0, 5.0, 5.0, 5.0, 5.0],  # flat: 1% of the level
+            [0.0, 0.0, 2.0, 4.0, 3.0, 6.0],  # left padding: only pairs inside the mask
+        ]
+    )[:, :, None]
+    mask = np.ones_like(x)
+    mask[3, :2] = 0
+    scale = window_scale(x, 3, mask)
+    assert scale.shape == (4, 1, 1)
+    np.testing.assert_allclose(scale.ravel(), [1 / 3, 6 / 5, 0.05, 4.0])
+    with pytest.raises(ValueError, match=r"\[batch, steps, channels\]"):
+        window_scale(x[0], 3)
+
+
+def test_normalised_scores_round_trip_and_insist_on_a_scale(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    residuals = rng.normal(size=(30, 4, 1))
+    scale = rng.uniform(1, 100, size=(30, 1, 1))
+    scores = ConformalScores.from_residuals(residuals * scale, scale=scale, seasonality=24)
+    assert (scores.normalizer, scores.seasonality) == ("seasonal-mae", 24)
+    np.testing.assert_allclose(
+        scores.scores, np.sort(np.abs(residuals), axis=0).astype(np.float32), rtol=1e-6
+    )
+    scores.save(tmp_path / "s.safetensors")
+    back = ConformalScores.load(tmp_path / "s.safetensors")
+    assert (back.normalizer, back.seasonality) == ("seasonal-mae", 24)
+    assert back.describe()["normalizer"] == "seasonal-mae"
+    point = np.zeros((2, 4, 1))
+    with pytest.raises(ValueError, match="need each input window's scale"):
+        bounds(point, back, (80,))
+    lower, upper = bounds(point, back, (80,), np.array([[[1.0]], [[10.0]]]))
+    np.testing.assert_allclose(upper[80][1], 10 * upper[80][0])
+    np.testing.assert_allclose(lower[80], -upper[80])
+    absolute = ConformalScores.from_residuals(residuals)
+    with pytest.raises(ValueError, match="take no window scale"):
+        bounds(point, absolute, (80,), np.ones((2, 1, 1)))
+    with pytest.raises(ValueError, match="does not fit"):
+        ConformalScores.from_residuals(residuals, scale=np.ones((30, 1, 2)))
+
+
+def test_panel_coverage_is_nominal_across_series_on_unrelated_scales() -> None:
+    """Series whose noise is proportional to their own scale (1 to 10,000): one set of
+    normalised scores covers each series at the nominal level, where absolute scores
+    would be far too wide for the small series and too narrow for the large ones."""
+    rng = np.random.default_rng(2024)
+    n_series, length, horizon, m = 4000, 96, 12, 12
+    level_of = 10 ** rng.uniform(0, 4, size=n_series)  # [N]
+    t = np.arange(length + 2 * horizon)
+    season = np.sin(2 * np.pi * t / m)
+    noise = rng.normal(size=(n_series, t.size))
+    y = level_of[:, None] * (5 + season + 0.3 * noise)  # [N, T]
+    truth = level_of[:, None] * (5 + season)  # the best forecast: the noise-free pattern
+
+    def block(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        inputs = y[:, start - length : start, None]  # [N, L, 1]
+        return inputs, truth[:, start : start + horizon], y[:, start : start + horizon]
+
+    cal_in, cal_pred, cal_y = block(length)
+    test_in, test_pred, test_y = block(length + horizon)
+    half = n_series // 2
+    scores = calibrate_series(cal_pred[:half], cal_y[:half], cal_in[:half], m)
+    scale = window_scale(test_in[half:], m)
+    lower, upper = bounds(test_pred[half:, :, None], scores, (80, 95), scale)
+    for level in (80, 95):
+        p = level / 100
+        se = math.sqrt(p * (1 - p) * (1 / half + 1 / (half * horizon)))
+        got = coverage(test_y[half:], lower[level][:, :, 0], upper[level][:, :, 0])
+        assert abs(got - p) < 4 * se + 1 / (half + 1), (level, got)
+        # As good on the smallest series as on the largest.
+        small, large = level_of[half:] < 10, level_of[half:] > 1000
+        for part in (small, large):
+            got = coverage(test_y[half:][part], lower[level][part, :, 0], upper[level][part, :, 0])
+            assert abs(got - p) < 0.03, (level, got)
+
+
+def test_naive_intervals_follow_the_textbook_formulas() -> None:
+    x = np.array([1.0, 2, 4, 3, 5, 6, 5, 7])
+    point, lower, upper = random_walk_intervals(x, 4, 95)
+    sigma = math.sqrt(np.mean(np.diff(x) ** 2))  # 16 / 7
+    z = 1.959963984540054
+    np.testing.assert_allclose(point, 7.0)
+    np.testing.assert_allclose(upper - point, z * sigma * np.sqrt([1, 2, 3, 4]))
+    np.testing.assert_allclose(point - lower, upper - point)
+    # Seasonal naive: the last season repeated; the error grows once per season ahead.
+    point, lower, upper = random_walk_intervals(x, 5, 80, lag=3)
+    np.testing.assert_allclose(point, [6, 5, 7, 6, 5])
+    sigma = math.sqrt(np.mean((x[3:] - x[:-3]) ** 2))
+    z = 1.2815515655446004
+    np.testing.assert_allclose(upper - point, z * sigma * np.sqrt([1, 1, 1, 2, 2]))
+
+
+def test_msis_and_acd_by_hand() -> None:
+    y = np.array([[10.0, 12.0], [100.0, 130.0]])
+    lower = np.array([[9.0, 9.0], [90.0, 90.0]])
+    upper = np.array([[11.0, 11.0], [110.0, 110.0]])
+    insample = [np.array([1.0, 3.0, 5.0]), np.array([10.0, 30.0, 50.0])]  # scales 2 and 20
+    # Series 1: widths 2, 2 and a miss of 1 at a = 0.05 -> (2 + 2 + 40) / 2 / 2 = 11.
+    # Series 2: widths 20, 20 and a miss of 20 -> (20 + 20 + 800) / 2 / 20 = 21.
+    assert msis(y, lower, upper, insample, seasonality=1, level=95) == pytest.approx(16.0)
+    assert absolute_coverage_difference(y, lower, upper, 95) == pytest.approx(0.45)
+    with pytest.raises(ValueError, match="in-sample seasonal differences are 0"):
+        msis(y, lower, upper, [np.ones(3), insample[1]], seasonality=1)

@@ -29,12 +29,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.forecaster import Forecaster
+from llata_core.intervals import (
+    absolute_coverage_difference,
+    bounds,
+    calibrate_series,
+    coverage,
+    msis,
+    random_walk_intervals,
+    window_scale,
+)
 from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm_harness import (
+    ShortTermSplits,
     benchmark_forecasts,
+    forecast_series,
     load_short_term_splits,
     score_forecasts,
 )
@@ -83,7 +96,9 @@ TRAINED: dict[str, list[str]] = {
         "train.precision=fp32",
     ],
 }
-BENCHMARKS = ("naive2", "seasonal_naive")
+BENCHMARKS = ("naive1", "naive2", "seasonal_naive")
+# The M4 interval metrics are for the 95% interval; 80% coverage is reported beside them.
+LEVELS = (80.0, 95.0)
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,114 @@ def _benchmark_scores(cell: Cell) -> dict:
     return {**score_forecasts(forecasts, splits), "epochs": 0}
 
 
+def _interval_metrics(
+    y: np.ndarray, lower: dict, upper: dict, splits: ShortTermSplits, prefix: str
+) -> dict[str, float]:
+    """80% coverage, and M4's 95% metrics (MSIS, ACD, coverage) of `[N, H]` bounds."""
+    w = splits.windows
+    return {
+        f"{prefix}coverage_80": coverage(y, lower[80.0], upper[80.0]),
+        f"{prefix}coverage_95": coverage(y, lower[95.0], upper[95.0]),
+        f"{prefix}acd_95": absolute_coverage_difference(y, lower[95.0], upper[95.0], 95.0),
+        f"{prefix}msis_95": msis(y, lower[95.0], upper[95.0], w.train, w.seasonality, 95.0),
+    }
+
+
+def conformal_interval_scores(
+    val_forecasts: np.ndarray, test_forecasts: np.ndarray, splits: ShortTermSplits
+) -> dict[str, float]:
+    """Split-conformal intervals (`seasonal-mae` scores, calibrated on each series'
+    held-out last horizon) around `[N, H]` test forecasts, scored on the M4 test file."""
+    w = splits.windows
+    val_in, test_in = w.validation_inputs(), w.test_inputs()
+    scores = calibrate_series(
+        val_forecasts,
+        w.validation_targets(),
+        val_in.insample.numpy(),
+        w.seasonality,
+        mask=val_in.insample_mask.numpy(),
+    )
+    scale = window_scale(test_in.insample.numpy(), w.seasonality, test_in.insample_mask.numpy())
+    lower, upper = bounds(test_forecasts[:, :, None], scores, LEVELS, scale)
+    return _interval_metrics(
+        w.test_targets(),
+        {k: v[:, :, 0] for k, v in lower.items()},
+        {k: v[:, :, 0] for k, v in upper.items()},
+        splits,
+        "",
+    )
+
+
+def normal_interval_scores(method: str, splits: ShortTermSplits) -> dict[str, float]:
+    """The textbook normal intervals of naive1 / seasonal naive (`random_walk_intervals`),
+    the M4 guide's Naive1 benchmark, under the `normal_` prefix."""
+    w = splits.windows
+    lag = 1 if method == "naive1" else w.seasonality
+    lower, upper = {}, {}
+    for level in LEVELS:
+        bands = [random_walk_intervals(h, w.horizon, level, lag) for h in w.train]
+        lower[level] = np.stack([lo for _, lo, _ in bands])
+        upper[level] = np.stack([hi for _, _, hi in bands])
+    return _interval_metrics(w.test_targets(), lower, upper, splits, "normal_")
+
+
+def interval_scores(cell: Cell, params: Path, extra: list[str], stored: dict) -> dict:
+    """The interval metrics of a finished cell (retraining a trained cell whose model is
+    gone; its SMAPE is checked against the stored one)."""
+    if cell.model in TRAINED:
+        again = _train_and_score(cell, params, extra)
+        fc = Forecaster.load(RUNS / cell.key / "model")
+        splits = load_short_term_splits(fc.config.data)
+        w = splits.windows
+        val = forecast_series(fc.model, w.validation_inputs())
+        test = forecast_series(fc.model, w.test_inputs())
+        out = {
+            **conformal_interval_scores(val, test, splits),
+            "interval_model_smape": again["smape"],
+        }
+        if abs(again["smape"] - stored["smape"]) > 1e-6:
+            log.warning(
+                "%s: the retrained model scores SMAPE %.4f, the stored result %.4f",
+                cell.key,
+                again["smape"],
+                stored["smape"],
+            )
+        return out
+    cfg = load_params(None, [f"data.dataset=M4-{cell.subset}"])
+    splits = load_short_term_splits(cfg.data)
+    val = benchmark_forecasts(cell.model, splits, "val")  # type: ignore[arg-type]
+    test = benchmark_forecasts(cell.model, splits, "test")  # type: ignore[arg-type]
+    out = conformal_interval_scores(val, test, splits)
+    if cell.model in ("naive1", "seasonal_naive"):
+        out |= normal_interval_scores(cell.model, splits)
+    return out
+
+
+def add_intervals(cell: Cell, params: Path, extra: list[str]) -> dict:
+    """Add the interval metrics to a cell's result file (running the cell first if needed)."""
+    stored = run_cell(cell, params, extra)
+    if "msis_95" in stored:
+        log.info("skip intervals of %s (done)", cell.key)
+        return stored
+    t0 = time.perf_counter()
+    scores = interval_scores(cell, params, extra, stored)
+    updated = {
+        **stored,
+        **scores,
+        "interval_wall_seconds": time.perf_counter() - t0,
+        "interval_provenance": provenance(),
+    }
+    write_json(RESULTS / f"{cell.key}.json", updated, trailing_newline=False)
+    log.info(
+        "%s: 95%% coverage %.3f ACD %.3f MSIS %.3f",
+        cell.key,
+        scores["coverage_95"],
+        scores["acd_95"],
+        scores["msis_95"],
+    )
+    return updated
+
+
 def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     out = RESULTS / f"{cell.key}.json"
     if out.is_file():
@@ -217,6 +340,29 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def interval_table() -> str:
+    """The cells with interval metrics: conformal (every model) and normal (naive1 and
+    seasonal naive), as markdown."""
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    order = {m: i for i, m in enumerate([*TRAINED, *BENCHMARKS])}
+    rows = [r for r in rows if "msis_95" in r]
+    rows.sort(key=lambda r: (list(SUBSETS).index(r["subset"]), order.get(r["model"], 99)))
+    lines = [
+        "| subset | model | intervals | OWA | MSIS 95 | ACD 95 | coverage 95 | coverage 80 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for kind, prefix in (("conformal", ""), ("normal", "normal_")):
+            if f"{prefix}msis_95" not in r:
+                continue
+            lines.append(
+                f"| {r['subset']} | {r['model']} | {kind} | {r['owa']:.3f} "
+                f"| {r[prefix + 'msis_95']:.3f} | {r[prefix + 'acd_95']:.3f} "
+                f"| {r[prefix + 'coverage_95']:.3f} | {r[prefix + 'coverage_80']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cells", nargs="*", default=[], choices=sorted(GROUPS))
@@ -226,13 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--set", action="append", default=[], help="extra overrides for trained cells")
     ap.add_argument("--table", action="store_true", help="print the results as markdown")
+    ap.add_argument(
+        "--intervals",
+        action="store_true",
+        help="add M4 interval metrics (95%% MSIS, ACD; 80%% coverage) to the cells' results",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cells = [c for g in args.cells for c in GROUPS[g]] + [parse_cell(t) for t in args.only]
     for cell in cells:
-        run_cell(cell, args.params, args.set)
+        (add_intervals if args.intervals else run_cell)(cell, args.params, args.set)
     if args.table:
         print(table())
+        print()
+        print(interval_table())
     return 0
 
 
