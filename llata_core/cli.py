@@ -96,9 +96,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from llata_core.jobs import calibrate_job
+    from llata_core.jobs import calibrate_job, recalibrate_job
 
-    outcome = calibrate_job(args.model, allow_synthetic=args.allow_synthetic, levels=args.levels)
+    if args.data is None:
+        if args.recent_windows is not None or args.holdout_windows is not None:
+            raise SystemExit("--recent-windows and --holdout-windows need --data")
+        outcome = calibrate_job(
+            args.model, allow_synthetic=args.allow_synthetic, levels=args.levels
+        )
+    else:
+        if args.recent_windows is None or args.holdout_windows is None:
+            raise SystemExit("--data needs --recent-windows and --holdout-windows")
+        outcome = recalibrate_job(
+            args.model,
+            args.data,
+            recent_windows=args.recent_windows,
+            holdout_windows=args.holdout_windows,
+            levels=args.levels,
+        )
     print(json.dumps(outcome.summary(), indent=2))
     return 0
 
@@ -215,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
         "the stored scores answer any level",
     )
     p.add_argument("--allow-synthetic", action="store_true")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="recalibrate on the newest windows of this file (after drift) instead of the "
+        "validation split; needs --recent-windows and --holdout-windows",
+    )
+    p.add_argument(
+        "--recent-windows",
+        type=int,
+        metavar="N",
+        help="calibrate on the newest N complete windows of --data (e.g. 720: 30 days hourly)",
+    )
+    p.add_argument(
+        "--holdout-windows",
+        type=int,
+        metavar="N",
+        help="check the scheme's coverage on the newest N windows first (recorded in "
+        "metrics.json); the stored scores include them",
+    )
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("backbone", help="backbone utilities")

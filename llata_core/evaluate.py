@@ -135,6 +135,31 @@ def evaluate(
 
 
 @torch.inference_mode()
+def residuals(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """`y - y_hat` of every window of `dataset`, in window (time) order, fp32 forward.
+
+    Returns:
+        float64 `[n_windows, horizon, channels]` on the scaled axis.
+
+    Raises:
+        ValueError: the dataset has no windows.
+    """
+    out = [
+        (y.double() - pred.double()).cpu().numpy()
+        for pred, y in _forecasts(model, dataset, batch_size, device, autocast_bf16=False)
+    ]
+    if not out:
+        raise ValueError("cannot calibrate on an empty dataset")
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
 def calibrate(
     model: nn.Module,
     dataset: Dataset,
@@ -168,14 +193,8 @@ def calibrate(
     Returns:
         The sorted scores `[n_windows, horizon, channels]`.
     """
-    residuals = [
-        (y.double() - pred.double()).cpu().numpy()
-        for pred, y in _forecasts(model, dataset, batch_size, device, autocast_bf16=False)
-    ]
-    if not residuals:
-        raise ValueError("cannot calibrate on an empty dataset")
     return ConformalScores.from_residuals(
-        np.concatenate(residuals),  # [n, H, M]
+        residuals(model, dataset, batch_size=batch_size, device=device),  # [n, H, M]
         split=split,
         data_fingerprint=data_fingerprint,
         calibrated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -19,7 +19,7 @@ from llata_core.data import load_series, make_splits
 from llata_core.evaluate import calibrate, evaluate
 from llata_core.forecaster import Forecaster, save_artifact
 from llata_core.model import LlataModel
-from tests.conftest import tiny_overrides
+from tests.conftest import sine_frame, tiny_overrides
 
 FAMILY_OVERRIDES = {
     "llata": {},
@@ -115,6 +115,44 @@ def test_calibrate_refuses_data_the_model_was_not_trained_on(
     assert main(["calibrate", "--model", str(trained)]) == 2
     assert "was trained on" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == before  # untouched
+
+
+def test_recalibrate_on_fresh_data_checks_the_scheme_then_stores_the_newest_scores(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After drift (noise 40 times the training noise), `calibrate --data` widens the
+    intervals; metrics.json records the scheme's coverage on windows it did not calibrate on."""
+    before = Forecaster.load(trained).intervals
+    assert before is not None
+    fresh = sine_frame(n_rows=400, seed=7)
+    rng = np.random.default_rng(7)
+    for c in ("c0", "c1", "c2"):
+        fresh[c] += 2.0 * rng.normal(size=len(fresh))
+    fresh["date"] = pd.date_range("2021-01-01", periods=len(fresh), freq="h")
+    path = tmp_path / "fresh.csv"
+    fresh.to_csv(path, index=False)
+    recal = ["calibrate", "--model", str(trained), "--data", str(path)]
+    assert main([*recal, "--recent-windows", "200", "--holdout-windows", "100"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["calibration_split"] == "recent" and summary["calibration_windows"] == 200
+    assert summary["holdout_windows"] == 100
+    after = Forecaster.load(trained).intervals
+    assert after is not None and (after.split, after.n) == ("recent", 200)
+    assert after.half_width(80).mean() > 2 * before.half_width(80).mean()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["coverage_split"] == "recent-holdout" and metrics["coverage_windows"] == 100
+    assert metrics["coverage_80"] == summary["coverage_80"]
+    assert 0.6 < metrics["coverage_80"] < 0.95  # calibrated on the drifted noise
+
+    # Too few rows for the windows asked, or half the options: refused, artifact untouched.
+    kept = {p.name: p.read_bytes() for p in trained.iterdir()}
+    assert main([*recal, "--recent-windows", "300", "--holdout-windows", "100"]) == 2
+    assert "has 400 rows" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--data needs --recent-windows"):
+        main(recal)
+    with pytest.raises(SystemExit, match="need --data"):
+        main(["calibrate", "--model", str(trained), "--recent-windows", "10"])
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == kept
 
 
 def test_calibrate_has_help(capsys: pytest.CaptureFixture[str]) -> None:
