@@ -63,6 +63,10 @@ VARIANTS: dict[str, list[str]] = {
         "train.lr_schedule=halve",
     ],
     "patchtst": ["model.kind=patchtst", "loss.task=mse", "train.lr=0.0001", "train.batch_size=128"],
+    # A recipe for long lookbacks: the LLM-free model's input projection (lookback x d) overfit
+    # at 336 and 512 (best epoch 4, validation rising after). Weight decay on every trained
+    # weight, the regulariser that reaches that projection (dropout sits after it).
+    "llata-no-llm-wd": ["model.n_layers=0", "train.weight_decay=0.01"],
 }
 
 
