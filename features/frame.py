@@ -3,8 +3,9 @@ validation suite and the feature store rely on.
 
 Kept free of Great Expectations and Feast so that every consumer (the serving process
 included) can share one definition of "channel" and "timestamp" without importing either.
-The reader and the data policy themselves live in `llata_core.data`, which training uses:
-this module applies them to the pipeline's frames, so validation and training cannot drift.
+The reader and the data policy themselves live in `llata_core.tables` and
+`llata_core.policy`, which training uses: this module applies them to the pipeline's
+frames, so validation and training cannot drift.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset
 
-from llata_core.data import (
+from llata_core.policy import MAX_NAN_FRACTION
+from llata_core.tables import (
     CSV_SUFFIXES,
-    MAX_NAN_FRACTION,
     PARQUET_SUFFIXES,
     DataLoadError,
     is_numeric_channel,
@@ -63,9 +64,9 @@ class FrameSpec:
         min_rows: Fewest rows a series may have; `input_size + horizon`, since a shorter
             series cannot yield a single training window.
         max_nan_fraction: Largest share of NaN allowed in any channel; what passes is filled
-            by `llata_core.data.fill_gaps` (forward, then backward) before training.
+            by `llata_core.policy.fill_gaps` (forward, then backward) before training.
         constant_channels: `error` refuses a constant or near-constant channel (a dead
-            sensor; see `llata_core.data.constant_threshold`), `warn` reports it as a
+            sensor; see `llata_core.policy.constant_threshold`), `warn` reports it as a
             warning and lets the frame pass.
         frequency: Expected pandas offset alias ("h", "15min", "D", "MS", ...). None infers
             it from the data, and the data must still be regular.
@@ -159,7 +160,7 @@ def resolve_channels(frame: pd.DataFrame, spec: FrameSpec) -> tuple[str, ...]:
 
 
 def load_frame(path: Path, timestamp_column: str) -> pd.DataFrame:
-    """Read a forecasting frame with the project's one reader (`llata_core.data.read_table`).
+    """Read a forecasting frame with the project's one reader (`llata_core.tables.read_table`).
 
     A row with fewer or more fields than the header is refused here, with its line; a cell
     that is not a number keeps its text so that the validation names it. The timestamp

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llata_core.catalog import m4_subset
+
 LossKind = Literal["l1", "smooth_l1", "mse"]
 ForecastLossKind = Literal["l1", "smooth_l1", "mse", "smape", "mase"]
 M4_PREFIX = "M4-"
@@ -117,9 +119,6 @@ class DataConfig(_Frozen):
             return raw
         raw = dict(raw)
         if dataset.startswith(M4_PREFIX):
-            # Imported here: shortterm imports data, which imports this module.
-            from llata_core.shortterm import m4_subset
-
             subset = m4_subset(dataset[len(M4_PREFIX) :])
             raw.setdefault("horizon", subset.horizon)
             if raw.get("seasonality") is None:

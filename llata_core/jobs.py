@@ -28,7 +28,7 @@ from llata_core.data import SeriesFrame, Splits, WindowDataset, load_series, mak
 from llata_core.evaluate import Metrics, batch_predict, calibrate, evaluate
 from llata_core.forecaster import Forecaster, add_intervals, save_artifact
 from llata_core.intervals import DEFAULT_LEVELS, ConformalScores, bounds
-from llata_core.shortterm_harness import (
+from llata_core.shortterm import (
     ShortTermSplit,
     ShortTermSplits,
     load_short_term_splits,

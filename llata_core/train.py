@@ -40,8 +40,7 @@ from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Splits
 from llata_core.losses import DistillationLoss, LossBreakdown, WindowContext
 from llata_core.model import LlataModel
-from llata_core.shortterm import ShortTermSample
-from llata_core.shortterm_harness import ShortTermSplits, validation_smape
+from llata_core.shortterm import ShortTermSample, ShortTermSplits, validation_smape
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,13 @@ from llata_core.losses import (
     WindowContext,
 )
 from llata_core.model import LlataOutput
-from llata_core.shortterm import mase_loss, smape_loss
-from llata_core.shortterm_harness import (
+from llata_core.shortterm import (
     VALUE_CHANNEL,
     benchmark_forecasts,
     load_short_term_splits,
+    mase_loss,
     score_forecasts,
+    smape_loss,
 )
 from llata_core.train import config_digest, fit, resumable_digests
 from tests.conftest import tiny_overrides

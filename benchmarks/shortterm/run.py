@@ -44,7 +44,7 @@ from llata_core.intervals import (
     window_scale,
 )
 from llata_core.jobs import evaluate_short_term, provenance, train_job
-from llata_core.shortterm_harness import (
+from llata_core.shortterm import (
     ShortTermSplits,
     benchmark_forecasts,
     forecast_series,

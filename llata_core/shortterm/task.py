@@ -1,4 +1,4 @@
-"""The short-term (M4) setting inside the one training harness.
+"""The short-term (M4) task inside the one training harness: splits, validation, scores.
 
 `llata train` reads a short-term `data` section (`M4-Hourly`, ..., or a long-format file
 with `series_column`) through `load_short_term_splits`; `fit` trains on its random windows
@@ -30,20 +30,18 @@ import numpy as np
 import torch
 
 from llata_core.config import DataConfig
-from llata_core.data import DataError, Scaler, read_maybe_gzip, read_table, sha256_bytes
-from llata_core.shortterm import (
-    ShortTermInputs,
-    ShortTermTrainDataset,
-    ShortTermWindows,
+from llata_core.data import Scaler
+from llata_core.errors import DataError
+from llata_core.shortterm.metrics import (
     evaluate_forecasts,
-    m4_mirror_paths,
     naive1,
     naive2,
-    read_long_format,
-    read_m4,
     seasonal_naive,
     smape,
 )
+from llata_core.shortterm.series import m4_mirror_paths, read_long_format, read_m4
+from llata_core.shortterm.windows import ShortTermInputs, ShortTermTrainDataset, ShortTermWindows
+from llata_core.tables import read_maybe_gzip, read_table_with_bytes, sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +94,7 @@ def _long_format_series(
     """Ids, training parts and test targets of a long-format file, plus origin and hash."""
     assert cfg.series_column is not None
     path = Path(cfg.dataset)
-    frame = read_table(path, cfg.timestamp_column)
+    frame, raw = read_table_with_bytes(path, cfg.timestamp_column)
     ids, series = read_long_format(frame, cfg.series_column, cfg.timestamp_column, cfg.value_column)
     need = 2 * cfg.horizon + 1
     for sid, values in zip(ids, series, strict=True):
@@ -107,7 +105,6 @@ def _long_format_series(
                 "target, the horizon before it the validation target, and at least one "
                 "point is left to train on)"
             )
-    raw = path.read_bytes() if path.suffix == ".parquet" else read_maybe_gzip(path)
     train = [s[: -cfg.horizon] for s in series]
     test = [s[-cfg.horizon :] for s in series]
     return ids, train, test, str(path), sha256_bytes(raw)
