@@ -49,8 +49,8 @@ from serving.registry_store import (
     VersionInfo,
     VersionNotFoundError,
     VersionStore,
-    describe,
     resolve_bentoml_home,
+    version_info,
 )
 
 if TYPE_CHECKING:
@@ -466,7 +466,7 @@ class Registry:
             ) from exc
 
     def _info(self, model: Model, aliases: Aliases) -> VersionInfo:
-        return describe(model, aliases.names_for(str(model.tag)))
+        return version_info(model, aliases.names_for(str(model.tag)))
 
     def info_for_path(self, path: Path) -> VersionInfo:
         """The stored version whose directory is `path` (what a scorer is handed).

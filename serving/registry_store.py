@@ -227,7 +227,7 @@ class VersionStore:
         return ref
 
 
-def describe(model: Model, aliases: tuple[str, ...]) -> VersionInfo:
+def version_info(model: Model, aliases: tuple[str, ...]) -> VersionInfo:
     """The registry's view of a stored version, with the alias names pointing at it."""
     metadata = dict(model.info.metadata)
     metrics = metadata.get("metrics")
