@@ -17,6 +17,7 @@ made before intervals existed loads as before and refuses interval levels; `add_
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -258,17 +259,50 @@ def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the manifest (`verify_manifest`) and the artifact format; return `config.json`."""
     root = Path(path)
     verify_manifest(root)
-    try:
-        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{root}: config.json is not JSON ({err})") from err
-    if not isinstance(config, dict):
-        raise ArtifactError(f"{root}: config.json must be a JSON object")
+    config = _read_json_object(root, "config.json")
     if config.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{root}: artifact format {config.get('format_version')} is not {FORMAT_VERSION}"
         )
     return config
+
+
+def read_metrics(path: str | os.PathLike[str], required: Sequence[str] = ()) -> dict[str, Any]:
+    """An artifact's evaluation metrics, read without building its model.
+
+    For callers that store or compare artifacts (the registry) and must not know the
+    artifact's file names. The manifest is the caller's to check (`verify_manifest`).
+
+    Args:
+        path: The artifact directory.
+        required: Metrics that must be present as finite numbers (e.g. `("mse", "mae")`).
+
+    Returns:
+        The metrics, as `save_artifact` and `add_intervals` wrote them.
+
+    Raises:
+        ArtifactError: The metrics are not a JSON object, or a required one is missing or
+            not a finite number.
+    """
+    root = Path(path)
+    metrics = _read_json_object(root, "metrics.json")
+    for key in required:
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ArtifactError(f"{root}: metrics.json needs a numeric {key!r}")
+        if not math.isfinite(value):
+            raise ArtifactError(f"{root}: metrics.json {key!r} is not finite ({value})")
+    return metrics
+
+
+def _read_json_object(root: Path, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads((root / name).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{root}: {name} is not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ArtifactError(f"{root}: {name} must be a JSON object")
+    return value
 
 
 def _backbone_config(raw: dict[str, Any]) -> PretrainedConfig:

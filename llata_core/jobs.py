@@ -34,6 +34,7 @@ from llata_core.shortterm import (
     load_short_term_splits,
     score_model,
 )
+from llata_core.timestamps import extend_timestamps
 from llata_core.train import FitResult, fit
 
 log = logging.getLogger(__name__)
@@ -556,11 +557,11 @@ def forecast_frame(
         out = fc.predict(frame, horizon, levels=levels).to_frame()
     if timestamp_column and timestamp_column in frame.columns:
         ts = pd.DatetimeIndex(pd.to_datetime(frame[timestamp_column]))
-        freq = pd.infer_freq(ts[-min(len(ts), 64) :]) if len(ts) >= 3 else None
-        if freq is not None:
-            out.insert(
-                0, timestamp_column, pd.date_range(ts[-1], periods=len(out) + 1, freq=freq)[1:]
-            )
+        try:  # the spacing of the last 64 rows: an irregular early stretch does not matter
+            future = extend_timestamps(ts[-64:], len(out))
+        except ValueError:  # irregular: the forecast goes out without timestamps
+            return out
+        out.insert(0, timestamp_column, future)
     return out
 
 

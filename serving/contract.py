@@ -36,11 +36,11 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import JSONResponse, Response
 
 from llata_core.intervals import MAX_LEVELS, validate_levels
-from serving.settings import SETTINGS
+from serving.settings import serving_settings
 
 # BentoML builds its request validators from these models when the service module is
 # imported, so the limits are those of the worker's environment at import.
-LIMITS = SETTINGS.limits
+LIMITS = serving_settings().limits
 
 # --------------------------------------------------------------------------- bodies
 
@@ -229,6 +229,26 @@ class ErrorBody(BaseModel):
     detail: list[ErrorDetail] = Field(
         default_factory=list, description="400 schema errors only: each violation"
     )
+
+
+class RequestError(Exception):
+    """A request that is well-formed JSON but cannot be forecast; carries its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:
+    """An :class:`ErrorBody` answer, with the headers its status promises (``WWW-Authenticate``
+    on 401; ``Retry-After`` when given)."""
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="llata"'
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 # --------------------------------------------------------------------------- operations

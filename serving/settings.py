@@ -1,12 +1,49 @@
-"""The server's settings, read from environment variables once per worker process.
+"""The server's settings: one frozen object, read from environment variables once per worker.
 
-Every variable is listed in the docstring of ``serving/service.py``. They are read when the
-service module is imported (once per worker): BentoML builds the request schemas from
-:mod:`serving.contract` at import, so the limits must be known by then.
+Variables (each worker process reads them the first time ``serving_settings()`` is called,
+which is when ``serving.contract`` is imported: BentoML builds the request schemas from it
+at import, so the limits must be known by then):
+
+    BENTOML_HOME              BentoML home holding the model store (default ``~/bentoml``).
+    LLATA_MODEL_NAME          registry model name (default ``llata-forecaster``).
+    LLATA_REGISTRY_DIR        aliases/history directory (default
+                              ``$BENTOML_HOME/llata_registry``).
+    LLATA_FEATURE_REPO        Feast repo directory for ``/forecast_series`` (optional; Feast is
+                              imported only when this is set).
+    LLATA_API_TOKEN           bearer token required on every endpoint except /livez, /readyz,
+                              /healthz and /metrics (optional; unset means no auth).
+    LLATA_MAX_REQUEST_BYTES   request body limit in bytes (default 1048576).
+    LLATA_MAX_STEPS           most history rows accepted (default 10000).
+    LLATA_MAX_CHANNELS        most channels accepted (default 512).
+    LLATA_MAX_HORIZON         largest horizon accepted; beyond the trained horizon the model is
+                              rolled out recursively (default 720).
+    LLATA_POLL_SECONDS        how often the production alias is polled (default 2).
+    LLATA_MAX_RETRY_SECONDS   a version that failed to load is tried again after one poll,
+                              then after a back-off doubling up to this (default 600): a
+                              version read half-written is served a poll later, a broken one
+                              is not reloaded in a tight loop.
+    LLATA_BATCHING            ``0`` turns adaptive batching off (benchmarks; default on).
+    LLATA_MAX_BATCH_SIZE      adaptive batching: most windows per model call (default 64).
+    LLATA_MAX_LATENCY_MS      adaptive batching: queueing deadline; BentoML answers 503 past it
+                              (default 10000).
+    LLATA_WORKERS             server worker processes, each with its own event loop, model
+                              copy and registry watcher (default: usable cores, at most 4):
+                              one process's event loop and model thread contend for its GIL
+                              (benchmarks/serving/RESULTS.md).
+    LLATA_TORCH_THREADS       torch intra-op threads per worker (default: usable cores /
+                              workers; with one worker, usable cores - 1 so that its event loop
+                              keeps a core; at least 1).
+    LLATA_PRECISION           ``auto`` (default), ``bf16`` or ``fp32``: the dtype the model's
+                              weights are held in. ``auto`` is bf16 on CPUs with AVX512-BF16 or
+                              AMX, fp32 elsewhere (the accuracy cost is measured in
+                              benchmarks/serving/RESULTS.md). GET /model says which one is
+                              served.
+    LLATA_LOG_LEVEL           level of this package's loggers (default INFO).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -68,8 +105,8 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything an operator sets through the environment (see ``serving/service.py``)."""
+class ServingSettings:
+    """Everything an operator sets through the environment (the variables listed above)."""
 
     limits: Limits
     model_name: str | None
@@ -84,9 +121,10 @@ class Settings:
     workers: int
     torch_threads: int
     precision: str
+    log_level: str
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls) -> ServingSettings:
         """Reads and checks every variable.
 
         Raises:
@@ -120,8 +158,18 @@ class Settings:
             workers=workers,
             torch_threads=env_int("LLATA_TORCH_THREADS", threads),
             precision=precision,
+            log_level=os.environ.get("LLATA_LOG_LEVEL", "INFO").upper(),
         )
 
 
-# Read once per worker process, when serving.contract or serving.service is first imported.
-SETTINGS = Settings.from_env()
+@functools.cache
+def serving_settings() -> ServingSettings:
+    """This worker's settings, read from the environment on the first call.
+
+    Every module of the service asks here, so all of them see one reading of the
+    environment, taken when the worker imports the service.
+
+    Raises:
+        ValueError: A variable holds a value the server cannot use.
+    """
+    return ServingSettings.from_env()

@@ -23,7 +23,7 @@ from bentoml._internal.models import ModelStore
 from bentoml._internal.utils.analytics import usage_stats
 
 import llata_core.forecaster as forecaster_mod
-import serving.registry as registry_mod
+import serving.registry_store as store_mod
 from llata_core.forecaster import verify_manifest
 from serving import registry_cli
 from serving.registry import (
@@ -201,7 +201,7 @@ def test_failed_registration_leaves_no_model(
 ) -> None:
     reg = Registry()
     calls = []
-    real_copy = registry_mod._copy_file
+    real_copy = store_mod._copy_file
 
     def failing_copy(src: Path, dst: Path) -> None:
         calls.append(src.name)
@@ -209,7 +209,7 @@ def test_failed_registration_leaves_no_model(
             raise OSError(28, "No space left on device")
         real_copy(src, dst)
 
-    monkeypatch.setattr(registry_mod, "_copy_file", failing_copy)
+    monkeypatch.setattr(store_mod, "_copy_file", failing_copy)
     with pytest.raises(OSError, match="No space left"):
         reg.register(make_artifact(tmp_path / "a", 1.0), metadata={})
     assert len(calls) == 3

@@ -1,0 +1,201 @@
+"""Adaptive batching: concurrent windows stacked into one model call per served version.
+
+Both forecast endpoints go through BentoML's adaptive-batching dispatcher (``CorkDispatcher``,
+the one behind ``@bentoml.api(batchable=True)``), run in process: concurrent windows are
+stacked into one ``[B, L, M]`` model call per served version, rollout depth and interval
+levels (the bounds come out of the same call: point +- a stored quantile). A batchable
+BentoML API only takes a list-shaped body, so ``/forecast``'s one-window body would need an
+extra in-process HTTP hop to reach one, which costs throughput (benchmarks/serving/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import bentoml
+import numpy as np
+from bentoml._internal.marshal.dispatcher import CorkDispatcher  # BentoML's adaptive batcher
+
+from llata_core.forecaster import ForecastInputError, IntervalsUnavailableError
+from serving.contract import RequestError
+from serving.watcher import ModelWatcher, ServedModel, uncalibrated_message
+
+logger = logging.getLogger(__name__)
+
+_BATCH_WINDOWS = bentoml.metrics.Histogram(
+    name="llata_batch_windows",
+    documentation="Windows per model call (adaptive batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class _Window:
+    """One window on its way to the model, already checked against `version`'s shape."""
+
+    history: np.ndarray  # [input_size, M], data units
+    horizon: int
+    version: str
+    levels: tuple[float, ...] | None = None  # checked against `version` (interval_levels)
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """A window's forecast (`[horizon, M]`, data units) with its bounds per level when asked
+    (`[horizon, M]` each, in the order asked), or the status and error to answer."""
+
+    forecast: np.ndarray | None = None
+    lower: Mapping[float, np.ndarray] = field(default_factory=dict)
+    upper: Mapping[float, np.ndarray] = field(default_factory=dict)
+    model_version: str = ""
+    status: int = 200
+    error: str = ""
+
+
+class WindowBatcher:
+    """The one entry to the model: forecasts windows, batched when batching is on.
+
+    One model call runs at a time: torch already spreads one batch over its threads.
+
+    Args:
+        watcher: Says which model serves a window's version.
+        batching: Whether windows are batched (off: one model call per window).
+        max_batch_size: Most windows per model call.
+        max_latency_ms: Queueing deadline; a window past it answers 503.
+    """
+
+    def __init__(
+        self, watcher: ModelWatcher, *, batching: bool, max_batch_size: int, max_latency_ms: int
+    ) -> None:
+        self.watcher = watcher
+        self.batching = batching
+        self.max_batch_size = max_batch_size
+        self.max_latency_ms = max_latency_ms
+        self._model_limiter: anyio.CapacityLimiter | None = None
+        self._batched: Callable[[_Window], Awaitable[Outcome]] | None = None
+
+    async def forecast(
+        self,
+        window: list[list[float]],
+        horizon: int,
+        version: str,
+        levels: tuple[float, ...] | None = None,
+    ) -> Outcome:
+        """Forecast one window through the batcher; an error outcome becomes a RequestError.
+
+        Args:
+            window: ``[input_size, M]``, data units, checked against ``version``'s shape.
+            horizon: Steps to forecast.
+            version: The served version the window was checked against.
+            levels: Interval levels, checked against ``version`` (``interval_levels``).
+
+        Raises:
+            RequestError: The window cannot be forecast (status and message to answer).
+        """
+        item = _Window(np.asarray(window, dtype=np.float64), horizon, version, levels)
+        outcome = await self._submit()(item)
+        if outcome.error:
+            raise RequestError(outcome.status, outcome.error)
+        return outcome
+
+    def _submit(self) -> Callable[[_Window], Awaitable[Outcome]]:
+        """The entry to the model, made on first use (inside the server's event loop)."""
+        if self._batched is None:
+            self._model_limiter = anyio.CapacityLimiter(1)
+            if self.batching:
+                dispatcher = CorkDispatcher(
+                    max_latency_in_ms=self.max_latency_ms,
+                    max_batch_size=self.max_batch_size,
+                    fallback=_overloaded,
+                    get_batch_size=lambda _: 1,
+                )
+                self._batched = dispatcher(self._run_batch)
+            else:
+
+                async def one(item: _Window) -> Outcome:
+                    return (await self._run_batch((item,)))[0]
+
+                self._batched = one
+        return self._batched
+
+    async def _run_batch(self, windows: Sequence[_Window]) -> list[Outcome]:
+        _BATCH_WINDOWS.observe(len(windows))
+        return await anyio.to_thread.run_sync(
+            self._predict_windows, list(windows), limiter=self._model_limiter
+        )
+
+    def _predict_windows(self, windows: list[_Window]) -> list[Outcome]:
+        """Forecasts windows with one model call per served version, rollout depth and levels.
+
+        Windows asking the same levels share a call, which returns their bounds with the
+        point forecast; clients of one deployment mostly ask the same levels, or none.
+        """
+        results: list[Outcome | None] = [None] * len(windows)
+        groups: dict[tuple[int, int, tuple[float, ...] | None], list[int]] = {}
+        served_by_id: dict[int, ServedModel] = {}
+        for i, item in enumerate(windows):
+            served = self.watcher.for_version(item.version)
+            if served is None:
+                results[i] = Outcome(status=503, error=self.watcher.unavailable_reason)
+                continue
+            fc = served.forecaster
+            if item.history.shape != (fc.input_size, len(fc.channels)):
+                results[i] = Outcome(
+                    status=422,
+                    error=f"window has shape {item.history.shape}; model {served.version} "
+                    f"needs ({fc.input_size}, {len(fc.channels)})",
+                )
+                continue
+            served_by_id[id(served)] = served
+            rounds = math.ceil(item.horizon / fc.horizon)  # same rollout depth, one call
+            groups.setdefault((id(served), rounds, item.levels), []).append(i)
+        for (served_id, _, levels), members in groups.items():
+            served = served_by_id[served_id]
+            batch = np.stack([windows[i].history for i in members])  # [B, L, M]
+            steps = max(windows[i].horizon for i in members)
+            try:
+                if levels is None:
+                    forecast = served.forecaster.predict_batch(batch, steps)  # [B, steps, M]
+                    lower: Mapping[float, np.ndarray] = {}
+                    upper: Mapping[float, np.ndarray] = {}
+                else:
+                    bands = served.forecaster.predict_batch(batch, steps, levels=levels)
+                    forecast, lower, upper = bands.point, bands.lower, bands.upper
+            except IntervalsUnavailableError:  # swapped for an uncalibrated version meanwhile
+                for i in members:
+                    results[i] = Outcome(status=422, error=uncalibrated_message(served.version))
+                continue
+            except ForecastInputError as exc:
+                for i in members:
+                    results[i] = Outcome(status=422, error=str(exc))
+                continue
+            except Exception:
+                logger.exception("inference failed on %s for %d windows", served.tag, len(members))
+                for i in members:
+                    results[i] = Outcome(status=500, error="inference failed; see server log")
+                continue
+            for k, i in enumerate(members):
+                h = windows[i].horizon
+                ahead = forecast[k, :h]  # [horizon, M]
+                low = {level: v[k, :h] for level, v in lower.items()}  # level -> [horizon, M]
+                high = {level: v[k, :h] for level, v in upper.items()}
+                if not all(np.isfinite(a).all() for a in (ahead, *low.values(), *high.values())):
+                    # Values far outside the training range overflow the model's float range;
+                    # JSON has no NaN, and a non-finite forecast is no answer.
+                    results[i] = Outcome(
+                        status=422,
+                        error="the forecast is not finite: the window's values are too far "
+                        f"outside the range model {served.version} was trained on",
+                    )
+                    continue
+                results[i] = Outcome(ahead, low, high, model_version=served.version)
+        return [r if r is not None else Outcome(status=500, error="no result") for r in results]
+
+
+def _overloaded() -> Outcome:
+    """CorkDispatcher's answer for a window it dropped to keep within max_latency_ms."""
+    raise RequestError(503, "server overloaded: the batching queue passed its deadline; retry")

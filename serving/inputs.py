@@ -1,0 +1,65 @@
+"""The checks a request's schema cannot state: its window and timestamps against the model.
+
+The schema (``serving.contract``) bounds rows, channels and timestamps by the configured
+limits; only the served model knows how many rows and channels a window needs, and only the
+timestamps themselves say whether they are evenly spaced. A request that fails here answers
+422 (a stored Feast window that fails answers 409: it is the store's, not the caller's).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from llata_core.timestamps import extend_timestamps
+from serving.contract import RequestError
+
+
+def fit_window(
+    history: list[list[float]],
+    input_size: int,
+    channels: tuple[str, ...],
+    *,
+    where: str = "history",
+) -> list[list[float]]:
+    """The last ``input_size`` rows, after checking the shape against the model.
+
+    Raises:
+        RequestError: 422, the rows are not as wide as the model has channels, or there are
+            fewer than ``input_size`` of them.
+    """
+    width = len(history[0])
+    if width != len(channels):
+        raise RequestError(
+            422,
+            f"{where} has {width} channels, the model expects {len(channels)} "
+            f"({', '.join(channels)})",
+        )
+    if len(history) < input_size:
+        raise RequestError(
+            422, f"{where} has {len(history)} steps, the model needs at least {input_size}"
+        )
+    return history[-input_size:]
+
+
+def future_timestamps(timestamps: list[str], rows: int, horizon: int) -> list[str]:
+    """Extends evenly spaced ISO 8601 timestamps, one per history row, by ``horizon`` steps.
+
+    Raises:
+        RequestError: 422, not one timestamp per row, one does not parse, or they are not
+            increasing and evenly spaced (then the future ones are not defined).
+    """
+    if len(timestamps) != rows:
+        raise RequestError(
+            422,
+            f"timestamps has {len(timestamps)} entries for {rows} history rows; give one "
+            "timestamp per row",
+        )
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(timestamps, format="ISO8601"))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise RequestError(422, f"timestamps do not parse as ISO 8601: {exc}") from exc
+    try:
+        future = extend_timestamps(index, horizon)
+    except ValueError as exc:
+        raise RequestError(422, str(exc)) from exc
+    return [ts.isoformat() for ts in future]
