@@ -486,11 +486,23 @@ def _setup(
         task.train, batch_size=cfg.train.batch_size, shuffle=True, generator=generator
     )
     criterion, distill = training_objective(cfg, model, task.seasonality)
-    state = CheckpointState(config_digest(cfg), -1, task.val_metric, math.inf, 0, 0, [])
+    fresh = CheckpointState(config_digest(cfg), -1, task.val_metric, math.inf, 0, 0, [])
     return _Run(
-        cfg, task, acc, model, optimizer, scheduler, generator, train_loader, criterion,
-        distill, run_dir, Checkpoint(run_dir), state, _trainable_state(model),
-    )  # fmt: skip
+        cfg=cfg,
+        task=task,
+        acc=acc,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        train_loader=train_loader,
+        criterion=criterion,
+        distill=distill,
+        run_dir=run_dir,
+        ckpt=Checkpoint(run_dir),
+        state=fresh,
+        best_weights=_trainable_state(model),
+    )
 
 
 def _resume(run: _Run) -> None:
