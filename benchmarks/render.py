@@ -444,7 +444,9 @@ def plots(cells: list[dict]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from llata_core.jobs import evaluate_job, plot_forecasts
+    from llata_core.jobs import evaluate_job
+    from llata_core.tasks.longterm import plot_forecasts
+    from llata_core.train import EpochLog
 
     made = []
     PLOTS.mkdir(parents=True, exist_ok=True)
@@ -463,17 +465,18 @@ def plots(cells: list[dict]) -> list[str]:
         history = run / "run" / "history.jsonl"
         if history.is_file():
             rows = [json.loads(line) for line in history.read_text().splitlines()]
+            val_mse = [EpochLog.validation_of(r)["mse"] for r in rows]
             # One colour per variant, one line style per seed: 6 variants x 3 seeds stay legible.
             colour = colours.setdefault(c["variant"], f"C{len(colours)}")
             ax.plot(
                 [r["epoch"] for r in rows],
-                [r["val_mse"] for r in rows],
+                val_mse,
                 color=colour,
                 linestyle=SEED_STYLES[seed_order.setdefault(c["seed"], len(seed_order)) % 3],
                 linewidth=1.2,
                 label=f"{c['variant']} s{c['seed']}",
             )
-            lowest = min(lowest, min(r["val_mse"] for r in rows))
+            lowest = min(lowest, min(val_mse))
         model = run / "model" if (run / "model").is_dir() else run / "partial_model"
         if c["variant"] in ("llata", "dlinear") and c["seed"] == 2024 and model.is_dir():
             _, fc, splits = evaluate_job(model)

@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from flows.datasource import read_provenance
@@ -358,26 +357,27 @@ def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
         series=series,
         extra_metadata=extra,
     )
-    assert outcome.val is not None and outcome.metrics is not None  # one process, long-term
+    assert outcome.metrics is not None  # one process
     fc = Forecaster.load(outcome.artifact)
-    val = outcome.splits.val
-    windows = np.stack([val[i][0].numpy() for i in range(min(len(val), 256))])  # type: ignore[index]
+    windows = outcome.task.sample_inputs(256)
+    val_metric = outcome.task.val_metric
     report = CandidateReport(
         name=name,
         overrides=tuple(cfg.params.candidates[name]),
         model_kind=model_cfg.model.kind,
         input_size=model_cfg.data.input_size,
-        val_score=float(outcome.val.mse),
-        val_metric="mse",
-        test_score=float(outcome.metrics["mse"]),
+        val_score=float(outcome.metrics[f"val_{val_metric}"]),
+        val_metric=val_metric,
+        test_score=float(outcome.metrics["score"]),
         train_seconds=float(outcome.fit.seconds),
         parameters=count_parameters(fc.model),
         serving_ms_per_window=serving_ms_per_window(fc.model, windows),
         artifact=str(outcome.artifact.relative_to(layout.root)),
     )
     logger.info(
-        "candidate %s: val MSE %.4f, %d parameters, %.3g ms/window, trained in %.0fs",
+        "candidate %s: val %s %.4f, %d parameters, %.3g ms/window, trained in %.0fs",
         name,
+        val_metric.upper(),
         report.val_score,
         report.parameters,
         report.serving_ms_per_window,
@@ -426,7 +426,8 @@ def train_stage(cfg: PipelineConfig) -> Selection:
 
 def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
     """Score the trained model on the test split; write metrics.json and the two plots."""
-    from llata_core.jobs import evaluate_job, plot_forecasts, plot_loss_curve
+    from llata_core.jobs import evaluate_job, plot_loss_curve
+    from llata_core.tasks.longterm import plot_forecasts
 
     layout = cfg.layout
     metrics, fc, splits = evaluate_job(layout.model_dir, cfg.model.data, split="test")

@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from llata_core.forecaster import Forecaster
-    from llata_core.jobs import evaluate_forecaster, evaluate_short_term, plot_forecasts
+    from llata_core.tasks import task_for_model
 
     fc = Forecaster.load(args.model)
     base = fc.config.data
@@ -76,18 +76,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             keep = {"series_column", "value_column", "timestamp_column", "seasonality"}
             section |= base.model_dump(include=keep)
         data = config_from_dict({"data": section}).data
-    if base.short_term:
-        if args.split == "train" or args.plot:
-            raise ValueError("a short-term model is scored on --split test or val, without --plot")
-        scores, _ = evaluate_short_term(fc, data, split=args.split)
-        result: dict = {"dataset": (data or base).dataset, "split": args.split, **scores}
-    else:
-        metrics, splits = evaluate_forecaster(
-            fc, data, split=args.split, allow_synthetic=args.allow_synthetic
-        )
-        result = {"dataset": (data or base).dataset, "split": args.split, **metrics.to_dict()}
-        if args.plot:
-            plot_forecasts(fc, splits, args.plot)
+    task = task_for_model(fc, data, allow_synthetic=args.allow_synthetic)
+    scores = task.score(fc.model, args.split)
+    result: dict = {"dataset": (data or base).dataset, "split": args.split, **scores}
+    if args.plot:
+        task.plot(fc, args.plot)
     if args.metrics_out:
         args.metrics_out.parent.mkdir(parents=True, exist_ok=True)
         args.metrics_out.write_text(json.dumps(result, indent=2))

@@ -227,7 +227,8 @@ class TrainConfig(_Frozen):
 
     Attributes:
         epochs: upper bound on epochs; early stopping usually ends sooner.
-        patience: epochs without a validation-MSE improvement before stopping.
+        patience: epochs without an improvement of the validation score (the task's metric:
+            MSE, or SMAPE for short-term data) before stopping.
         lr: Adam learning rate for everything but the feature projections.
         proj_lr: learning rate of the per-level feature projections `A_k, B_k`.
         lr_schedule: `cosine` anneals the rate over `t_max` epochs and back (the paper's);

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
@@ -25,17 +24,13 @@ from accelerate import PartialState
 from llata_core.backbone import prepare_backbone
 from llata_core.config import DataConfig, LlataConfig
 from llata_core.data import SeriesFrame, Splits, WindowDataset, load_series, make_splits
-from llata_core.evaluate import Metrics, batch_predict, calibrate, evaluate
+from llata_core.evaluate import Metrics, calibrate, evaluate
 from llata_core.forecaster import Forecaster, add_intervals, save_artifact
-from llata_core.intervals import DEFAULT_LEVELS, ConformalScores, bounds
-from llata_core.shortterm import (
-    ShortTermSplit,
-    ShortTermSplits,
-    load_short_term_splits,
-    score_model,
-)
+from llata_core.intervals import DEFAULT_LEVELS, ConformalScores
+from llata_core.shortterm import ShortTermSplit, ShortTermSplits
+from llata_core.tasks import ForecastTask, LongTermTask, ShortTermTask, load_task
 from llata_core.timestamps import extend_timestamps
-from llata_core.train import FitResult, fit
+from llata_core.train import EpochLog, FitResult, fit
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +82,26 @@ def provenance(module: str | None = None) -> dict[str, str]:
 
 @dataclass
 class TrainOutcome:
-    """What a training job produced."""
+    """What a training job produced.
+
+    Attributes:
+        artifact: the saved model directory.
+        fit: how training went.
+        task: the data it was trained and scored on.
+        metrics: what metrics.json holds; None on the non-main ranks of a distributed run.
+    """
 
     artifact: Path
     fit: FitResult
-    test: Metrics | None  # None on the non-main ranks of a distributed run, and short-term
-    val: Metrics | None
-    splits: Splits | ShortTermSplits
-    metrics: dict[str, Any] | None = None  # what metrics.json holds (main rank)
+    task: ForecastTask
+    metrics: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The headline of a finished run, as the command lines print it."""
         metrics = self.metrics or {}
-        headline = ("smape", "mase", "owa") if "smape" in metrics else ("mse", "mae")
         return {
             "artifact": str(self.artifact),
-            **{f"test_{k}": metrics[k] for k in headline if k in metrics},
+            **{f"test_{k}": metrics[k] for k in self.task.reported if k in metrics},
             "epochs": len(self.fit.history),
             "best_epoch": self.fit.best_epoch,
             "device": self.fit.device,
@@ -122,8 +121,10 @@ def train_job(
 ) -> TrainOutcome:
     """Load data, prepare the backbone, train, evaluate on the test split, save the artifact.
 
-    Long-term data is scored by MSE/MAE on scaled windows; short-term data (M4 and the
-    like, `cfg.data.short_term`) by SMAPE, MASE and OWA against Naive2 on its test data.
+    The data is a forecasting task (`load_task`), which decides how the model validates
+    and is scored: long-term windows by MSE/MAE on the scaled axis, short-term series (M4
+    and the like, `cfg.data.short_term`) by SMAPE, MASE and OWA against Naive2. The
+    artifact's metrics name the task's headline metric (`metric`, `score`).
 
     Args:
         cfg: the validated configuration.
@@ -136,102 +137,42 @@ def train_job(
         extra_metadata: lineage to record in the artifact (e.g. the pipeline's data hash).
 
     Returns:
-        The artifact path, the fit result and the validation and test metrics.
+        The artifact path, the fit result, the task and the recorded metrics.
     """
     state = PartialState()  # one process, or one rank of `accelerate launch`
-    splits: Splits | ShortTermSplits
-    if cfg.data.short_term:
-        if series is not None:
-            raise ValueError("a wide series frame is long-term data; this config is short-term")
-        splits = load_short_term_splits(cfg.data, seed=cfg.train.seed)
-        source, origin, sha256 = splits.source, splits.origin, splits.sha256
-        log.info(
-            "data %s (%s): %d univariate series, input %d, horizon %d, seasonality %d",
-            cfg.data.dataset,
-            source,
-            len(splits.windows.ids),
-            cfg.data.input_size,
-            cfg.data.horizon,
-            splits.seasonality,
-        )
-    else:
-        series = series or load_series(cfg.data, allow_synthetic=allow_synthetic)
-        splits = make_splits(series, cfg.data)
-        source, origin, sha256 = series.source, series.origin, series.sha256
-        log.info(
-            "data %s (%s): %d channels, windows train/val/test %d/%d/%d",
-            cfg.data.dataset,
-            series.source,
-            len(series.channels),
-            len(splits.train),
-            len(splits.val),
-            len(splits.test),
-        )
+    task = load_task(cfg.data, seed=cfg.train.seed, series=series, allow_synthetic=allow_synthetic)
+    lineage = task.lineage
+    log.info("data %s (%s): %s", cfg.data.dataset, lineage.source, task.describe())
     backbone = None
     if cfg.model.kind == "llata":
         with state.main_process_first():  # rank 0 builds the backbone cache, others read it
             backbone = prepare_backbone(cfg.model)
-    result = fit(cfg, splits, backbone, run_dir=run_dir, resume=resume)
+    result = fit(cfg, task, backbone, run_dir=run_dir, resume=resume)
     if not state.is_main_process:
         # Under DDP every rank holds the same weights; rank 0 alone evaluates and saves.
         state.wait_for_everyone()
-        return TrainOutcome(out_dir, result, None, None, splits)
+        return TrainOutcome(out_dir, result, task)
     inference = result.model.to_inference()
-    training = {
+    evaluation = task.evaluate(
+        inference, batch_size=cfg.train.eval_batch_size, best_val_score=result.best_val_score
+    )
+    metrics = {
+        **evaluation.metrics,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "train_seconds": result.seconds,
         "precision": result.precision,
-        "eval_split_hash": splits.fingerprint(),
+        "eval_split_hash": task.fingerprint(),
+        **task.headline.record(evaluation.metrics),
     }
-    val = test = None
-    intervals: ConformalScores | None = None  # short-term: not calibrated yet (calibrate_job)
-    metrics: dict[str, Any]
-    if isinstance(splits, ShortTermSplits):
-        scores = score_model(inference, splits, "test", batch_size=cfg.train.eval_batch_size)
-        log.info(
-            "test SMAPE %.3f MASE %.3f OWA %.3f over %d series",
-            scores["smape"],
-            scores["mase"],
-            scores["owa"],
-            len(splits.windows.ids),
-        )
-        metrics = {**scores, "val_smape": result.best_val_smape, **training}
-    else:
-        val = evaluate(inference, splits.val, batch_size=cfg.train.eval_batch_size)
-        # Every long-term model leaves training with its conformal scores (the validation
-        # residuals, `calibrate`), so any artifact can answer interval levels.
-        intervals = calibrate(
-            inference,
-            splits.val,
-            split="val",
-            data_fingerprint=splits.fingerprint(),
-            batch_size=cfg.train.eval_batch_size,
-        )
-        test = evaluate(
-            inference, splits.test, batch_size=cfg.train.eval_batch_size, intervals=intervals
-        )
-        log.info("test MSE %.4f MAE %.4f over %d windows", test.mse, test.mae, test.n_windows)
-        metrics = {
-            "mse": test.mse,
-            "mae": test.mae,
-            "n_windows": test.n_windows,
-            "val_mse": val.mse,
-            "val_mae": val.mae,
-            **training,
-            "mse_by_step": list(test.mse_by_step),
-            "calibration_windows": intervals.n,
-        }
-        for item in test.intervals:
-            metrics |= item.to_dict()
     metadata = {
         "model_kind": cfg.model.kind,
         "backbone": cfg.model.backbone if backbone else None,
         "backbone_revision": backbone.revision if backbone else None,
-        "data_source": source,
-        "data_origin": origin,
-        "data_sha256": sha256,
-        "synthetic_data": source == "synthetic",
+        "data_source": lineage.source,
+        "data_origin": lineage.origin,
+        "data_sha256": lineage.sha256,
+        "synthetic_data": lineage.source == "synthetic",
         "git_revision": git_revision(),
         "trained_at": datetime.now(UTC).isoformat(),
         "machine": machine_description(),
@@ -241,14 +182,14 @@ def train_job(
     artifact = save_artifact(
         out_dir,
         inference,
-        splits.scaler,
+        task.scaler,
         metrics,
         metadata=metadata,
         overwrite=True,
-        intervals=intervals,
+        intervals=evaluation.intervals,
     )
     state.wait_for_everyone()
-    return TrainOutcome(artifact, result, test, val, splits, metrics)
+    return TrainOutcome(artifact, result, task, metrics)
 
 
 def evaluate_job(
@@ -285,23 +226,8 @@ def evaluate_forecaster(
     scores are per named channel, so other channels get point metrics only) and the split
     is not the one it was calibrated on (coverage there says nothing).
     """
-    base = fc.config.data
-    data = data or base
-    data = data.model_copy(update={"input_size": base.input_size, "horizon": base.horizon})
-    series = load_series(data, allow_synthetic=allow_synthetic)
-    same_channels = tuple(series.channels) == tuple(fc.channels)
-    same = same_channels and data.dataset == base.dataset
-    splits = make_splits(series, data, scaler=fc.scaler if same else None)
-    dataset = {"train": splits.train, "val": splits.val, "test": splits.test}[split]
-    intervals = fc.intervals
-    if intervals is not None and not same_channels:
-        log.info("channels differ from the model's: no interval metrics on %s", data.dataset)
-        intervals = None
-    elif intervals is not None and same and split == intervals.split:
-        log.info("the %s split calibrated the intervals: no interval metrics on it", split)
-        intervals = None
-    metrics = evaluate(fc.model, dataset, batch_size=512, intervals=intervals, levels=levels)
-    return metrics, splits
+    task = LongTermTask.for_model(fc, data, allow_synthetic=allow_synthetic)
+    return task.metrics(fc.model, split, levels=levels), task.splits
 
 
 @dataclass(frozen=True)
@@ -478,65 +404,8 @@ def evaluate_short_term(
             series in another file); default the data it was trained on.
         split: `test` (the test targets), or `val` (each series' held-out last horizon).
     """
-    base = fc.config.data
-    data = data or base
-    if not data.short_term:
-        raise ValueError(f"{data.dataset!r} is not short-term data; the model is short-term")
-    data = data.model_copy(update={"input_size": base.input_size, "horizon": base.horizon})
-    splits = load_short_term_splits(data)
-    return score_model(fc.model, splits, split), splits
-
-
-def plot_forecasts(
-    fc: Forecaster, splits: Splits, path: Path, n: int = 4, channel: int = -1
-) -> Path:
-    """Forecast vs actual for a few evenly spaced test windows (one channel), as PNG.
-
-    A calibrated model's 80% and 95% conformal bands are shaded around the forecast (a
-    level its calibration windows are too few for is left out).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    idx = list(np.linspace(0, len(splits.test) - 1, n).astype(int))
-    x, y, pred = batch_predict(fc.model, splits.test, idx)
-    bands: list[tuple[float, np.ndarray, np.ndarray]] = []  # (level, lower, upper), widest first
-    if fc.intervals is not None and tuple(splits.series.channels) == tuple(fc.channels):
-        for level in sorted(DEFAULT_LEVELS, reverse=True):
-            try:
-                lower, upper = bounds(pred.astype(np.float64), fc.intervals, (level,))
-            except ValueError as err:
-                log.info("no %g%% band in the plot: %s", level, err)
-                continue
-            bands.append((level, lower[level], upper[level]))
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.3 * n), sharex=True)
-    axes = np.atleast_1d(axes)
-    L = x.shape[1]
-    for k, (ax, i, xi, yi, pi) in enumerate(zip(axes, idx, x, y, pred, strict=True)):
-        steps = range(L, L + len(pi))
-        for shade, (level, lo, hi) in zip((0.15, 0.3), bands, strict=False):
-            ax.fill_between(
-                steps,
-                lo[k, :, channel],
-                hi[k, :, channel],
-                color="tab:red",
-                alpha=shade,
-                lw=0,
-                label=f"{level:g}% interval",
-            )
-        ax.plot(range(L), xi[:, channel], color="0.4", lw=1, label="history")
-        ax.plot(range(L, L + len(yi)), yi[:, channel], color="k", lw=1.2, label="actual")
-        ax.plot(range(L, L + len(pi)), pi[:, channel], color="tab:red", lw=1.2, label="forecast")
-        ax.set_ylabel(f"window {i}")
-    axes[0].legend(loc="upper left", ncol=3 + len(bands), fontsize=8)
-    axes[0].set_title(f"{fc.channels[channel]} (scaled), test split")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    task = ShortTermTask.for_model(fc, data)
+    return task.score(fc.model, split), task.splits
 
 
 def forecast_frame(
@@ -569,7 +438,7 @@ def plot_loss_curve(history: Path, path: Path) -> Path:
     """Training loss and validation error per epoch from a run's `history.jsonl`, as PNG.
 
     Two panels because the scales differ: the training objective (total and task loss, l1
-    by default) and the validation MSE/MAE that early stopping watches. Markers keep a
+    by default) and the validation scores (the one early stopping watches first). Markers keep a
     one-epoch run (the quick profile) visible.
     """
     import json
@@ -585,17 +454,18 @@ def plot_loss_curve(history: Path, path: Path) -> Path:
         raise ValueError(f"{history} holds no epochs")
     rows = [json.loads(line) for line in lines]
     epochs = [r["epoch"] for r in rows]
+    validation = [EpochLog.validation_of(r) for r in rows]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
     top.plot(epochs, [r["train_loss"] for r in rows], marker="o", label="train (total)")
     top.plot(epochs, [r["task_loss"] for r in rows], marker="o", label="train (task)")
     top.set_ylabel("loss")
     top.legend(fontsize=8)
-    for key, color in (("val_mse", "tab:red"), ("val_mae", "tab:purple")):
-        label = "val " + key.removeprefix("val_").upper()
-        bottom.plot(epochs, [r[key] for r in rows], marker="o", color=color, label=label)
+    for name, color in zip(validation[0], ("tab:red", "tab:purple"), strict=False):
+        values = [v[name] for v in validation]
+        bottom.plot(epochs, values, marker="o", color=color, label=f"val {name.upper()}")
     bottom.set_xlabel("epoch")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom.set_ylabel("validation error (scaled)")
+    bottom.set_ylabel("validation error")
     bottom.legend(fontsize=8)
     top.set_title("training history")
     fig.tight_layout()

@@ -3,12 +3,13 @@
 The same loop runs on the CPU (optionally under bf16 autocast), on one CUDA GPU (bf16) and
 in several processes (`accelerate launch`, DDP). The paper's recipe by default: Adam at 5e-4
 (1e-4 for the feature projections), cosine annealing over `t_max` epochs, early stopping on
-validation MSE with the best weights restored. Every epoch writes a checkpoint, so a killed
-run continues with `resume=True` exactly where it stopped.
+the task's validation score with the best weights restored. Every epoch writes a
+checkpoint, so a killed run continues with `resume=True` exactly where it stopped.
 
-The short-term (M4) setting runs through the same loop: its batches also carry the masks
-and input windows that the M4 losses take (`WindowContext`), each epoch draws fresh
-training cut points, and early stopping watches the validation SMAPE instead of the MSE.
+`fit` trains any `ForecastTask` the same way: the task gives the training samples, the
+loss's seasonality and the validation score (MSE for long-term windows, SMAPE for M4-style
+series). Short-term batches also carry the masks and input windows that the M4 losses
+take (`WindowContext`), and each epoch draws fresh training cut points.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from llata_core.atomic import swap_directory
@@ -40,7 +42,8 @@ from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Splits
 from llata_core.losses import DistillationLoss, LossBreakdown, WindowContext
 from llata_core.model import LlataModel
-from llata_core.shortterm import ShortTermSample, ShortTermSplits, validation_smape
+from llata_core.shortterm import ShortTermSample, ShortTermSplits
+from llata_core.tasks import ForecastTask, as_task
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,10 @@ TrainingModel = LlataModel | Baseline
 class EpochLog:
     """One line of the training history.
 
-    Long-term runs validate with MSE/MAE on scaled windows; short-term runs with the SMAPE
-    of each series' held-out horizon (`val_mse`/`val_mae` are None there).
+    Attributes:
+        val_metric: the validation metric early stopping minimises (the task's).
+        val_score: its value after this epoch.
+        val_extra: the other validation metrics the task computes (MAE for long-term).
     """
 
     epoch: int
@@ -60,30 +65,58 @@ class EpochLog:
     task_loss: float
     consistency_loss: float
     feature_loss: float
-    val_mse: float | None
-    val_mae: float | None
+    val_metric: str
+    val_score: float
     lr: float
     seconds: float
     steps: int
-    val_smape: float | None = None
+    val_extra: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def val_score(self) -> float:
-        """What early stopping minimises: the SMAPE when there is one, else the MSE."""
-        score = self.val_smape if self.val_smape is not None else self.val_mse
-        assert score is not None
-        return score
+    @staticmethod
+    def validation_of(row: Mapping[str, Any]) -> dict[str, float]:
+        """Every validation metric of a history line by name, the monitored one first.
+
+        Lines of earlier versions carried `val_mse`/`val_mae` (long-term) or `val_smape`
+        (short-term, with the other two None) instead of the metric's name and score.
+        """
+        if "val_score" in row:
+            return {row["val_metric"]: row["val_score"], **row.get("val_extra", {})}
+        if row.get("val_smape") is not None:
+            return {"smape": row["val_smape"]}
+        return {"mse": row["val_mse"], "mae": row["val_mae"]}
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> EpochLog:
+        """A history line as this or an earlier version wrote it."""
+        (metric, score), *extra = cls.validation_of(row).items()
+        rest = {k: v for k, v in row.items() if not k.startswith("val_")}
+        return cls(**rest, val_metric=metric, val_score=score, val_extra=dict(extra))
+
+    def validation(self) -> dict[str, float]:
+        """Every validation metric of the epoch, the monitored one first."""
+        return self.validation_of(vars(self))
+
+
+def read_history(path: Path) -> list[EpochLog]:
+    """The epochs of a run's `history.jsonl`, in any version's format."""
+    lines = path.read_text().splitlines()
+    return [EpochLog.from_dict(json.loads(line)) for line in lines if line.strip()]
 
 
 @dataclass
 class FitResult:
-    """The trained model (best weights restored) and how training went."""
+    """The trained model (best weights restored) and how training went.
+
+    Attributes:
+        val_metric: the validation metric early stopping minimised.
+        best_val_score: its best value, the one of the restored weights.
+    """
 
     model: TrainingModel
+    val_metric: str
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_mse: float = math.inf  # long-term runs
-    best_val_smape: float | None = None  # short-term runs
+    best_val_score: float = math.inf
     stopped_early: bool = False
     seconds: float = 0.0
     precision: str = "fp32"
@@ -179,6 +212,44 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value)
 
 
+@dataclass
+class CheckpointState:
+    """Where a run stands after its last finished epoch (`state.json`).
+
+    Attributes:
+        config_digest: the setup that wrote it (`config_digest`).
+        epoch: the last finished epoch, counted from 0.
+        val_metric: the validation metric early stopping minimises.
+        best_val_score: its best value so far.
+        bad_epochs: epochs since it last improved.
+        best_epoch: the epoch (from 1) of the best weights.
+        history: every finished epoch.
+    """
+
+    config_digest: str
+    epoch: int
+    val_metric: str
+    best_val_score: float
+    bad_epochs: int
+    best_epoch: int
+    history: list[EpochLog]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CheckpointState:
+        """A state as this or an earlier version wrote it: earlier states kept the best
+        score under `best_val_mse` whatever the metric, which their history names."""
+        history = [EpochLog.from_dict(h) for h in raw["history"]]
+        return cls(
+            config_digest=raw["config_digest"],
+            epoch=raw["epoch"],
+            val_metric=raw.get("val_metric", history[-1].val_metric),
+            best_val_score=raw["best_val_score" if "best_val_score" in raw else "best_val_mse"],
+            bad_epochs=raw["bad_epochs"],
+            best_epoch=raw["best_epoch"],
+            history=history,
+        )
+
+
 class Checkpoint:
     """A run's resumable state in `run_dir/checkpoint/`, replaced atomically every epoch.
 
@@ -199,7 +270,7 @@ class Checkpoint:
         best: dict[str, torch.Tensor],
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        state: dict,
+        state: CheckpointState,
     ) -> None:
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=".checkpoint."))
@@ -214,17 +285,23 @@ class Checkpoint:
                 },
                 tmp / "optim.pt",
             )
-            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
             swap_directory(tmp, self.dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def load(self) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-        state = json.loads((self.dir / "state.json").read_text())
+    def state(self) -> CheckpointState:
+        """The run's progress, in any version's format."""
+        return CheckpointState.from_dict(json.loads((self.dir / "state.json").read_text()))
+
+    def load(
+        self,
+    ) -> tuple[CheckpointState, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+        """Progress, current and best trainable weights, and optimizer/scheduler/RNG state."""
         current = load_file(str(self.dir / "current.safetensors"))
         best = load_file(str(self.dir / "best.safetensors"))
         optim = torch.load(self.dir / "optim.pt", weights_only=True)
-        return state, current, best, optim
+        return self.state(), current, best, optim
 
 
 def _log_history(run_dir: Path, entry: EpochLog) -> None:
@@ -299,7 +376,7 @@ def train_step(
 
 def fit(
     cfg: LlataConfig,
-    splits: Splits | ShortTermSplits,
+    task: ForecastTask | Splits | ShortTermSplits,
     backbone: PreparedBackbone | None,
     *,
     run_dir: Path,
@@ -311,8 +388,8 @@ def fit(
 
     Args:
         cfg: the whole configuration (data sizes, model, loss, recipe).
-        splits: training and validation windows (the test split is not touched here):
-            long-term `Splits`, or short-term `ShortTermSplits` (M4 and the like).
+        task: the forecasting task (`ForecastTask`), or the splits of one (`as_task`); only
+            its training data and validation are used (the test split is not touched here).
         backbone: the prepared backbone the model wraps.
         run_dir: where the checkpoint and `history.jsonl` go.
         resume: continue from `run_dir`'s checkpoint when it exists for the same config.
@@ -323,216 +400,206 @@ def fit(
         The model with the best validation weights restored, its history and timing.
     """
     start = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    acc = accelerator or make_accelerator(cfg)
-    set_seed(cfg.train.seed)
-    model = build_training_model(cfg, backbone)
-    optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(
-        splits.train, batch_size=cfg.train.batch_size, shuffle=True, generator=generator
-    )
-    # Short-term data validates on each series' held-out horizon, without a loader.
-    val_loader, seasonality = None, 1
-    if isinstance(splits, ShortTermSplits):
-        seasonality = splits.seasonality
-    else:
-        val_set = splits.val
-        if cfg.train.max_eval_windows is not None and cfg.train.max_eval_windows < len(val_set):
-            val_set = Subset(val_set, range(cfg.train.max_eval_windows))  # type: ignore[assignment]
-        val_loader = DataLoader(val_set, batch_size=cfg.train.eval_batch_size, shuffle=False)
-    criterion, distill = training_objective(cfg, model, seasonality)
-
-    digest = config_digest(cfg)
-    ckpt = Checkpoint(run_dir)
-    first_epoch, best_score, bad_epochs = 0, math.inf, 0  # score: val MSE, or SMAPE
-    best_state = _trainable_state(model)
-    result = FitResult(model=model)
-    if resume and ckpt.exists():
-        state, current, best_state, optim = ckpt.load()
-        if state["config_digest"] not in resumable_digests(cfg):
-            raise RuntimeError(
-                f"checkpoint in {ckpt.dir} was written for another configuration "
-                f"({state['config_digest']} != {digest}); use a new run directory"
-            )
-        load_trainable(model, current)
-        optimizer.load_state_dict(optim["optimizer"])
-        scheduler.load_state_dict(optim["scheduler"])
-        torch.set_rng_state(optim["rng"])
-        first_epoch, best_score, bad_epochs = (
-            state["epoch"] + 1,
-            state["best_val_mse"],  # the best monitored score; the key predates short-term
-            state["bad_epochs"],
-        )
-        result.history = [EpochLog(**h) for h in state["history"]]
-        result.best_epoch = state["best_epoch"]
-        log.info("resuming from epoch %d (best validation %.4f)", first_epoch, best_score)
+    run = _setup(cfg, as_task(task), backbone, run_dir, accelerator or make_accelerator(cfg))
+    if resume and run.ckpt.exists():
+        _resume(run)
     elif (run_dir / "history.jsonl").exists():
         (run_dir / "history.jsonl").unlink()
-
-    if val_loader is not None:
-        model, optimizer, train_loader, val_loader = acc.prepare(
-            model, optimizer, train_loader, val_loader
-        )
-    else:
-        model, optimizer, train_loader = acc.prepare(model, optimizer, train_loader)
-    raw_model: TrainingModel = acc.unwrap_model(model)
-    result.precision = resolve_precision(cfg.train.precision, acc.device)
-    bf16 = result.precision == "bf16"
-    result.device = str(acc.device)
+    run.model, run.optimizer, run.train_loader = run.acc.prepare(
+        run.model, run.optimizer, run.train_loader
+    )
+    validate = run.task.validator(cfg.train, run.acc)
+    raw_model: TrainingModel = run.acc.unwrap_model(run.model)
+    result = FitResult(raw_model, run.task.val_metric, device=str(run.acc.device))
+    result.precision = resolve_precision(cfg.train.precision, run.acc.device)
     show = progress if progress is not None else sys.stderr.isatty()
-    steps_cap = cfg.train.max_steps_per_epoch
-    done = first_epoch >= cfg.train.epochs or bad_epochs >= cfg.train.patience
-
-    for epoch in range(first_epoch, cfg.train.epochs):
-        if done:
+    state = run.state
+    for epoch in range(state.epoch + 1, cfg.train.epochs):
+        if state.bad_epochs >= cfg.train.patience:
             break
         t0 = time.perf_counter()
-        generator.manual_seed(cfg.train.seed + epoch)  # the epoch's order, also after resume
-        # Short-term windows draw fresh cut points each epoch. Through the loader, not the
-        # dataset: accelerate's loader re-sets the dataset's epoch to its own counter
-        # (which restarts at 0 on resume) whenever it starts iterating.
-        train_loader.set_epoch(epoch)
-        model.train()
-        sums = torch.zeros(4, dtype=torch.float64)
-        steps = 0
-        n_batches = len(train_loader) if steps_cap is None else min(steps_cap, len(train_loader))
-        bar = tqdm(
-            total=n_batches,
-            desc=f"epoch {epoch + 1}",
-            disable=not (show and acc.is_main_process),
-            leave=False,
-        )
-        for batch in train_loader:
-            losses = train_step(
-                model, batch, criterion, optimizer, acc.backward, bf16=bf16, distill=distill
-            )
-            if not torch.isfinite(losses.total):
-                raise FloatingPointError(
-                    f"training loss became {losses.total.item()} at epoch {epoch + 1}"
-                )
-            sums += torch.tensor(
-                [
-                    losses.total.item(),
-                    losses.task.item(),
-                    losses.consistency.item(),
-                    losses.feature.item(),
-                ],
-                dtype=torch.float64,
-            )
-            steps += 1
-            bar.update()
-            if steps % cfg.train.log_every == 0:
-                bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}")
-            if steps_cap is not None and steps >= steps_cap:
-                break
-        bar.close()
-        val_mse = val_mae = val_smape = None
-        if val_loader is not None:
-            val_mse, val_mae = _validate(model, val_loader, acc, bf16)
-        else:
-            assert isinstance(splits, ShortTermSplits)
-            val_smape = _validate_short_term(model, splits, acc, bf16, cfg.train.eval_batch_size)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        means = (sums / max(steps, 1)).tolist()
+        means, steps = _train_epoch(run, epoch, result.precision == "bf16", show)
+        scores = validate(run.model, result.precision == "bf16")
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.scheduler.step()
         entry = EpochLog(
             epoch=epoch + 1,
             train_loss=means[0],
             task_loss=means[1],
             consistency_loss=means[2],
             feature_loss=means[3],
-            val_mse=val_mse,
-            val_mae=val_mae,
+            val_metric=run.task.val_metric,
+            val_score=scores.pop(run.task.val_metric),
             lr=lr,
             seconds=time.perf_counter() - t0,
             steps=steps,
-            val_smape=val_smape,
+            val_extra=scores,
         )
-        result.history.append(entry)
-        if entry.val_score < best_score:
-            best_score, bad_epochs, result.best_epoch = entry.val_score, 0, epoch + 1
-            best_state = _trainable_state(raw_model)
-        else:
-            bad_epochs += 1
-        if acc.is_main_process:
-            log.info(
-                "epoch %d: loss %.4f (task %.4f, cons %.4f, feat %.4f) | val %s | lr %.2e "
-                "| %.1fs%s",
-                entry.epoch,
-                *means,
-                f"SMAPE {val_smape:.4f}"
-                if val_smape is not None
-                else f"MSE {val_mse:.4f} MAE {val_mae:.4f}",
-                lr,
-                entry.seconds,
-                " *" if bad_epochs == 0 else "",
-            )
-            _log_history(run_dir, entry)
-            ckpt.save(
-                model=raw_model,
-                best=best_state,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                state={
-                    "config_digest": digest,
-                    "epoch": epoch,
-                    "best_val_mse": best_score,
-                    "bad_epochs": bad_epochs,
-                    "best_epoch": result.best_epoch,
-                    "history": [asdict(h) for h in result.history],
-                },
-            )
-        acc.wait_for_everyone()
-        if bad_epochs >= cfg.train.patience:
+        _end_epoch(run, raw_model, entry)
+        if state.bad_epochs >= cfg.train.patience:
             result.stopped_early = True
-            log.info("early stop: no validation improvement for %d epochs", bad_epochs)
+            log.info("early stop: no validation improvement for %d epochs", state.bad_epochs)
             break
-
-    load_trainable(raw_model, best_state)
+    load_trainable(raw_model, run.best_weights)
     raw_model.eval()
-    result.model = raw_model
-    if val_loader is None:
-        result.best_val_smape = best_score
-    else:
-        result.best_val_mse = best_score
+    result.history, result.best_epoch = state.history, state.best_epoch
+    result.best_val_score = state.best_val_score
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _validate_short_term(
-    model: torch.nn.Module, splits: ShortTermSplits, acc: Accelerator, bf16: bool, batch_size: int
-) -> float:
-    """Validation SMAPE of the student; every process scores all series (they are few)."""
-    model.eval()
-    score = validation_smape(
-        lambda x: model(x, distill=False).y_time,
-        splits,
-        batch_size=batch_size,
-        device=acc.device,
-        bf16=bf16,
+@dataclass
+class _Run:
+    """What one `fit` call trains with, and where it stands (`state`, `best_weights`)."""
+
+    cfg: LlataConfig
+    task: ForecastTask
+    acc: Accelerator
+    model: nn.Module  # wrapped for the processes after `prepare`
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    train_loader: Any  # a DataLoader; after `prepare` accelerate's, which has `set_epoch`
+    criterion: DistillationLoss
+    distill: bool
+    run_dir: Path
+    ckpt: Checkpoint
+    state: CheckpointState
+    best_weights: dict[str, torch.Tensor]
+
+
+def _setup(
+    cfg: LlataConfig,
+    task: ForecastTask,
+    backbone: PreparedBackbone | None,
+    run_dir: Path,
+    acc: Accelerator,
+) -> _Run:
+    """Seed, then build the model, optimizer, schedule, training loader and loss."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.train.seed)
+    model = build_training_model(cfg, backbone)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer)
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    train_loader = DataLoader(
+        task.train, batch_size=cfg.train.batch_size, shuffle=True, generator=generator
     )
-    model.train()
-    return score
+    criterion, distill = training_objective(cfg, model, task.seasonality)
+    fresh = CheckpointState(config_digest(cfg), -1, task.val_metric, math.inf, 0, 0, [])
+    return _Run(
+        cfg=cfg,
+        task=task,
+        acc=acc,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generator=generator,
+        train_loader=train_loader,
+        criterion=criterion,
+        distill=distill,
+        run_dir=run_dir,
+        ckpt=Checkpoint(run_dir),
+        state=fresh,
+        best_weights=_trainable_state(model),
+    )
 
 
-@torch.no_grad()
-def _validate(
-    model: torch.nn.Module, loader: DataLoader, acc: Accelerator, bf16: bool
-) -> tuple[float, float]:
-    """Validation MSE/MAE of the student, summed across processes."""
-    model.eval()
-    sq = torch.zeros((), dtype=torch.float64, device=acc.device)
-    ab = torch.zeros((), dtype=torch.float64, device=acc.device)
-    count = torch.zeros((), dtype=torch.float64, device=acc.device)
-    for x, y in loader:
-        with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = model(x, distill=False).y_time
-        pred, y = acc.gather_for_metrics((pred.float(), y))
-        err = pred.double() - y.double()
-        sq += (err**2).sum()
-        ab += err.abs().sum()
-        count += err.numel()
-    model.train()
-    return float(sq / count), float(ab / count)
+def _resume(run: _Run) -> None:
+    """Restore weights, optimizer, schedule, RNG and progress from the run's checkpoint.
+
+    Raises:
+        RuntimeError: the checkpoint was written for another configuration.
+    """
+    state, current, run.best_weights, optim = run.ckpt.load()
+    if state.config_digest not in resumable_digests(run.cfg):
+        raise RuntimeError(
+            f"checkpoint in {run.ckpt.dir} was written for another configuration "
+            f"({state.config_digest} != {run.state.config_digest}); use a new run directory"
+        )
+    load_trainable(run.model, current)
+    run.optimizer.load_state_dict(optim["optimizer"])
+    run.scheduler.load_state_dict(optim["scheduler"])
+    torch.set_rng_state(optim["rng"])
+    state.config_digest = run.state.config_digest  # saved from now on under today's digest
+    run.state = state
+    log.info("resuming from epoch %d (best validation %.4f)", state.epoch + 1, state.best_val_score)
+
+
+def _train_epoch(run: _Run, epoch: int, bf16: bool, show: bool) -> tuple[list[float], int]:
+    """One pass over the training data (at most `max_steps_per_epoch` steps).
+
+    Returns:
+        The mean total, task, consistency and feature losses, and the number of steps.
+    """
+    train = run.cfg.train
+    run.generator.manual_seed(train.seed + epoch)  # the epoch's order, also after resume
+    # Short-term windows draw fresh cut points each epoch. Through the loader, not the
+    # dataset: accelerate's loader re-sets the dataset's epoch to its own counter (which
+    # restarts at 0 on resume) whenever it starts iterating.
+    run.train_loader.set_epoch(epoch)
+    run.model.train()
+    sums = torch.zeros(4, dtype=torch.float64)
+    steps = 0
+    cap = train.max_steps_per_epoch
+    n_batches = len(run.train_loader) if cap is None else min(cap, len(run.train_loader))
+    hide = not (show and run.acc.is_main_process)
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}", disable=hide, leave=False)
+    for batch in run.train_loader:
+        losses = train_step(
+            run.model,
+            batch,
+            run.criterion,
+            run.optimizer,
+            run.acc.backward,
+            bf16=bf16,
+            distill=run.distill,
+        )
+        if not torch.isfinite(losses.total):
+            raise FloatingPointError(
+                f"training loss became {losses.total.item()} at epoch {epoch + 1}"
+            )
+        terms = (losses.total, losses.task, losses.consistency, losses.feature)
+        sums += torch.tensor([t.item() for t in terms], dtype=torch.float64)
+        steps += 1
+        bar.update()
+        if steps % train.log_every == 0:
+            bar.set_postfix(loss=f"{sums[0].item() / steps:.4f}")
+        if cap is not None and steps >= cap:
+            break
+    bar.close()
+    return (sums / max(steps, 1)).tolist(), steps
+
+
+def _end_epoch(run: _Run, raw_model: TrainingModel, entry: EpochLog) -> None:
+    """Keep the best weights, log the epoch and checkpoint the run (main process)."""
+    state = run.state
+    state.history.append(entry)
+    state.epoch = entry.epoch - 1
+    if entry.val_score < state.best_val_score:
+        state.best_val_score, state.bad_epochs, state.best_epoch = entry.val_score, 0, entry.epoch
+        run.best_weights = _trainable_state(raw_model)
+    else:
+        state.bad_epochs += 1
+    if run.acc.is_main_process:
+        log.info(
+            "epoch %d: loss %.4f (task %.4f, cons %.4f, feat %.4f) | val %s | lr %.2e | %.1fs%s",
+            entry.epoch,
+            entry.train_loss,
+            entry.task_loss,
+            entry.consistency_loss,
+            entry.feature_loss,
+            " ".join(f"{k.upper()} {v:.4f}" for k, v in entry.validation().items()),
+            entry.lr,
+            entry.seconds,
+            " *" if state.bad_epochs == 0 else "",
+        )
+        _log_history(run.run_dir, entry)
+        run.ckpt.save(
+            model=raw_model,
+            best=run.best_weights,
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            state=state,
+        )
+    run.acc.wait_for_everyone()

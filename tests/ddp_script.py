@@ -34,7 +34,7 @@ def main(csv: str, out: str) -> None:
                 {
                     "num_processes": acc.num_processes,
                     "epochs": len(result.history),
-                    "val_mse": result.best_val_mse,
+                    "val_mse": result.best_val_score,
                     "params_equal_across_ranks": all(torch.equal(gathered[0], g) for g in gathered),
                 }
             )

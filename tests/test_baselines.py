@@ -29,10 +29,13 @@ def test_baseline_trains_saves_and_loads(kind: str, sine_csv: Path, tmp_path: Pa
     )
     splits = make_splits(load_series(cfg.data), cfg.data)
     result = fit(cfg, splits, None, run_dir=tmp_path / "run", progress=False)
-    assert result.history[-1].val_mse < result.history[0].val_mse
+    assert result.history[-1].val_score < result.history[0].val_score
     assert result.history[0].consistency_loss == 0.0  # no teacher, no distillation
     path = save_artifact(
-        tmp_path / "model", result.model.to_inference(), splits.scaler, {"mse": result.best_val_mse}
+        tmp_path / "model",
+        result.model.to_inference(),
+        splits.scaler,
+        {"mse": result.best_val_score},
     )
     fc = Forecaster.load(path)
     history = load_series(cfg.data).values[-40:]

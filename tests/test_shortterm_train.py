@@ -219,9 +219,9 @@ def test_fit_draws_fresh_windows_each_epoch_and_resumes_exactly(
     splits = load_short_term_splits(cfg.data, seed=cfg.train.seed)
     straight = fit(cfg, splits, backbone, run_dir=tmp_path / "a", progress=False)
     assert splits.train.epoch == 2  # set for every epoch: fresh cut points
-    assert [h.val_mse for h in straight.history] == [None] * 3
-    smapes = [h.val_smape for h in straight.history]
-    assert straight.best_val_smape == min(smapes)  # type: ignore[type-var]
+    assert [h.val_metric for h in straight.history] == ["smape"] * 3
+    smapes = [h.val_score for h in straight.history]
+    assert straight.best_val_score == min(smapes)
     assert straight.best_epoch == 1 + smapes.index(min(smapes))
 
     one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})})
@@ -239,9 +239,7 @@ def test_fit_draws_fresh_windows_each_epoch_and_resumes_exactly(
         progress=False,
     )
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
-    assert [round(h.val_smape or 0, 5) for h in resumed.history] == [
-        round(s or 0, 5) for s in smapes
-    ]
+    assert [round(h.val_score, 5) for h in resumed.history] == [round(s, 5) for s in smapes]
 
 
 def test_llata_train_and_evaluate_end_to_end(

@@ -41,10 +41,10 @@ def test_loss_falls_on_a_learnable_signal(sine_csv: Path, tmp_path: Path, backbo
     )
     result = fit(cfg, splits, bb, run_dir=tmp_path / "run", progress=False)
     task = [h.task_loss for h in result.history]
-    val = [h.val_mse for h in result.history]
+    val = [h.val_score for h in result.history]
     assert task[-1] < 0.6 * task[0], task
     assert val[-1] < 0.3 * val[0], val
-    assert result.best_val_mse == min(val)
+    assert result.best_val_score == min(val)
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[0])["epoch"] == 1
 
@@ -65,8 +65,8 @@ def test_resume_after_a_kill_gives_the_same_model(sine_csv: Path, tmp_path: Path
     ckpt_state.write_text(json.dumps(data))
     resumed = fit(cfg, splits, bb, run_dir=tmp_path / "b", resume=True, progress=False)
     assert [h.epoch for h in resumed.history] == [1, 2, 3]
-    assert [round(h.val_mse, 6) for h in resumed.history] == [
-        round(h.val_mse, 6) for h in straight.history
+    assert [round(h.val_score, 6) for h in resumed.history] == [
+        round(h.val_score, 6) for h in straight.history
     ]
     for (n, p), (_, q) in zip(
         straight.model.named_parameters(), resumed.model.named_parameters(), strict=True

@@ -266,9 +266,9 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
             "precision": outcome.fit.precision,
             "seconds_per_epoch": sum(epoch_seconds) / max(len(epoch_seconds), 1),
             "stopped_early": outcome.fit.stopped_early,
-            # Selection reads this, never the test scores.
-            "best_val_mse": outcome.fit.best_val_mse,
-            "val_mse_by_epoch": [h.val_mse for h in outcome.fit.history],
+            # Selection reads this, never the test scores (the cells' tasks validate by MSE).
+            "best_val_mse": outcome.fit.best_val_score,
+            "val_mse_by_epoch": [h.validation()["mse"] for h in outcome.fit.history],
         }
         write_json(RUNS / cell.train_key / "train_info.json", train_info, trailing_newline=False)
     train_info = json.loads((RUNS / cell.train_key / "train_info.json").read_text())
@@ -306,10 +306,10 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     from llata_core.data import load_series, make_splits
     from llata_core.evaluate import evaluate
     from llata_core.forecaster import save_artifact
-    from llata_core.train import build_training_model, load_trainable
+    from llata_core.train import Checkpoint, build_training_model, load_trainable
 
-    ckpt = RUNS / cell.train_key / "run" / "checkpoint"
-    state = json.loads((ckpt / "state.json").read_text())
+    checkpoint = Checkpoint(RUNS / cell.train_key / "run")
+    ckpt, state = checkpoint.dir, checkpoint.state()
     cfg = load_params(params, cell.overrides(extra))
     backbone = prepare_backbone(cfg.model) if cfg.model.kind == "llata" else None
     model = build_training_model(cfg, backbone)
@@ -328,7 +328,7 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
             {"mse": metrics.mse, "mae": metrics.mae},
             overwrite=True,
         )
-    history = state["history"]
+    history = state.history
     payload = {
         **cell.record(),
         "status": "partial",
@@ -336,11 +336,11 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
         "mae": metrics.mae,
         "n_windows": metrics.n_windows,
         "epochs": len(history),
-        "best_epoch": state["best_epoch"],
-        "best_val_mse": state["best_val_mse"],
-        "val_mse_by_epoch": [h["val_mse"] for h in history],
-        "seconds_per_epoch": sum(h["seconds"] for h in history) / max(len(history), 1),
-        "train_seconds": sum(h["seconds"] for h in history),
+        "best_epoch": state.best_epoch,
+        "best_val_mse": state.best_val_score,
+        "val_mse_by_epoch": [h.validation()["mse"] for h in history],
+        "seconds_per_epoch": sum(h.seconds for h in history) / max(len(history), 1),
+        "train_seconds": sum(h.seconds for h in history),
         "overrides": cell.overrides(extra),
         **provenance(),
     }

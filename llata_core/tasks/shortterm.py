@@ -1,0 +1,153 @@
+"""Short-term forecasting (M4 and the like) as a `ForecastTask`: many univariate series.
+
+Training draws random windows from every series; validation is the SMAPE of each series'
+held-out last horizon; the test scores are SMAPE, MASE and OWA against Naive2, and OWA is
+the headline (M4's ranking metric). No conformal scores yet: absolute residuals pooled over
+series of very different scales are not exchangeable.
+
+References:
+    Makridakis et al., "The M4 Competition", International Journal of Forecasting 2020
+    (OWA: SMAPE and MASE relative to Naive2).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+import numpy as np
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import Dataset
+
+from llata_core.config import DataConfig, TrainConfig
+from llata_core.data import Scaler
+from llata_core.intervals import DEFAULT_LEVELS
+from llata_core.shortterm import (
+    ShortTermSplit,
+    ShortTermSplits,
+    load_short_term_splits,
+    score_model,
+    validation_smape,
+)
+from llata_core.tasks.contract import (
+    Evaluation,
+    Headline,
+    Lineage,
+    Validate,
+    as_task,
+    data_for_model,
+)
+
+if TYPE_CHECKING:
+    from llata_core.forecaster import Forecaster
+
+log = logging.getLogger(__name__)
+
+SPLIT_ERROR = "a short-term model is scored on --split test or val, without --plot"
+
+
+@dataclass(frozen=True)
+class ShortTermTask:
+    """Many univariate series, validated by SMAPE and judged by OWA.
+
+    Attributes:
+        splits: the series with their training windows and validation/test rules.
+    """
+
+    splits: ShortTermSplits
+
+    val_metric: ClassVar[str] = "smape"
+    headline: ClassVar[Headline] = Headline("owa")
+    reported: ClassVar[tuple[str, ...]] = ("smape", "mase", "owa")
+
+    @classmethod
+    def for_model(cls, fc: Forecaster, data: DataConfig | None = None) -> ShortTermTask:
+        """The task that scores a trained short-term model on `data` (default its own; e.g.
+        the same series in another file), cut with the model's input size and horizon.
+
+        Raises:
+            ValueError: `data` is not short-term data.
+        """
+        data = data_for_model(fc, data)
+        if not data.short_term:
+            raise ValueError(f"{data.dataset!r} is not short-term data; the model is short-term")
+        return cls(load_short_term_splits(data))
+
+    @property
+    def seasonality(self) -> int:
+        return self.splits.seasonality
+
+    @property
+    def scaler(self) -> Scaler:
+        return self.splits.scaler
+
+    @property
+    def lineage(self) -> Lineage:
+        s = self.splits
+        return Lineage(s.source, s.origin, s.sha256)
+
+    @property
+    def train(self) -> Dataset:
+        return self.splits.train
+
+    def fingerprint(self) -> str:
+        return self.splits.fingerprint()
+
+    def describe(self) -> str:
+        w = self.splits.windows
+        return (
+            f"{len(w.ids)} univariate series, input {w.input_size}, horizon {w.horizon}, "
+            f"seasonality {w.seasonality}"
+        )
+
+    def validator(self, train: TrainConfig, accelerator: Accelerator) -> Validate:
+        """SMAPE of each series' held-out horizon; every process scores all series (they
+        are few), without a loader."""
+
+        def validate(model: nn.Module, bf16: bool) -> dict[str, float]:
+            model.eval()
+            score = validation_smape(
+                lambda x: model(x, distill=False).y_time,
+                self.splits,
+                batch_size=train.eval_batch_size,
+                device=accelerator.device,
+                bf16=bf16,
+            )
+            model.train()
+            return {"smape": score}
+
+        return validate
+
+    def evaluate(self, model: nn.Module, *, batch_size: int, best_val_score: float) -> Evaluation:
+        """Test SMAPE, MASE and OWA, with the validation SMAPE training stopped on."""
+        scores = score_model(model, self.splits, "test", batch_size=batch_size)
+        log.info(
+            "test SMAPE %.3f MASE %.3f OWA %.3f over %d series",
+            scores["smape"],
+            scores["mase"],
+            scores["owa"],
+            len(self.splits.windows.ids),
+        )
+        return Evaluation({**scores, "val_smape": best_val_score})
+
+    def score(
+        self, model: nn.Module, split: str, *, levels: Sequence[float] = DEFAULT_LEVELS
+    ) -> dict[str, Any]:
+        """SMAPE, MASE and OWA on `test` (the test targets) or `val` (each series' held-out
+        last horizon); no interval metrics, so `levels` is not used."""
+        if split not in ("test", "val"):
+            raise ValueError(SPLIT_ERROR)
+        return score_model(model, self.splits, cast(ShortTermSplit, split))
+
+    def plot(self, fc: Forecaster, path: Path) -> Path:
+        raise ValueError(SPLIT_ERROR)
+
+    def sample_inputs(self, n: int) -> np.ndarray:
+        return self.splits.windows.validation_inputs().insample[:n].numpy()
+
+
+as_task.register(ShortTermSplits, ShortTermTask)
