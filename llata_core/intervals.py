@@ -214,9 +214,24 @@ class ConformalScores:
     def scale_of(self, windows: np.ndarray) -> np.ndarray | None:
         """What `bounds` needs for these input windows `[B, L, M]` (scaled axis): their
         `window_scale` for `seasonal-mae` scores, None for absolute ones."""
+        return self.scale_of_masked(windows, None)
+
+    def scale_of_masked(self, windows: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+        """`scale_of` for left-padded windows: only points where `mask` is 1 count."""
         if self.normalizer == "none":
             return None
-        return window_scale(windows, self.seasonality)
+        return window_scale(windows, self.seasonality, mask)
+
+    def answerable(self, levels: Iterable[float]) -> tuple[float, ...]:
+        """The levels these scores have enough windows for (95% needs 19), in order."""
+        out = []
+        for level in validate_levels(levels):
+            try:
+                conformal_rank(self.n, level)
+            except ValueError:
+                continue
+            out.append(level)
+        return tuple(out)
 
     def check_levels(self, levels: Iterable[float]) -> tuple[float, ...]:
         """`validate_levels`, plus a check that there are enough windows for each level."""

@@ -27,7 +27,7 @@ from llata_core.data import SeriesFrame, Splits, WindowDataset, load_series, mak
 from llata_core.evaluate import Metrics, calibrate, evaluate
 from llata_core.forecaster import Forecaster, add_intervals, save_artifact
 from llata_core.intervals import DEFAULT_LEVELS, ConformalScores
-from llata_core.shortterm import ShortTermSplit, ShortTermSplits
+from llata_core.shortterm import ShortTermSplit, ShortTermSplits, interval_scores, model_forecasts
 from llata_core.tasks import ForecastTask, LongTermTask, ShortTermTask, load_task
 from llata_core.timestamps import extend_timestamps
 from llata_core.train import EpochLog, FitResult, fit
@@ -232,12 +232,13 @@ def evaluate_forecaster(
 
 @dataclass(frozen=True)
 class CalibrationOutcome:
-    """What `calibrate_job` stored and measured."""
+    """What `calibrate_job` / `recalibrate_job` stored and measured."""
 
     artifact: Path
     scores: ConformalScores
-    test: Metrics  # point and interval metrics on the windows that checked the scores
-    checked_on: str = "test"  # which windows: the test split, or a recent holdout
+    checked: dict[str, Any]  # interval metrics on the windows that checked the scores
+    n_checked: int  # how many windows (long-term) or series (short-term) those were
+    checked_on: str = "test"  # which: the test split, or a recent holdout
 
     def summary(self) -> dict[str, Any]:
         """What `llata calibrate` prints."""
@@ -245,9 +246,13 @@ class CalibrationOutcome:
             "artifact": str(self.artifact),
             "calibration_split": self.scores.split,
             "calibration_windows": self.scores.n,
-            **{k: v for item in self.test.intervals for k, v in item.to_dict().items()},
-            f"{self.checked_on}_windows": self.test.n_windows,
+            **self.checked,
+            f"{self.checked_on}_windows": self.n_checked,
         }
+
+
+def _flat(metrics: Metrics) -> dict[str, Any]:
+    return {k: v for item in metrics.intervals for k, v in item.to_dict().items()}
 
 
 def calibrate_job(
@@ -274,18 +279,13 @@ def calibrate_job(
         levels: the levels whose test metrics are recorded; the stored scores answer any.
 
     Raises:
-        ValueError: a short-term model (not supported yet: absolute residuals pooled over
-            series of very different scales are not exchangeable, so they need a
-            scale-normalised score), or data that is not the data the model was trained on.
+        ValueError: data that is not the data the model was trained on. A short-term model
+            is calibrated on its own series (`seasonal-mae` scores, one window per series).
     """
     fc = Forecaster.load(model_dir)
     data = fc.config.data
     if data.short_term:
-        raise ValueError(
-            f"{model_dir} is a short-term model; conformal intervals cover long-term models "
-            "only (absolute residuals pooled over series of different scales would need a "
-            "scale-normalised score)"
-        )
+        return _calibrate_short_term(fc, Path(model_dir))
     series = series or load_series(data, allow_synthetic=allow_synthetic)
     trained_on = fc.metadata.get("data_sha256")
     if trained_on and trained_on != series.sha256:
@@ -302,11 +302,25 @@ def calibrate_job(
         scores.n,
         ", ".join(f"coverage {m.level:g}% {m.coverage:.3f}" for m in test.intervals),
     )
-    extra: dict[str, Any] = {"calibration_windows": scores.n}
-    for item in test.intervals:
-        extra |= item.to_dict()
-    add_intervals(model_dir, scores, extra)
-    return CalibrationOutcome(Path(model_dir), scores, test)
+    checked = _flat(test)
+    add_intervals(model_dir, scores, {"calibration_windows": scores.n, **checked})
+    return CalibrationOutcome(Path(model_dir), scores, checked, test.n_windows)
+
+
+def _calibrate_short_term(fc: Forecaster, model_dir: Path) -> CalibrationOutcome:
+    """`calibrate_job` for a model of many series: `seasonal-mae` scores from each series'
+    held-out horizon, checked on the test targets (coverage, MSIS and ACD at 95 %)."""
+    task = ShortTermTask.for_model(fc)
+    if task.fingerprint() != fc.metrics.get("eval_split_hash", task.fingerprint()):
+        raise ValueError(
+            f"{fc.config.data.dataset} is not the data {model_dir} was trained on: its "
+            "held-out horizons would not be the ones the model was selected on"
+        )
+    scores = task.calibrate(fc.model)
+    checked = interval_scores(model_forecasts(fc.model, task.splits), scores, task.splits)
+    log.info("calibrated on %d series; test %s", scores.n, checked)
+    add_intervals(model_dir, scores, {"calibration_windows": scores.n, **checked})
+    return CalibrationOutcome(model_dir, scores, checked, scores.n, "test_series")
 
 
 def recalibrate_job(
@@ -380,6 +394,7 @@ def recalibrate_job(
         data_path,
         ", ".join(f"coverage {m.level:g}% {m.coverage:.3f}" for m in held.intervals),
     )
+    checked = _flat(held)
     extra: dict[str, Any] = {
         "calibration_windows": scores.n,
         "calibration_data": str(data_path),
@@ -387,10 +402,8 @@ def recalibrate_job(
         "coverage_split": "recent-holdout",
         "coverage_windows": held.n_windows,
     }
-    for item in held.intervals:
-        extra |= item.to_dict()
-    add_intervals(model_dir, scores, extra)
-    return CalibrationOutcome(Path(model_dir), scores, held, "holdout")
+    add_intervals(model_dir, scores, extra | checked)
+    return CalibrationOutcome(Path(model_dir), scores, checked, held.n_windows, "holdout")
 
 
 def evaluate_short_term(

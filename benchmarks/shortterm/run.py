@@ -36,18 +36,17 @@ from llata_core.config import load_params
 from llata_core.forecaster import Forecaster
 from llata_core.intervals import (
     absolute_coverage_difference,
-    bounds,
-    calibrate_series,
     coverage,
     msis,
     random_walk_intervals,
-    window_scale,
 )
 from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm import (
     ShortTermSplits,
     benchmark_forecasts,
+    calibrate_forecasts,
     forecast_series,
+    interval_scores,
     load_short_term_splits,
     score_forecasts,
 )
@@ -194,25 +193,10 @@ def conformal_interval_scores(
     val_forecasts: np.ndarray, test_forecasts: np.ndarray, splits: ShortTermSplits
 ) -> dict[str, float]:
     """Split-conformal intervals (`seasonal-mae` scores, calibrated on each series'
-    held-out last horizon) around `[N, H]` test forecasts, scored on the M4 test file."""
-    w = splits.windows
-    val_in, test_in = w.validation_inputs(), w.test_inputs()
-    scores = calibrate_series(
-        val_forecasts,
-        w.validation_targets(),
-        val_in.insample.numpy(),
-        w.seasonality,
-        mask=val_in.insample_mask.numpy(),
-    )
-    scale = window_scale(test_in.insample.numpy(), w.seasonality, test_in.insample_mask.numpy())
-    lower, upper = bounds(test_forecasts[:, :, None], scores, LEVELS, scale)
-    return _interval_metrics(
-        w.test_targets(),
-        {k: v[:, :, 0] for k, v in lower.items()},
-        {k: v[:, :, 0] for k, v in upper.items()},
-        splits,
-        "",
-    )
+    held-out last horizon) around `[N, H]` test forecasts, scored on the M4 test file: what
+    a trained short-term artifact stores and records."""
+    scores = calibrate_forecasts(val_forecasts, splits)
+    return interval_scores(test_forecasts, scores, splits, LEVELS)
 
 
 def normal_interval_scores(method: str, splits: ShortTermSplits) -> dict[str, float]:
@@ -228,7 +212,7 @@ def normal_interval_scores(method: str, splits: ShortTermSplits) -> dict[str, fl
     return _interval_metrics(w.test_targets(), lower, upper, splits, "normal_")
 
 
-def interval_scores(cell: Cell, params: Path, extra: list[str], stored: dict) -> dict:
+def cell_interval_scores(cell: Cell, params: Path, extra: list[str], stored: dict) -> dict:
     """The interval metrics of a finished cell (retraining a trained cell whose model is
     gone; its SMAPE is checked against the stored one)."""
     if cell.model in TRAINED:
@@ -267,7 +251,7 @@ def add_intervals(cell: Cell, params: Path, extra: list[str]) -> dict:
         log.info("skip intervals of %s (done)", cell.key)
         return stored
     t0 = time.perf_counter()
-    scores = interval_scores(cell, params, extra, stored)
+    scores = cell_interval_scores(cell, params, extra, stored)
     updated = {
         **stored,
         **scores,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,6 +32,15 @@ import torch
 from llata_core.config import DataConfig
 from llata_core.data import Scaler
 from llata_core.errors import DataError
+from llata_core.intervals import (
+    DEFAULT_LEVELS,
+    ConformalScores,
+    absolute_coverage_difference,
+    bounds,
+    calibrate_series,
+    coverage,
+    msis,
+)
 from llata_core.shortterm.metrics import (
     evaluate_forecasts,
     naive1,
@@ -262,6 +271,22 @@ def score_forecasts(
     return {**scores, "n_series": float(len(w.ids))}
 
 
+def model_forecasts(
+    model: torch.nn.Module,
+    splits: ShortTermSplits,
+    split: ShortTermSplit = "test",
+    *,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """`[N, H]` fp32 forecasts of an inference model (`[B, L, 1] -> [B, H, 1]`) from each
+    series' `test` input (its full history) or `val` input (before the held-out horizon)."""
+    w = splits.windows
+    inputs = w.test_inputs() if split == "test" else w.validation_inputs()
+    device = next(model.parameters()).device
+    model.eval()
+    return forecast_series(model, inputs, batch_size=batch_size, device=device)
+
+
 def score_model(
     model: torch.nn.Module,
     splits: ShortTermSplits,
@@ -269,10 +294,55 @@ def score_model(
     *,
     batch_size: int = 512,
 ) -> dict[str, float]:
-    """`score_forecasts` of an inference model (`[B, L, 1] -> [B, H, 1]`), in fp32."""
-    w = splits.windows
-    inputs = w.test_inputs() if split == "test" else w.validation_inputs()
-    device = next(model.parameters()).device
-    model.eval()
-    forecasts = forecast_series(model, inputs, batch_size=batch_size, device=device)
+    """`score_forecasts` of an inference model, in fp32."""
+    forecasts = model_forecasts(model, splits, split, batch_size=batch_size)
     return score_forecasts(forecasts, splits, split)
+
+
+def calibrate_forecasts(
+    val_forecasts: np.ndarray, splits: ShortTermSplits, *, calibrated_at: str = ""
+) -> ConformalScores:
+    """`seasonal-mae` conformal scores from `[N, H]` forecasts of each series' held-out last
+    horizon (one calibration window per series; `llata_core.intervals.calibrate_series`).
+
+    Absolute residuals pooled over series of unrelated scales would not be exchangeable;
+    divided by each input window's seasonal-naive MAE they are, to the extent that the
+    series' errors scale with their own variation.
+    """
+    w = splits.windows
+    inputs = w.validation_inputs()
+    return calibrate_series(
+        val_forecasts,
+        w.validation_targets(),
+        inputs.insample.numpy(),
+        w.seasonality,
+        mask=inputs.insample_mask.numpy(),
+        split="val",
+        data_fingerprint=splits.fingerprint(),
+        calibrated_at=calibrated_at,
+    )
+
+
+def interval_scores(
+    test_forecasts: np.ndarray,
+    scores: ConformalScores,
+    splits: ShortTermSplits,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+) -> dict[str, float]:
+    """Coverage of every level, and M4's MSIS and ACD at 95 % when asked, of conformal
+    intervals around `[N, H]` test forecasts, on the test targets. A level the calibration
+    series are too few for (95 % needs 19) is left out."""
+    w = splits.windows
+    levels = scores.answerable(levels)
+    inputs = w.test_inputs()
+    scale = scores.scale_of_masked(inputs.insample.numpy(), inputs.insample_mask.numpy())
+    lower, upper = bounds(test_forecasts[:, :, None], scores, levels, scale)
+    y = w.test_targets()
+    out: dict[str, float] = {}
+    for level in levels:
+        lo, hi = lower[level][:, :, 0], upper[level][:, :, 0]
+        out[f"coverage_{level:g}"] = coverage(y, lo, hi)
+        if level == 95.0:
+            out["acd_95"] = absolute_coverage_difference(y, lo, hi, level)
+            out["msis_95"] = msis(y, lo, hi, w.train, w.seasonality, level)
+    return out

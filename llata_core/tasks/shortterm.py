@@ -2,8 +2,9 @@
 
 Training draws random windows from every series; validation is the SMAPE of each series'
 held-out last horizon; the test scores are SMAPE, MASE and OWA against Naive2, and OWA is
-the headline (M4's ranking metric). No conformal scores yet: absolute residuals pooled over
-series of very different scales are not exchangeable.
+the headline (M4's ranking metric). Conformal scores are `seasonal-mae` normalised (one
+calibration window per series, `llata_core.shortterm.calibrate_forecasts`): absolute
+residuals pooled over series of very different scales would not be exchangeable.
 
 References:
     Makridakis et al., "The M4 Competition", International Journal of Forecasting 2020
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -25,11 +27,15 @@ from torch.utils.data import Dataset
 
 from llata_core.config import DataConfig, TrainConfig
 from llata_core.data import Scaler
-from llata_core.intervals import DEFAULT_LEVELS
+from llata_core.intervals import DEFAULT_LEVELS, ConformalScores
 from llata_core.shortterm import (
     ShortTermSplit,
     ShortTermSplits,
+    calibrate_forecasts,
+    interval_scores,
     load_short_term_splits,
+    model_forecasts,
+    score_forecasts,
     score_model,
     validation_smape,
 )
@@ -122,17 +128,29 @@ class ShortTermTask:
 
         return validate
 
+    def calibrate(self, model: nn.Module, *, batch_size: int = 512) -> ConformalScores:
+        """The model's conformal scores from its forecasts of each series' held-out horizon."""
+        val = model_forecasts(model, self.splits, "val", batch_size=batch_size)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return calibrate_forecasts(val, self.splits, calibrated_at=stamp)
+
     def evaluate(self, model: nn.Module, *, batch_size: int, best_val_score: float) -> Evaluation:
-        """Test SMAPE, MASE and OWA, with the validation SMAPE training stopped on."""
-        scores = score_model(model, self.splits, "test", batch_size=batch_size)
+        """Test SMAPE, MASE and OWA, the conformal scores and their test coverage (with
+        M4's MSIS and ACD at 95 %), and the validation SMAPE training stopped on."""
+        intervals = self.calibrate(model, batch_size=batch_size)
+        test = model_forecasts(model, self.splits, "test", batch_size=batch_size)
+        scores = score_forecasts(test, self.splits, "test")
+        scores |= interval_scores(test, intervals, self.splits)
         log.info(
-            "test SMAPE %.3f MASE %.3f OWA %.3f over %d series",
+            "test SMAPE %.3f MASE %.3f OWA %.3f over %d series; intervals %s",
             scores["smape"],
             scores["mase"],
             scores["owa"],
             len(self.splits.windows.ids),
+            {k: round(v, 3) for k, v in scores.items() if k.startswith(("coverage", "msis"))},
         )
-        return Evaluation({**scores, "val_smape": best_val_score})
+        metrics = {**scores, "val_smape": best_val_score, "calibration_windows": intervals.n}
+        return Evaluation(metrics, intervals)
 
     def score(
         self, model: nn.Module, split: str, *, levels: Sequence[float] = DEFAULT_LEVELS
