@@ -295,6 +295,22 @@ def read_metrics(path: str | os.PathLike[str], required: Sequence[str] = ()) -> 
     return metrics
 
 
+def headline_metric(metrics: Mapping[str, Any]) -> str:
+    """The metric an artifact is judged by: its `metric` key (`mse` long-term, `owa` for
+    M4; lower is better for both), `mse` for artifacts written before artifacts named it.
+
+    Raises:
+        ArtifactError: the artifact says its headline is higher-is-better, which no gate
+            here compares.
+    """
+    if metrics.get("lower_is_better", True) is not True:
+        raise ArtifactError(f"headline metric {metrics.get('metric')!r} is not lower-is-better")
+    name = metrics.get("metric", "mse")
+    if not isinstance(name, str) or not name:
+        raise ArtifactError(f"metrics.json 'metric' must name a metric, got {name!r}")
+    return name
+
+
 def _read_json_object(root: Path, name: str) -> dict[str, Any]:
     try:
         value = json.loads((root / name).read_text(encoding="utf-8"))

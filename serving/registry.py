@@ -226,8 +226,9 @@ class Registry:
         """Makes ``candidate`` production if it has production's data lineage and beats it.
 
         Both versions are scored by the same ``score`` callable on their stored artifact
-        directories (MSE on the evaluation split; lower is better). The candidate wins when
-        there is no production yet or ``cand_mse < prod_mse * (1 - margin)``. On a win,
+        directories (the headline metric on the evaluation split: MSE, or OWA for an M4
+        model; lower is better). The candidate wins when there is no production yet or
+        ``cand_mse < prod_mse * (1 - margin)``. On a win,
         ``previous <- production`` and ``production <- candidate`` in one atomic write.
         Either way the decision goes to the history. Scoring runs outside the lock; if
         production moved meanwhile, the comparison is redone against the new production.
@@ -412,9 +413,10 @@ class Registry:
             threshold = prod_mse * (1.0 - margin)
             promoted = cand_mse < threshold
             relation = "<" if promoted else ">="
+            metric = self.get(cand_tag).headline
             reason = (
-                f"candidate mse {cand_mse:.6g} {relation} production mse {prod_mse:.6g} "
-                f"x (1 - margin {margin:g}) = {threshold:.6g}"
+                f"candidate {metric} {cand_mse:.6g} {relation} production {metric} "
+                f"{prod_mse:.6g} x (1 - margin {margin:g}) = {threshold:.6g}"
             )
         after = current
         if promoted:

@@ -1,8 +1,9 @@
 """How a promotion scores a version: the scorer contract, and a scorer of stored metrics.
 
-A scorer maps a stored artifact directory to its MSE on the evaluation split (lower is
-better). The promotion calls the same scorer on the candidate and on production, so the two
-numbers are comparable only as far as the scorer makes them so.
+A scorer maps a stored artifact directory to its headline score on the evaluation split
+(MSE for long-term models, OWA for M4 ones; lower is better). The promotion calls the same
+scorer on the candidate and on production, so the two numbers are comparable only as far
+as the scorer makes them so.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def score_version(score: Callable[[Path], float], info: VersionInfo, role: str) 
         role: ``candidate`` or ``production``, for the messages.
 
     Returns:
-        The version's finite MSE.
+        The version's finite score.
 
     Raises:
         PromotionError: The scorer raised (its exception is the ``__cause__``) or returned a
@@ -53,17 +54,19 @@ def score_version(score: Callable[[Path], float], info: VersionInfo, role: str) 
         raise PromotionError(
             f"scorer returned {value} for the {role} {info.tag}; aliases unchanged"
         )
-    logger.info("scored %s %s: mse %.6g", role, info.tag, value)
+    logger.info("scored %s %s: %.6g", role, info.tag, value)
     return value
 
 
 def stored_mse_scorer(registry: VersionLocator, candidate: VersionInfo) -> Callable[[Path], float]:
-    """A scorer that reads the MSEs stored with the versions instead of re-evaluating.
+    """A scorer that reads the headline scores stored with the versions (MSE, or OWA for an
+    M4 model) instead of re-evaluating.
 
-    Stored metrics are only comparable when both versions were evaluated on the same split,
-    so scoring any version other than ``candidate`` raises unless its metadata
-    ``eval_split_hash`` equals the candidate's (and both are set). Because the check runs
-    inside the scorer, it also holds if production changes while the promotion runs.
+    Stored metrics are only comparable when both versions were evaluated on the same split
+    and name the same headline, so scoring any version other than ``candidate`` raises
+    unless its metadata ``eval_split_hash`` equals the candidate's (and both are set) and
+    its headline metric is the candidate's. Because the checks run inside the scorer, they
+    also hold if production changes while the promotion runs.
 
     Args:
         registry: The registry both versions live in.
@@ -83,8 +86,13 @@ def stored_mse_scorer(registry: VersionLocator, candidate: VersionInfo) -> Calla
                     f"stored metrics of {candidate.tag} (eval_split_hash {split!r}) and "
                     f"{info.tag} (eval_split_hash {other!r}) are not comparable"
                 )
-        if info.mse is None:
-            raise RegistryError(f"{info.tag} has no stored mse")
-        return info.mse
+            if info.headline != candidate.headline:
+                raise RegistryError(
+                    f"{candidate.tag} is judged by {candidate.headline} and {info.tag} by "
+                    f"{info.headline}: models of different tasks are not compared"
+                )
+        if info.score is None:
+            raise RegistryError(f"{info.tag} has no stored {info.headline}")
+        return info.score
 
     return score

@@ -27,13 +27,14 @@ from bentoml._internal.models import ModelStore  # no public way to open a store
 from bentoml.exceptions import BentoMLException, NotFound
 
 from llata_core.data import file_sha256
-from llata_core.forecaster import MANIFEST_NAME, read_metrics, verify_manifest
+from llata_core.forecaster import MANIFEST_NAME, headline_metric, read_metrics, verify_manifest
 
 if TYPE_CHECKING:
     from bentoml._internal.models import Model
 
 logger = logging.getLogger(__name__)
 
+# What a long-term artifact (headline `mse`) must record; any other task needs its headline.
 REQUIRED_METRICS = ("mse", "mae")
 
 
@@ -53,7 +54,8 @@ class VersionInfo:
         tag: Full BentoML tag, ``name:version``.
         version: The version part of the tag.
         created: BentoML's creation time (UTC).
-        metrics: The artifact's metrics (at least ``mse`` and ``mae``).
+        metrics: The artifact's metrics: its headline (``metric``; ``mse`` and ``mae`` for
+            long-term models, ``owa`` for M4 ones).
         metadata: Everything stored with the version (metrics, params, hashes, ...).
         aliases: Alias names currently pointing at this version.
         path: The stored artifact directory inside the model store (read-only by contract).
@@ -71,6 +73,17 @@ class VersionInfo:
     def mse(self) -> float | None:
         """The stored MSE (on the evaluation split the metadata names), if any."""
         value = self.metrics.get("mse")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def headline(self) -> str:
+        """The name of the metric this version is judged by (lower is better)."""
+        return headline_metric(self.metrics)
+
+    @property
+    def score(self) -> float | None:
+        """The stored value of the headline metric, if any."""
+        value = self.metrics.get(self.headline)
         return float(value) if isinstance(value, int | float) else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,7 +159,8 @@ class VersionStore:
         """
         src = Path(artifact_dir)
         files = verify_manifest(src)
-        metrics = read_metrics(src, REQUIRED_METRICS)
+        name = headline_metric(read_metrics(src))
+        metrics = read_metrics(src, REQUIRED_METRICS if name == "mse" else (name,))
         meta = _normalise_metadata(metadata)
         if "metrics" in meta and meta["metrics"] != metrics:
             raise ValueError(f"metadata['metrics'] differs from the metrics of the artifact {src}")
@@ -169,7 +183,7 @@ class VersionStore:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         tag = str(model.tag)
-        logger.info("registered %s from %s (mse %s)", tag, src, metrics["mse"])
+        logger.info("registered %s from %s (%s %s)", tag, src, name, metrics[name])
         return tag
 
     def models(self) -> list[Model]:
