@@ -38,7 +38,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -553,86 +552,3 @@ class IntervalAccumulator:
             )
             for level in self.levels
         )
-
-
-# ---------------------------------------------------------------- M4 interval metrics
-
-
-def msis(
-    y: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    insample: Sequence[np.ndarray],
-    seasonality: int,
-    level: float = 95.0,
-) -> float:
-    """Mean scaled interval score over series, the M4 competition's interval metric.
-
-    Per series, the interval score of each step averaged over the horizon, divided by the
-    series' in-sample seasonal-naive mean absolute error (MASE's scale, `m = 1` for a series
-    no longer than its season); then the mean over series. Lower is better.
-
-    Args:
-        y, lower, upper: `[N, H]` actuals and bounds.
-        insample: each series' history (the M4 training series).
-        seasonality: the subset's period `m`.
-        level: the interval's level in percent (M4 scores 95).
-
-    References:
-        Makridakis, Spiliotis & Assimakopoulos, "The M4 Competition: 100,000 time series and
-        61 forecasting methods" (IJF 2020), eq. (5); Gneiting & Raftery (2007).
-    """
-    y, lower, upper = (np.asarray(a, dtype=np.float64) for a in (y, lower, upper))
-    if not y.shape == lower.shape == upper.shape or y.ndim != 2:
-        raise ValueError(f"y, lower, upper must be [series, horizon]: {y.shape}")
-    if len(insample) != y.shape[0]:
-        raise ValueError(f"{len(insample)} in-sample series for {y.shape[0]} forecasts")
-    per_step = interval_score(y, lower, upper, level)  # [N, H]
-    scaled = []
-    for row, history in zip(per_step, insample, strict=True):
-        h = np.asarray(history, dtype=np.float64)
-        m = seasonality if h.shape[0] > seasonality else 1
-        scale = float(np.mean(np.abs(h[m:] - h[:-m])))
-        if scale == 0.0:
-            raise ValueError("MSIS is undefined: a series' in-sample seasonal differences are 0")
-        scaled.append(row.mean() / scale)
-    return float(np.mean(scaled))
-
-
-def absolute_coverage_difference(
-    y: np.ndarray, lower: np.ndarray, upper: np.ndarray, level: float = 95.0
-) -> float:
-    """ACD: `|coverage - level / 100|` over every series and step (M4's second interval
-    metric; 0 is perfect calibration)."""
-    return abs(coverage(y, lower, upper) - level / 100.0)
-
-
-def random_walk_intervals(
-    history: np.ndarray, horizon: int, level: float, lag: int = 1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Point forecast and normal prediction interval of the naive (`lag` 1) or seasonal
-    naive (`lag` m) method, as R's `forecast::naive` / `snaive` make them.
-
-    The forecast repeats the last `lag` values. The standard error of step `h` is
-    `sigma * sqrt(k)`, `k` the number of seasons ahead (`ceil(h / lag)`; `h` for naive),
-    with `sigma^2` the mean squared in-sample `lag`-difference; the bounds are
-    `forecast +- z * se`. This is how the M4 guide's Naive1 intervals are made
-    (`naive(insample, h, level = 95)`). A series no longer than `lag` uses `lag = 1`.
-
-    References:
-        Hyndman & Athanasopoulos, "Forecasting: Principles and Practice" (3rd ed.), 5.5,
-        benchmark methods' prediction intervals; M4 Competitor's Guide (2018).
-
-    Returns:
-        `(point, lower, upper)`, each `[horizon]`.
-    """
-    x = np.asarray(history, dtype=np.float64)
-    if x.ndim != 1 or x.shape[0] < 2:
-        raise ValueError(f"history must be 1-D with at least 2 points, got {x.shape}")
-    lag = lag if x.shape[0] > lag else 1
-    steps = np.arange(horizon)
-    point = x[-lag:][steps % lag]
-    sigma2 = float(np.mean((x[lag:] - x[:-lag]) ** 2))
-    se = np.sqrt(sigma2 * (steps // lag + 1))
-    z = NormalDist().inv_cdf(0.5 + level / 200.0)
-    return point, point - z * se, point + z * se

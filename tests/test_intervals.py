@@ -18,17 +18,15 @@ from llata_core.intervals import (
     MAX_LEVELS,
     ConformalScores,
     IntervalAccumulator,
-    absolute_coverage_difference,
     bounds,
     calibrate_series,
     conformal_rank,
     coverage,
     interval_score,
-    msis,
-    random_walk_intervals,
     validate_levels,
     window_scale,
 )
+from llata_core.shortterm import absolute_coverage_difference, msis, random_walk_intervals
 
 L, H = 24, 6
 

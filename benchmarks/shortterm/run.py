@@ -34,20 +34,18 @@ import numpy as np
 from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.forecaster import Forecaster
-from llata_core.intervals import (
-    absolute_coverage_difference,
-    coverage,
-    msis,
-    random_walk_intervals,
-)
+from llata_core.intervals import coverage
 from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm import (
     ShortTermSplits,
+    absolute_coverage_difference,
     benchmark_forecasts,
     calibrate_forecasts,
     forecast_series,
     interval_scores,
     load_short_term_splits,
+    msis,
+    random_walk_intervals,
     score_forecasts,
 )
 

@@ -26,12 +26,15 @@ References:
 from llata_core.catalog import M4_SUBSETS, M4Subset, m4_subset
 from llata_core.shortterm.losses import MASELoss, SMAPELoss, divide_no_nan, mase_loss, smape_loss
 from llata_core.shortterm.metrics import (
+    absolute_coverage_difference,
     evaluate_forecasts,
     evaluate_m4,
     mase,
+    msis,
     naive1,
     naive2,
     owa,
+    random_walk_intervals,
     seasonal_indices,
     seasonal_naive,
     seasonality_test,
@@ -95,6 +98,9 @@ __all__ = [
     "read_m4",
     "score_forecasts",
     "score_model",
+    "absolute_coverage_difference",
+    "msis",
+    "random_walk_intervals",
     "model_forecasts",
     "calibrate_forecasts",
     "interval_scores",

@@ -35,14 +35,14 @@ from llata_core.errors import DataError
 from llata_core.intervals import (
     DEFAULT_LEVELS,
     ConformalScores,
-    absolute_coverage_difference,
     bounds,
     calibrate_series,
     coverage,
-    msis,
 )
 from llata_core.shortterm.metrics import (
+    absolute_coverage_difference,
     evaluate_forecasts,
+    msis,
     naive1,
     naive2,
     seasonal_naive,
