@@ -286,13 +286,22 @@ def read_metrics(path: str | os.PathLike[str], required: Sequence[str] = ()) -> 
     """
     root = Path(path)
     metrics = _read_json_object(root, "metrics.json")
+    check_metrics(root, metrics, required)
+    return metrics
+
+
+def check_metrics(root: Path, metrics: Mapping[str, Any], required: Sequence[str]) -> None:
+    """`read_metrics`'s check of metrics already read: each `required` one is a finite number.
+
+    Raises:
+        ArtifactError: naming the artifact directory `root` and the metric.
+    """
     for key in required:
         value = metrics.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ArtifactError(f"{root}: metrics.json needs a numeric {key!r}")
         if not math.isfinite(value):
             raise ArtifactError(f"{root}: metrics.json {key!r} is not finite ({value})")
-    return metrics
 
 
 def headline_metric(metrics: Mapping[str, Any]) -> str:

@@ -210,13 +210,10 @@ class ConformalScores:
             self._cache[level] = self.scores[conformal_rank(self.n, level) - 1].astype(np.float64)
         return self._cache[level]
 
-    def scale_of(self, windows: np.ndarray) -> np.ndarray | None:
+    def scale_of(self, windows: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
         """What `bounds` needs for these input windows `[B, L, M]` (scaled axis): their
-        `window_scale` for `seasonal-mae` scores, None for absolute ones."""
-        return self.scale_of_masked(windows, None)
-
-    def scale_of_masked(self, windows: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
-        """`scale_of` for left-padded windows: only points where `mask` is 1 count."""
+        `window_scale` for `seasonal-mae` scores (only points where `mask` is 1 count, for
+        left-padded windows), None for absolute ones."""
         if self.normalizer == "none":
             return None
         return window_scale(windows, self.seasonality, mask)

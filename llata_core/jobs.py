@@ -27,7 +27,7 @@ from llata_core.data import SeriesFrame, Splits, WindowDataset, load_series, mak
 from llata_core.evaluate import Metrics, calibrate, evaluate
 from llata_core.forecaster import Forecaster, add_intervals, save_artifact
 from llata_core.intervals import DEFAULT_LEVELS, ConformalScores
-from llata_core.shortterm import ShortTermSplit, ShortTermSplits, interval_scores, model_forecasts
+from llata_core.shortterm import ShortTermSplit, ShortTermSplits
 from llata_core.tasks import ForecastTask, LongTermTask, ShortTermTask, load_task
 from llata_core.timestamps import extend_timestamps
 from llata_core.train import EpochLog, FitResult, fit
@@ -316,8 +316,7 @@ def _calibrate_short_term(fc: Forecaster, model_dir: Path) -> CalibrationOutcome
             f"{fc.config.data.dataset} is not the data {model_dir} was trained on: its "
             "held-out horizons would not be the ones the model was selected on"
         )
-    scores = task.calibrate(fc.model)
-    checked = interval_scores(model_forecasts(fc.model, task.splits), scores, task.splits)
+    scores, _, checked = task.calibrated(fc.model)
     log.info("calibrated on %d series; test %s", scores.n, checked)
     add_intervals(model_dir, scores, {"calibration_windows": scores.n, **checked})
     return CalibrationOutcome(model_dir, scores, checked, scores.n, "test_series")

@@ -388,7 +388,8 @@ class Registry:
         prod_tag = current.production
         if not self._versions.exists(cand_tag):
             raise VersionNotFoundError(f"{cand_tag} was deleted from the model store")
-        conflict = self._conflict_with(self.get(cand_tag), prod_tag)
+        cand = self.get(cand_tag)
+        conflict = self._conflict_with(cand, prod_tag)
         extra: dict[str, Any] = {}
         if conflict is not None and prod_tag != cand_tag:
             extra["lineage_conflict"] = conflict[0]
@@ -413,7 +414,7 @@ class Registry:
             threshold = prod_mse * (1.0 - margin)
             promoted = cand_mse < threshold
             relation = "<" if promoted else ">="
-            metric = self.get(cand_tag).headline
+            metric = cand.headline
             reason = (
                 f"candidate {metric} {cand_mse:.6g} {relation} production {metric} "
                 f"{prod_mse:.6g} x (1 - margin {margin:g}) = {threshold:.6g}"

@@ -27,7 +27,13 @@ from bentoml._internal.models import ModelStore  # no public way to open a store
 from bentoml.exceptions import BentoMLException, NotFound
 
 from llata_core.data import file_sha256
-from llata_core.forecaster import MANIFEST_NAME, headline_metric, read_metrics, verify_manifest
+from llata_core.forecaster import (
+    MANIFEST_NAME,
+    check_metrics,
+    headline_metric,
+    read_metrics,
+    verify_manifest,
+)
 
 if TYPE_CHECKING:
     from bentoml._internal.models import Model
@@ -159,8 +165,9 @@ class VersionStore:
         """
         src = Path(artifact_dir)
         files = verify_manifest(src)
-        name = headline_metric(read_metrics(src))
-        metrics = read_metrics(src, REQUIRED_METRICS if name == "mse" else (name,))
+        metrics = read_metrics(src)
+        name = headline_metric(metrics)
+        check_metrics(src, metrics, REQUIRED_METRICS if name == "mse" else (name,))
         meta = _normalise_metadata(metadata)
         if "metrics" in meta and meta["metrics"] != metrics:
             raise ValueError(f"metadata['metrics'] differs from the metrics of the artifact {src}")

@@ -34,17 +34,15 @@ import numpy as np
 from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.forecaster import Forecaster
-from llata_core.intervals import coverage
 from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm import (
     ShortTermSplits,
-    absolute_coverage_difference,
     benchmark_forecasts,
+    bounds_scores,
     calibrate_forecasts,
-    forecast_series,
     interval_scores,
     load_short_term_splits,
-    msis,
+    model_forecasts,
     random_walk_intervals,
     score_forecasts,
 )
@@ -174,19 +172,6 @@ def _benchmark_scores(cell: Cell) -> dict:
     return {**score_forecasts(forecasts, splits), "epochs": 0}
 
 
-def _interval_metrics(
-    y: np.ndarray, lower: dict, upper: dict, splits: ShortTermSplits, prefix: str
-) -> dict[str, float]:
-    """80% coverage, and M4's 95% metrics (MSIS, ACD, coverage) of `[N, H]` bounds."""
-    w = splits.windows
-    return {
-        f"{prefix}coverage_80": coverage(y, lower[80.0], upper[80.0]),
-        f"{prefix}coverage_95": coverage(y, lower[95.0], upper[95.0]),
-        f"{prefix}acd_95": absolute_coverage_difference(y, lower[95.0], upper[95.0], 95.0),
-        f"{prefix}msis_95": msis(y, lower[95.0], upper[95.0], w.train, w.seasonality, 95.0),
-    }
-
-
 def conformal_interval_scores(
     val_forecasts: np.ndarray, test_forecasts: np.ndarray, splits: ShortTermSplits
 ) -> dict[str, float]:
@@ -207,7 +192,7 @@ def normal_interval_scores(method: str, splits: ShortTermSplits) -> dict[str, fl
         bands = [random_walk_intervals(h, w.horizon, level, lag) for h in w.train]
         lower[level] = np.stack([lo for _, lo, _ in bands])
         upper[level] = np.stack([hi for _, _, hi in bands])
-    return _interval_metrics(w.test_targets(), lower, upper, splits, "normal_")
+    return {f"normal_{k}": v for k, v in bounds_scores(lower, upper, splits).items()}
 
 
 def cell_interval_scores(cell: Cell, params: Path, extra: list[str], stored: dict) -> dict:
@@ -217,9 +202,8 @@ def cell_interval_scores(cell: Cell, params: Path, extra: list[str], stored: dic
         again = _train_and_score(cell, params, extra)
         fc = Forecaster.load(RUNS / cell.key / "model")
         splits = load_short_term_splits(fc.config.data)
-        w = splits.windows
-        val = forecast_series(fc.model, w.validation_inputs())
-        test = forecast_series(fc.model, w.test_inputs())
+        val = model_forecasts(fc.model, splits, "val")
+        test = model_forecasts(fc.model, splits, "test")
         out = {
             **conformal_interval_scores(val, test, splits),
             "interval_model_smape": again["smape"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -329,18 +329,29 @@ def interval_scores(
     splits: ShortTermSplits,
     levels: Sequence[float] = DEFAULT_LEVELS,
 ) -> dict[str, float]:
-    """Coverage of every level, and M4's MSIS and ACD at 95 % when asked, of conformal
-    intervals around `[N, H]` test forecasts, on the test targets. A level the calibration
-    series are too few for (95 % needs 19) is left out."""
-    w = splits.windows
+    """`bounds_scores` of conformal intervals around `[N, H]` test forecasts. A level the
+    calibration series are too few for (95 % needs 19) is left out."""
+    inputs = splits.windows.test_inputs()
     levels = scores.answerable(levels)
-    inputs = w.test_inputs()
-    scale = scores.scale_of_masked(inputs.insample.numpy(), inputs.insample_mask.numpy())
+    scale = scores.scale_of(inputs.insample.numpy(), inputs.insample_mask.numpy())
     lower, upper = bounds(test_forecasts[:, :, None], scores, levels, scale)
+    return bounds_scores(
+        {k: v[:, :, 0] for k, v in lower.items()},
+        {k: v[:, :, 0] for k, v in upper.items()},
+        splits,
+    )
+
+
+def bounds_scores(
+    lower: Mapping[float, np.ndarray], upper: Mapping[float, np.ndarray], splits: ShortTermSplits
+) -> dict[str, float]:
+    """Coverage of every level's `[N, H]` bounds on the test targets, with M4's MSIS and ACD
+    for the 95 % level when it is among them."""
+    w = splits.windows
     y = w.test_targets()
     out: dict[str, float] = {}
-    for level in levels:
-        lo, hi = lower[level][:, :, 0], upper[level][:, :, 0]
+    for level in lower:
+        lo, hi = lower[level], upper[level]
         out[f"coverage_{level:g}"] = coverage(y, lo, hi)
         if level == 95.0:
             out["acd_95"] = absolute_coverage_difference(y, lo, hi, level)

@@ -134,13 +134,20 @@ class ShortTermTask:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return calibrate_forecasts(val, self.splits, calibrated_at=stamp)
 
+    def calibrated(
+        self, model: nn.Module, *, batch_size: int = 512
+    ) -> tuple[ConformalScores, np.ndarray, dict[str, float]]:
+        """The model's conformal scores, its `[N, H]` test forecasts, and those intervals'
+        test coverage (with M4's MSIS and ACD at 95 %)."""
+        intervals = self.calibrate(model, batch_size=batch_size)
+        test = model_forecasts(model, self.splits, "test", batch_size=batch_size)
+        return intervals, test, interval_scores(test, intervals, self.splits)
+
     def evaluate(self, model: nn.Module, *, batch_size: int, best_val_score: float) -> Evaluation:
         """Test SMAPE, MASE and OWA, the conformal scores and their test coverage (with
         M4's MSIS and ACD at 95 %), and the validation SMAPE training stopped on."""
-        intervals = self.calibrate(model, batch_size=batch_size)
-        test = model_forecasts(model, self.splits, "test", batch_size=batch_size)
-        scores = score_forecasts(test, self.splits, "test")
-        scores |= interval_scores(test, intervals, self.splits)
+        intervals, test, checked = self.calibrated(model, batch_size=batch_size)
+        scores = score_forecasts(test, self.splits, "test") | checked
         log.info(
             "test SMAPE %.3f MASE %.3f OWA %.3f over %d series; intervals %s",
             scores["smape"],
