@@ -13,8 +13,8 @@ width would over-cover the first steps and under-cover the last.
 Scores live on the model's scaled axis (per-channel standardisation with the training
 scaler), so one artifact's scores are comparable across channels and become data units by
 the scaler's affine map: a half-width `q` is `q * std` in data units. The sorted scores,
-not a few quantiles, are stored (`intervals.safetensors`, float32 `[n, horizon,
-channels]`), so the artifact answers any level exactly.
+not a few quantiles, are stored in the artifact (float32 `[n, horizon, channels]`), so
+it answers any level exactly.
 
 The guarantee needs exchangeability, which a time series only approximates: calibration
 windows precede the test windows in time and overlap each other. Coverage is therefore
@@ -45,7 +45,6 @@ import pandas as pd
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-INTERVALS_FILE = "intervals.safetensors"
 INTERVALS_FORMAT = "1"
 MAX_LEVELS = 5
 DEFAULT_LEVELS = (80.0, 95.0)

@@ -15,6 +15,7 @@ from llata_core.backbone import prepare_backbone
 from llata_core.config import config_from_dict, resolve_precision
 from llata_core.data import Scaler
 from llata_core.forecaster import (
+    INTERVALS_FILE,
     ArtifactError,
     Forecaster,
     ForecastInputError,
@@ -22,7 +23,7 @@ from llata_core.forecaster import (
     add_intervals,
     save_artifact,
 )
-from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast, window_scale
+from llata_core.intervals import ConformalScores, IntervalForecast, window_scale
 from llata_core.model import LlataModel
 from tests.conftest import FAMILIES, tiny_overrides
 from tests.test_model import train_steps

@@ -1,9 +1,11 @@
-"""Code tests of the import graph: no cycles, no import against the package layering.
+"""Code tests of the import graph: no cycles, no import against the package layering, no
+private name used outside its module.
 
 Every import between first-party modules counts, the ones inside functions included: a
 lazy import hides a cycle from Python but not from a reader. The packages are layered
 `llata_core` < `features` < `serving` < `flows`; a module imports only its own layer or
-the ones below.
+the ones below. A name with a leading underscore belongs to its module: another module
+that needs it needs a public name (or the code belongs in the module that owns it).
 """
 
 from __future__ import annotations
@@ -84,6 +86,56 @@ def test_no_package_imports_a_layer_above_it() -> None:
         if LAYERS[target.split(".")[0]] > LAYERS[module.split(".")[0]]
     )
     assert not upward, upward
+
+
+def _private_uses(path: Path, modules: dict[str, Path]) -> list[str]:
+    """`from m import _name` and `m._name` in `path`, where `m` is a first-party module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bound: set[str] = set()  # local names of first-party modules (`import a.b as m`, ...)
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    bound.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.level or node.module in modules):
+            for alias in node.names:
+                if alias.name.startswith("_"):
+                    uses.append(f"{path.name}:{node.lineno} imports {alias.name}")
+                elif f"{node.module}.{alias.name}" in modules:
+                    bound.add(alias.asname or alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            owner = ast.unparse(node.value)
+            if owner.split(".")[0] in bound and not node.attr.startswith("__"):
+                uses.append(f"{path.name}:{node.lineno} uses {owner}.{node.attr}")
+    return uses
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    modules = _modules()
+    scripts = sorted((ROOT / "benchmarks").rglob("*.py"))
+    uses = [
+        f"{path.relative_to(ROOT)}: {use}"
+        for path in [*modules.values(), *scripts]
+        for use in _private_uses(path, modules)
+    ]
+    assert not uses, uses
+
+
+def test_the_artifact_format_is_read_only_through_the_forecaster_package() -> None:
+    """`llata_core.forecaster.artifact` knows the files of an artifact; everyone else goes
+    through the names `llata_core.forecaster` exports."""
+    graph = _imports(_modules())
+    inner = ("llata_core.forecaster.artifact", "llata_core.forecaster.predict")
+    outside = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if not module.startswith("llata_core.forecaster")
+        for target in targets
+        if target in inner
+    )
+    assert not outside, outside
 
 
 def test_the_configuration_loads_without_pandas_or_torch() -> None:

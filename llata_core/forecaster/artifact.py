@@ -1,4 +1,4 @@
-"""The model artifact and the `Forecaster` that serves it.
+"""The model artifact: the one place that knows its files and their format.
 
 An artifact is one self-contained directory:
     config.json        the LlataConfig, the truncated backbone's config, channels, metadata
@@ -9,9 +9,13 @@ An artifact is one self-contained directory:
                        give calibrated prediction intervals (`llata_core.intervals`)
     manifest.json      SHA-256 of every file above
 It is written to a temporary sibling and renamed into place, so a crash never leaves a
-half-written model; loading checks the manifest and never unpickles anything. An artifact
-made before intervals existed loads as before and refuses interval levels; `add_intervals`
-(`llata calibrate`) rewrites it, atomically, with its scores.
+half-written model; reading checks the manifest and never unpickles anything. An artifact
+without conformal scores loads and refuses interval levels; `add_intervals` (`llata
+calibrate`) rewrites it, atomically, with its scores.
+
+Everything else reads an artifact through this module's functions (`read_artifact`,
+`read_metrics`, `read_artifact_record`), never by file name. Building a model from what
+is read is `Forecaster.load`'s job (`llata_core.forecaster.predict`).
 """
 
 from __future__ import annotations
@@ -24,18 +28,16 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llata_core.atomic import swap_directory
-from llata_core.config import LlataConfig, resolve_precision
+from llata_core.config import LlataConfig
 from llata_core.data import Scaler, file_sha256
-from llata_core.intervals import INTERVALS_FILE, ConformalScores, IntervalForecast, bounds
+from llata_core.intervals import ConformalScores
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -43,13 +45,10 @@ if TYPE_CHECKING:
     from llata_core.baselines import BaselineForecastModel
     from llata_core.model import ForecastModel
 
-# transformers, peft and the model classes are imported where a model is built, not here:
-# the registry (and with it every `llata` command) imports this module for `verify_manifest`
-# and `ArtifactError`, and those imports would add seconds to each start.
-
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ARTIFACT_FILES = ("config.json", "model.safetensors", "scaler.json", "metrics.json")
+INTERVALS_FILE = "intervals.safetensors"
 
 
 class ArtifactError(ValueError):
@@ -57,15 +56,6 @@ class ArtifactError(ValueError):
 
     The one artifact error of the project: the registry (`serving.registry`) raises it too.
     """
-
-
-class ForecastInputError(ValueError):
-    """A history window the model cannot forecast from (shape, length, NaN...), or a request
-    it cannot answer (bad interval levels, intervals beyond the calibrated horizon)."""
-
-
-class IntervalsUnavailableError(ForecastInputError):
-    """Interval levels asked of a model whose artifact holds no conformal scores."""
 
 
 def _write_manifest(root: Path, names: Sequence[str]) -> None:
@@ -330,305 +320,6 @@ def _read_json_object(root: Path, name: str) -> dict[str, Any]:
     return value
 
 
-def _backbone_config(raw: dict[str, Any]) -> PretrainedConfig:
-    from transformers import AutoConfig
-
-    raw = dict(raw)
-    model_type = raw.pop("model_type", None)
-    if model_type is None:
-        raise ArtifactError("config.json: backbone_config has no model_type")
-    return AutoConfig.for_model(model_type, **raw)
-
-
-class Forecaster:
-    """A loaded artifact that answers in the data's own units.
-
-    Example:
-        >>> fc = Forecaster.load("artifacts/model")
-        >>> forecast = fc.predict(history)  # history: [>= input_size, channels]
-        >>> bands = fc.predict(history, levels=(80, 95))  # IntervalForecast
-        >>> bands.lower[80], bands.upper[80]  # [horizon, channels] each
-    """
-
-    def __init__(
-        self,
-        model: ForecastModel | BaselineForecastModel,
-        scaler: Scaler,
-        metrics: dict[str, Any],
-        metadata: dict[str, Any],
-        path: Path | None = None,
-        intervals: ConformalScores | None = None,
-    ):
-        self.model = model.eval()
-        self.scaler = scaler
-        self.metrics = metrics
-        self.metadata = metadata
-        self.path = path
-        self.intervals = intervals
-
-    @property
-    def config(self) -> LlataConfig:
-        return self.model.cfg
-
-    @property
-    def input_size(self) -> int:
-        return self.model.cfg.data.input_size
-
-    @property
-    def horizon(self) -> int:
-        return self.model.cfg.data.horizon
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return self.scaler.channels
-
-    @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Forecaster:
-        """Load and verify an artifact directory.
-
-        Args:
-            path: the artifact directory.
-            device: where the model runs.
-            precision: `fp32`, `bf16` (an LLaTA model's weights are cast to bfloat16 once:
-                half the memory traffic, about 1.5x faster on CPUs with AVX512-BF16/AMX;
-                the instance normalisation and the answer stay fp32) or `auto` (bf16 where
-                the device computes it natively). Baselines always run in fp32.
-
-        Raises:
-            ArtifactError: missing, incomplete, tampered or incompatible artifact.
-        """
-        from llata_core.baselines import build_baseline
-        from llata_core.model import ForecastModel
-
-        precision = resolve_precision(precision, device)
-        root = Path(path)
-        raw = verify_artifact(root)
-        # Only a file the manifest lists (and so has verified) is part of the artifact.
-        listed = INTERVALS_FILE in verify_manifest(root)
-        try:
-            cfg = LlataConfig.model_validate(raw["llata"])
-            backbone_config = (
-                _backbone_config(raw["backbone_config"]) if cfg.model.kind == "llata" else None
-            )
-            scaler = Scaler.from_dict(json.loads((root / "scaler.json").read_text()))
-            metrics = json.loads((root / "metrics.json").read_text())
-            state = load_file(str(root / "model.safetensors"), device=device)
-            intervals = ConformalScores.load(root / INTERVALS_FILE) if listed else None
-        except (KeyError, ValueError, SafetensorError) as err:
-            raise ArtifactError(f"{root}: cannot read the artifact ({err})") from err
-        if intervals is not None:
-            _check_intervals(root, intervals, cfg.data.horizon, len(scaler.channels))
-        model = (
-            ForecastModel(cfg, backbone_config)
-            if backbone_config is not None
-            else build_baseline(cfg).to_inference()
-        )
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ArtifactError(f"{root}: weights do not fit the saved config ({err})") from err
-        if precision == "bf16" and isinstance(model, ForecastModel):
-            model = model.to(torch.bfloat16)
-        return cls(model.to(device), scaler, metrics, raw.get("metadata", {}), root, intervals)
-
-    @property
-    def precision(self) -> str:
-        """`bf16` or `fp32`: the dtype the model's weights are held in."""
-        return "bf16" if next(self.model.parameters()).dtype == torch.bfloat16 else "fp32"
-
-    def _as_array(self, history: np.ndarray | pd.DataFrame | list) -> np.ndarray:
-        if isinstance(history, pd.DataFrame):
-            missing = [c for c in self.channels if c not in history.columns]
-            if missing:
-                raise ForecastInputError(f"history lacks channels {missing}")
-            history = history.loc[:, list(self.channels)].to_numpy()
-        try:
-            arr = np.asarray(history, dtype=np.float64)
-        except (ValueError, TypeError) as err:
-            raise ForecastInputError(
-                f"history is not a numeric [steps, channels] array: {err}"
-            ) from err
-        return arr
-
-    def _check(self, arr: np.ndarray) -> np.ndarray:
-        """`[..., T, M]` -> the last `input_size` steps, with shape and value checks."""
-        if arr.ndim < 2:
-            raise ForecastInputError(f"history must be [steps, channels], got shape {arr.shape}")
-        if arr.shape[-1] != len(self.channels):
-            raise ForecastInputError(
-                f"history has {arr.shape[-1]} channels, the model expects {len(self.channels)} "
-                f"({', '.join(self.channels)})"
-            )
-        if arr.shape[-2] < self.input_size:
-            raise ForecastInputError(
-                f"history has {arr.shape[-2]} steps, the model needs at least {self.input_size}"
-            )
-        arr = arr[..., -self.input_size :, :]
-        if not np.isfinite(arr).all():
-            raise ForecastInputError("history contains NaN or infinite values")
-        return arr
-
-    @overload
-    def predict_batch(
-        self, histories: np.ndarray, horizon: int | None = None, *, levels: None = None
-    ) -> np.ndarray: ...
-
-    @overload
-    def predict_batch(
-        self, histories: np.ndarray, horizon: int | None = None, *, levels: Sequence[float]
-    ) -> IntervalForecast: ...
-
-    @overload
-    def predict_batch(
-        self,
-        histories: np.ndarray,
-        horizon: int | None = None,
-        *,
-        levels: Sequence[float] | None = None,
-    ) -> np.ndarray | IntervalForecast: ...
-
-    @torch.inference_mode()
-    def predict_batch(
-        self,
-        histories: np.ndarray,
-        horizon: int | None = None,
-        *,
-        levels: Sequence[float] | None = None,
-    ) -> np.ndarray | IntervalForecast:
-        """Forecast a batch `[B, T, M]` (data units) -> `[B, horizon, M]` (data units).
-
-        A horizon beyond the trained one is rolled out recursively: each forecast is
-        appended to the history and forecast again. Error compounds with each round.
-
-        Args:
-            histories: `[B, T >= input_size, M]`, data units; the last `input_size` steps
-                are used.
-            horizon: steps to forecast (default: the trained horizon).
-            levels: interval levels in percent, e.g. `(80, 95)`; with them the answer is an
-                `IntervalForecast` (`[B, horizon, M]` arrays) with conformal bounds.
-
-        Raises:
-            ForecastInputError: bad history or horizon; bad levels; levels with a horizon
-                beyond the calibrated one (a recursive roll-out has no calibrated width).
-            IntervalsUnavailableError: levels asked of an artifact without conformal scores.
-        """
-        checked = self._check_levels(levels, horizon)
-        arr = self._check(self._as_array(histories))
-        if arr.ndim != 3:
-            raise ForecastInputError(f"expected [batch, steps, channels], got shape {arr.shape}")
-        steps = self.horizon if horizon is None else int(horizon)
-        if steps < 1:
-            raise ForecastInputError(f"horizon must be at least 1, got {steps}")
-        device = next(self.model.parameters()).device
-        x = torch.from_numpy(self.scaler.transform(arr)).to(device, torch.float32)  # [B, L, M]
-        scale = None
-        if checked is not None and self.intervals is not None:
-            scale = self.intervals.scale_of(x.cpu().numpy())
-        chunks = []
-        produced = 0
-        while produced < steps:
-            y = self.model(x).float()  # [B, H, M]
-            chunks.append(y)
-            produced += y.shape[1]
-            x = torch.cat([x, y], dim=1)[:, -self.input_size :]
-        pred = torch.cat(chunks, dim=1)[:, :steps].cpu().numpy()  # [B, steps, M] scaled
-        if checked is None:
-            return self.scaler.inverse(pred)
-        assert self.intervals is not None  # _check_levels refused otherwise
-        lower, upper = bounds(pred.astype(np.float64), self.intervals, checked, scale)
-        return IntervalForecast(
-            point=self.scaler.inverse(pred),
-            lower={k: self.scaler.inverse(v) for k, v in lower.items()},
-            upper={k: self.scaler.inverse(v) for k, v in upper.items()},
-            channels=self.channels,
-        )
-
-    def _check_levels(
-        self, levels: Sequence[float] | None, horizon: int | None
-    ) -> tuple[float, ...] | None:
-        """Validated levels (None without), before any compute is spent."""
-        if levels is None:
-            return None
-        if self.intervals is None:
-            where = self.path if self.path is not None else "this model"
-            raise IntervalsUnavailableError(
-                f"{where} has no calibrated intervals (the artifact predates them or was "
-                f"saved without them); add them with `llata calibrate --model {where}`"
-            )
-        if horizon is not None and int(horizon) > self.intervals.horizon:
-            raise ForecastInputError(
-                f"intervals are calibrated for the trained horizon of {self.intervals.horizon} "
-                f"steps; horizon {int(horizon)} is rolled out recursively and has no "
-                "calibrated width beyond it. Ask for at most "
-                f"{self.intervals.horizon} steps with levels, or for no levels"
-            )
-        try:
-            return self.intervals.check_levels(levels)
-        except ValueError as err:
-            raise ForecastInputError(str(err)) from err
-
-    @overload
-    def predict(
-        self,
-        history: np.ndarray | pd.DataFrame | list,
-        horizon: int | None = None,
-        *,
-        levels: None = None,
-    ) -> np.ndarray: ...
-
-    @overload
-    def predict(
-        self,
-        history: np.ndarray | pd.DataFrame | list,
-        horizon: int | None = None,
-        *,
-        levels: Sequence[float],
-    ) -> IntervalForecast: ...
-
-    @overload
-    def predict(
-        self,
-        history: np.ndarray | pd.DataFrame | list,
-        horizon: int | None = None,
-        *,
-        levels: Sequence[float] | None = None,
-    ) -> np.ndarray | IntervalForecast: ...
-
-    def predict(
-        self,
-        history: np.ndarray | pd.DataFrame | list,
-        horizon: int | None = None,
-        *,
-        levels: Sequence[float] | None = None,
-    ) -> np.ndarray | IntervalForecast:
-        """Forecast one history `[T >= input_size, M]` -> `[horizon, M]`, in data units.
-
-        With `levels` (percent, e.g. `(80, 95)`), an `IntervalForecast`: the same point
-        forecast plus lower and upper conformal bounds per level (see `predict_batch`).
-        """
-        arr = self._check(self._as_array(history))
-        if arr.ndim != 2:
-            raise ForecastInputError(f"history must be [steps, channels], got shape {arr.shape}")
-        if levels is None:
-            return self.predict_batch(arr[None], horizon)[0]
-        return self.predict_batch(arr[None], horizon, levels=levels)[0]
-
-    def describe(self) -> dict[str, Any]:
-        """What `GET /model` and `llata forecast` tell about this model."""
-        return {
-            "kind": self.config.model.kind,
-            "backbone": self.config.model.backbone if self.config.model.kind == "llata" else None,
-            "n_layers": self.config.model.n_layers,
-            "precision": self.precision,
-            "input_size": self.input_size,
-            "horizon": self.horizon,
-            "channels": list(self.channels),
-            "metrics": self.metrics,
-            "metadata": self.metadata,
-            "intervals": self.intervals.describe() if self.intervals is not None else None,
-        }
-
-
 @dataclass(frozen=True)
 class ArtifactRecord:
     """What an artifact says about itself, read without building its model.
@@ -667,4 +358,86 @@ def read_artifact_record(path: str | os.PathLike[str]) -> ArtifactRecord:
         channels=tuple(raw.get("channels", ())),
         metadata=dict(raw.get("metadata") or {}),
         metrics=dict(metrics),
+    )
+
+
+@dataclass(frozen=True)
+class ArtifactContents:
+    """Everything an artifact holds, verified and parsed, before a model is built from it.
+
+    Attributes:
+        config: the llata configuration the model was trained with.
+        backbone_config: the truncated backbone's configuration (JSON form); None for a
+            baseline.
+        scaler: the scaler fitted on the training rows.
+        metrics: its `metrics.json`.
+        metadata: lineage (data, backbone, git revision, candidate, ...).
+        state: the inference model's weights, on the device they were asked for.
+        intervals: the conformal scores, when the manifest lists them.
+    """
+
+    config: LlataConfig
+    backbone_config: dict[str, Any] | None
+    scaler: Scaler
+    metrics: dict[str, Any]
+    metadata: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    intervals: ConformalScores | None
+
+    def pretrained_config(self) -> PretrainedConfig | None:
+        """The backbone's transformers configuration (None for a baseline).
+
+        Raises:
+            ArtifactError: the stored configuration names no known model type.
+        """
+        if self.backbone_config is None:
+            return None
+        from transformers import AutoConfig  # here, not at import: see `llata_core.forecaster`
+
+        raw = dict(self.backbone_config)
+        model_type = raw.pop("model_type", None)
+        if model_type is None:
+            raise ArtifactError("config.json: backbone_config has no model_type")
+        try:
+            return AutoConfig.for_model(model_type, **raw)
+        except (KeyError, ValueError) as err:
+            raise ArtifactError(f"config.json: unusable backbone_config ({err})") from err
+
+
+def read_artifact(path: str | os.PathLike[str], *, device: str = "cpu") -> ArtifactContents:
+    """Verify an artifact (`verify_artifact`) and read all of it.
+
+    Args:
+        path: the artifact directory.
+        device: where the weights are loaded.
+
+    Raises:
+        ArtifactError: missing, incomplete, tampered or unreadable artifact, or conformal
+            scores that do not fit its model.
+    """
+    root = Path(path)
+    raw = verify_artifact(root)
+    # Only a file the manifest lists (and so has verified) is part of the artifact.
+    listed = INTERVALS_FILE in verify_manifest(root)
+    try:
+        cfg = LlataConfig.model_validate(raw["llata"])
+        backbone = raw["backbone_config"] if cfg.model.kind == "llata" else None
+        if cfg.model.kind == "llata" and not isinstance(backbone, dict):
+            raise ValueError("an llata model's backbone_config must be a JSON object")
+        scaler = Scaler.from_dict(json.loads((root / "scaler.json").read_text()))
+        metrics = json.loads((root / "metrics.json").read_text())
+        state = load_file(str(root / "model.safetensors"), device=device)
+        intervals = ConformalScores.load(root / INTERVALS_FILE) if listed else None
+    except (KeyError, ValueError, SafetensorError) as err:
+        raise ArtifactError(f"{root}: cannot read the artifact ({err})") from err
+    if intervals is not None:
+        _check_intervals(root, intervals, cfg.data.horizon, len(scaler.channels))
+    return ArtifactContents(
+        config=cfg,
+        backbone_config=backbone,
+        scaler=scaler,
+        metrics=metrics,
+        metadata=raw.get("metadata", {}),
+        state=state,
+        intervals=intervals,
     )
