@@ -444,9 +444,9 @@ def plots(cells: list[dict]) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from llata_core.checkpoint import EpochLog
     from llata_core.jobs import evaluate_job
     from llata_core.tasks.longterm import plot_forecasts
-    from llata_core.train import EpochLog
 
     made = []
     PLOTS.mkdir(parents=True, exist_ok=True)

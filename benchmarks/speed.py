@@ -25,15 +25,13 @@ from torch import nn
 
 from llata_core.backbone import prepare_backbone
 from llata_core.config import load_params
-from llata_core.data import load_series, make_splits
+from llata_core.data import Window, load_series, make_splits
 from llata_core.jobs import provenance
 from llata_core.model import LlataModel
 from llata_core.train import make_optimizer, train_step, training_objective
 
 
-def _step_times(
-    model: LlataModel, batch: tuple[torch.Tensor, torch.Tensor], bf16: bool, steps: int
-) -> list[float]:
+def _step_times(model: LlataModel, batch: Window, bf16: bool, steps: int) -> list[float]:
     loss_fn, distill = training_objective(model.cfg, model)
     opt = make_optimizer(model.cfg, model)
     times = []
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = make_splits(load_series(cfg.data), cfg.data)
     idx = torch.randperm(len(splits.train))[: cfg.train.batch_size].tolist()
     xs, ys = zip(*(splits.train[i] for i in idx), strict=True)
-    batch = (torch.stack(xs), torch.stack(ys))
+    batch = Window(torch.stack(xs), torch.stack(ys))
     model = LlataModel(cfg, prepare_backbone(cfg.model)).train()
     _step_times(model, batch, True, 1)  # warm-up (allocator, kernels)
     _step_times(model, batch, False, 1)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,7 @@ __all__ = [
     "SourceRows",
     "Split",
     "Splits",
+    "Window",
     "WindowDataset",
     "bundled_path",
     "constant_threshold",
@@ -328,8 +329,34 @@ class Scaler:
         return cls(channels, mean, std)
 
 
+class Window(NamedTuple):
+    """One long-term window (a loader stacks them into a batch of the same type); a pair,
+    so `x, y = window` reads it.
+
+    Its masks are None: every point of a window cut from one series is real. They give it
+    the shape of the short-term samples (`ShortTermSample`), which have padded points, so
+    that training treats both kinds alike (`llata_core.tasks.TrainingBatch`).
+
+    Attributes:
+        insample: `[L, M]` the input steps.
+        target: `[H, M]` the steps that follow.
+    """
+
+    insample: torch.Tensor
+    target: torch.Tensor
+
+    @property
+    def insample_mask(self) -> None:
+        return None
+
+    @property
+    def target_mask(self) -> None:
+        return None
+
+
 class WindowDataset(Dataset):
-    """Sliding windows over one scaled series: item `i` is (`x [L, M]`, `y [H, M]`)."""
+    """Sliding windows over one scaled series: item `i` is a `Window` (`x [L, M]`,
+    `y [H, M]`)."""
 
     def __init__(self, values: np.ndarray, input_size: int, horizon: int, limit: int | None = None):
         if values.ndim != 2:
@@ -348,11 +375,11 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> Window:
         if not 0 <= i < self.n:
             raise IndexError(i)
         s = self.values[i : i + self.input_size + self.horizon]
-        return s[: self.input_size], s[self.input_size :]
+        return Window(s[: self.input_size], s[self.input_size :])
 
 
 @dataclass(frozen=True)

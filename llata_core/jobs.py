@@ -22,6 +22,7 @@ import torch
 from accelerate import PartialState
 
 from llata_core.backbone import prepare_backbone
+from llata_core.checkpoint import EpochLog
 from llata_core.config import DataConfig, LlataConfig
 from llata_core.data import SeriesFrame, Splits, WindowDataset, load_series, make_splits
 from llata_core.evaluate import Metrics, calibrate, evaluate
@@ -30,7 +31,7 @@ from llata_core.intervals import DEFAULT_LEVELS, ConformalScores
 from llata_core.shortterm import ShortTermSplit, ShortTermSplits
 from llata_core.tasks import ForecastTask, LongTermTask, ShortTermTask, load_task
 from llata_core.timestamps import extend_timestamps
-from llata_core.train import EpochLog, FitResult, fit
+from llata_core.train import FitResult, fit
 
 log = logging.getLogger(__name__)
 

@@ -8,99 +8,74 @@ checkpoint, so a killed run continues with `resume=True` exactly where it stoppe
 
 `fit` trains any `ForecastTask` the same way: the task gives the training samples, the
 loss's seasonality and the validation score (MSE for long-term windows, SMAPE for M4-style
-series). Short-term batches also carry the masks and input windows that the M4 losses
-take (`WindowContext`), and each epoch draws fresh training cut points.
+series). Every kind of batch has one shape (`TrainingBatch`): input, target and the masks
+of padded points that the M4 losses take (none for long-term windows). Short-term tasks
+draw fresh training cut points each epoch.
+
+The run's record (history and checkpoint) is `llata_core.checkpoint`; its names are
+re-exported here for the callers of `fit` that resume or read runs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from llata_core.atomic import swap_directory
 from llata_core.backbone import PreparedBackbone
 from llata_core.baselines import Baseline, build_baseline
+from llata_core.checkpoint import (
+    Checkpoint,
+    CheckpointState,
+    EpochLog,
+    append_history,
+    config_digest,
+    load_trainable,
+    read_history,
+    resumable_digests,
+    trainable_state,
+)
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Splits
 from llata_core.losses import DistillationLoss, LossBreakdown, WindowContext
 from llata_core.model import LlataModel
-from llata_core.shortterm import ShortTermSample, ShortTermSplits
-from llata_core.tasks import ForecastTask, as_task
+from llata_core.shortterm import ShortTermSplits
+from llata_core.tasks import ForecastTask, TrainingBatch, as_task
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointState",
+    "EpochLog",
+    "FitResult",
+    "TrainingModel",
+    "build_training_model",
+    "config_digest",
+    "fit",
+    "load_trainable",
+    "make_accelerator",
+    "make_optimizer",
+    "make_scheduler",
+    "read_history",
+    "resumable_digests",
+    "train_step",
+    "training_objective",
+]
 
 log = logging.getLogger(__name__)
 
 TrainingModel = LlataModel | Baseline
-
-
-@dataclass
-class EpochLog:
-    """One line of the training history.
-
-    Attributes:
-        val_metric: the validation metric early stopping minimises (the task's).
-        val_score: its value after this epoch.
-        val_extra: the other validation metrics the task computes (MAE for long-term).
-    """
-
-    epoch: int
-    train_loss: float
-    task_loss: float
-    consistency_loss: float
-    feature_loss: float
-    val_metric: str
-    val_score: float
-    lr: float
-    seconds: float
-    steps: int
-    val_extra: dict[str, float] = field(default_factory=dict)
-
-    @staticmethod
-    def validation_of(row: Mapping[str, Any]) -> dict[str, float]:
-        """Every validation metric of a history line by name, the monitored one first.
-
-        Lines of earlier versions carried `val_mse`/`val_mae` (long-term) or `val_smape`
-        (short-term, with the other two None) instead of the metric's name and score.
-        """
-        if "val_score" in row:
-            return {row["val_metric"]: row["val_score"], **row.get("val_extra", {})}
-        if row.get("val_smape") is not None:
-            return {"smape": row["val_smape"]}
-        return {"mse": row["val_mse"], "mae": row["val_mae"]}
-
-    @classmethod
-    def from_dict(cls, row: Mapping[str, Any]) -> EpochLog:
-        """A history line as this or an earlier version wrote it."""
-        (metric, score), *extra = cls.validation_of(row).items()
-        rest = {k: v for k, v in row.items() if not k.startswith("val_")}
-        return cls(**rest, val_metric=metric, val_score=score, val_extra=dict(extra))
-
-    def validation(self) -> dict[str, float]:
-        """Every validation metric of the epoch, the monitored one first."""
-        return self.validation_of(vars(self))
-
-
-def read_history(path: Path) -> list[EpochLog]:
-    """The epochs of a run's `history.jsonl`, in any version's format."""
-    lines = path.read_text().splitlines()
-    return [EpochLog.from_dict(json.loads(line)) for line in lines if line.strip()]
 
 
 @dataclass
@@ -145,170 +120,6 @@ def build_training_model(cfg: LlataConfig, backbone: PreparedBackbone | None) ->
     return build_baseline(cfg)
 
 
-# Settings added to the config after checkpoints had been written with it, in the order they
-# were added. At its default a setting reproduces the behaviour from before it existed, so it
-# enters the digest only when it differs from the default, and checkpoints written by each
-# earlier version of this rule (which left the newer settings in) still resume.
-_LATER_SETTINGS: tuple[dict[str, tuple[str, ...]], ...] = (
-    {"data": ("series_column", "value_column", "seasonality")},  # short-term data
-    {"model": ("kind", "baseline")},  # baselines in the same harness
-    {"train": ("lr_schedule",)},  # the baselines' own learning-rate schedules
-)
-
-
-def _digest(cfg: LlataConfig, later: tuple[dict[str, tuple[str, ...]], ...]) -> str:
-    raw, defaults = cfg.to_dict(), LlataConfig().to_dict()
-    for group in later:
-        for section, keys in group.items():
-            for key in keys:
-                if raw[section][key] == defaults[section][key]:
-                    del raw[section][key]
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def config_digest(cfg: LlataConfig) -> str:
-    """Identifies a training setup; a checkpoint from another setup is never resumed."""
-    return _digest(cfg, _LATER_SETTINGS)
-
-
-def resumable_digests(cfg: LlataConfig) -> frozenset[str]:
-    """The digests under which this setup's checkpoints were written by any version."""
-    return frozenset(_digest(cfg, _LATER_SETTINGS[:n]) for n in range(len(_LATER_SETTINGS) + 1))
-
-
-def _unpack(
-    batch: tuple[torch.Tensor, torch.Tensor] | ShortTermSample,
-) -> tuple[torch.Tensor, torch.Tensor, WindowContext]:
-    """A batch as (input `[B, L, M]`, target `[B, H, M]`, what the losses may also need)."""
-    if isinstance(batch, ShortTermSample):
-        return (
-            batch.insample,
-            batch.target,
-            WindowContext(batch.insample, batch.insample_mask, batch.target_mask),
-        )
-    x, y = batch
-    return x, y, WindowContext(x)
-
-
-def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad
-    }
-
-
-def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a checkpoint's trainable parameters (`best.safetensors`, `current.safetensors`)
-    into a freshly built training model; frozen weights come from the backbone itself.
-
-    Raises:
-        RuntimeError: the checkpoint lacks a trainable parameter of this model.
-    """
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
-    if missing:
-        raise RuntimeError(f"checkpoint lacks trainable parameters: {missing[:5]}")
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-@dataclass
-class CheckpointState:
-    """Where a run stands after its last finished epoch (`state.json`).
-
-    Attributes:
-        config_digest: the setup that wrote it (`config_digest`).
-        epoch: the last finished epoch, counted from 0.
-        val_metric: the validation metric early stopping minimises.
-        best_val_score: its best value so far.
-        bad_epochs: epochs since it last improved.
-        best_epoch: the epoch (from 1) of the best weights.
-        history: every finished epoch.
-    """
-
-    config_digest: str
-    epoch: int
-    val_metric: str
-    best_val_score: float
-    bad_epochs: int
-    best_epoch: int
-    history: list[EpochLog]
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CheckpointState:
-        """A state as this or an earlier version wrote it: earlier states kept the best
-        score under `best_val_mse` whatever the metric, which their history names."""
-        history = [EpochLog.from_dict(h) for h in raw["history"]]
-        return cls(
-            config_digest=raw["config_digest"],
-            epoch=raw["epoch"],
-            val_metric=raw.get("val_metric", history[-1].val_metric),
-            best_val_score=raw["best_val_score" if "best_val_score" in raw else "best_val_mse"],
-            bad_epochs=raw["bad_epochs"],
-            best_epoch=raw["best_epoch"],
-            history=history,
-        )
-
-
-class Checkpoint:
-    """A run's resumable state in `run_dir/checkpoint/`, replaced atomically every epoch.
-
-    Weights are safetensors; optimizer and scheduler state are plain tensors and numbers,
-    read back with `torch.load(weights_only=True)`, so resuming never unpickles code.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir / "checkpoint"
-
-    def exists(self) -> bool:
-        return (self.dir / "state.json").is_file()
-
-    def save(
-        self,
-        *,
-        model: nn.Module,
-        best: dict[str, torch.Tensor],
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        state: CheckpointState,
-    ) -> None:
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.dir.parent, prefix=".checkpoint."))
-        try:
-            save_file(_trainable_state(model), str(tmp / "current.safetensors"))
-            save_file(best, str(tmp / "best.safetensors"))
-            torch.save(
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                },
-                tmp / "optim.pt",
-            )
-            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=1))
-            swap_directory(tmp, self.dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    def state(self) -> CheckpointState:
-        """The run's progress, in any version's format."""
-        return CheckpointState.from_dict(json.loads((self.dir / "state.json").read_text()))
-
-    def load(
-        self,
-    ) -> tuple[CheckpointState, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-        """Progress, current and best trainable weights, and optimizer/scheduler/RNG state."""
-        current = load_file(str(self.dir / "current.safetensors"))
-        best = load_file(str(self.dir / "best.safetensors"))
-        optim = torch.load(self.dir / "optim.pt", weights_only=True)
-        return self.state(), current, best, optim
-
-
-def _log_history(run_dir: Path, entry: EpochLog) -> None:
-    with open(run_dir / "history.jsonl", "a") as fh:
-        fh.write(json.dumps(asdict(entry)) + "\n")
-
-
 def make_optimizer(cfg: LlataConfig, model: TrainingModel) -> torch.optim.Adam:
     """The recipe's Adam: `train.lr`, and `train.proj_lr` for the feature projections."""
     projections = {id(p) for p in model.projection_parameters()}
@@ -348,7 +159,7 @@ def training_objective(
 
 def train_step(
     model: nn.Module,
-    batch: tuple[torch.Tensor, torch.Tensor] | ShortTermSample,
+    batch: TrainingBatch,
     criterion: DistillationLoss,
     optimizer: torch.optim.Optimizer,
     backward: Callable[[torch.Tensor], None],
@@ -363,7 +174,8 @@ def train_step(
         bf16: run the forward pass and the loss under bf16 autocast.
         distill: run the teacher branch too (see `training_objective`).
     """
-    x, y, context = _unpack(batch)
+    x, y = batch.insample, batch.target  # [B, L, M], [B, H, M]
+    context = WindowContext(x, batch.insample_mask, batch.target_mask)
     device = next(model.parameters()).device.type
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         out = model(x, distill=distill)
@@ -501,7 +313,7 @@ def _setup(
         run_dir=run_dir,
         ckpt=Checkpoint(run_dir),
         state=fresh,
-        best_weights=_trainable_state(model),
+        best_weights=trainable_state(model),
     )
 
 
@@ -578,7 +390,7 @@ def _end_epoch(run: _Run, raw_model: TrainingModel, entry: EpochLog) -> None:
     state.epoch = entry.epoch - 1
     if entry.val_score < state.best_val_score:
         state.best_val_score, state.bad_epochs, state.best_epoch = entry.val_score, 0, entry.epoch
-        run.best_weights = _trainable_state(raw_model)
+        run.best_weights = trainable_state(raw_model)
     else:
         state.bad_epochs += 1
     if run.acc.is_main_process:
@@ -594,7 +406,7 @@ def _end_epoch(run: _Run, raw_model: TrainingModel, entry: EpochLog) -> None:
             entry.seconds,
             " *" if state.bad_epochs == 0 else "",
         )
-        _log_history(run.run_dir, entry)
+        append_history(run.run_dir, entry)
         run.ckpt.save(
             model=raw_model,
             best=run.best_weights,

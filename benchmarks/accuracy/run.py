@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llata_core.atomic import write_json
+from llata_core.checkpoint import config_digest, resumable_digests
 from llata_core.config import LlataConfig, load_params
 from llata_core.jobs import evaluate_job, provenance, train_job
-from llata_core.train import config_digest, resumable_digests
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -303,10 +303,11 @@ def snapshot_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     from safetensors.torch import load_file
 
     from llata_core.backbone import prepare_backbone
+    from llata_core.checkpoint import Checkpoint, load_trainable
     from llata_core.data import load_series, make_splits
     from llata_core.evaluate import evaluate
     from llata_core.forecaster import save_artifact
-    from llata_core.train import Checkpoint, build_training_model, load_trainable
+    from llata_core.train import build_training_model
 
     checkpoint = Checkpoint(RUNS / cell.train_key / "run")
     ckpt, state = checkpoint.dir, checkpoint.state()

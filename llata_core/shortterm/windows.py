@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 class ShortTermSample(NamedTuple):
-    """One training window (default collate stacks these into a batch of the same type).
+    """One training window (default collate stacks these into a batch of the same type,
+    which has the shape training takes from every task: `llata_core.tasks.TrainingBatch`).
 
     Attributes:
         insample: `[input_size, 1]` float32 history, left-padded with zeros.

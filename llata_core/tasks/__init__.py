@@ -16,6 +16,7 @@ from llata_core.tasks.contract import (
     ForecastTask,
     Headline,
     Lineage,
+    TrainingBatch,
     Validate,
     as_task,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Lineage",
     "LongTermTask",
     "ShortTermTask",
+    "TrainingBatch",
     "Validate",
     "as_task",
     "load_task",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -83,6 +84,30 @@ class Evaluation:
     intervals: ConformalScores | None = None
 
 
+class TrainingBatch(Protocol):
+    """A batch of a task's training samples as the loader stacks them: the one shape `fit`
+    trains on, whatever the kind of task (`Window` long-term, `ShortTermSample` M4-style).
+
+    Attributes:
+        insample: the input windows `[B, L, M]`.
+        target: what follows them `[B, H, M]`.
+        insample_mask: 1 on real input points, 0 on left padding; None means all real.
+        target_mask: 1 on real target points, 0 where a series ran out; None means all real.
+    """
+
+    @property
+    def insample(self) -> torch.Tensor: ...
+
+    @property
+    def target(self) -> torch.Tensor: ...
+
+    @property
+    def insample_mask(self) -> torch.Tensor | None: ...
+
+    @property
+    def target_mask(self) -> torch.Tensor | None: ...
+
+
 @runtime_checkable
 class ForecastTask(Protocol):
     """A forecasting problem: its data, how it validates, how it is scored.
@@ -94,7 +119,7 @@ class ForecastTask(Protocol):
         seasonality: the seasonal period the losses take (1 where none applies).
         scaler: the scaler that travels with the model.
         lineage: where the data came from.
-        train: the training samples (`(x, y)` windows, or `ShortTermSample` items).
+        train: the training samples; a loader stacks them into `TrainingBatch`es.
     """
 
     @property
