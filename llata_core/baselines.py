@@ -62,8 +62,10 @@ class DLinear(Baseline):
         self.trend = nn.Linear(L, H)
         self.seasonal = nn.Linear(L, H)
 
-    def _moving_average(self, x: torch.Tensor) -> torch.Tensor:
-        # Replicate the ends so the average keeps length L (as in the reference code).
+    def moving_average(self, x: torch.Tensor) -> torch.Tensor:
+        """The trend of the decomposition: `[B, L, M] -> [B, L, M]`, each step the mean of
+        `kernel` steps around it. The ends are replicated so that the average keeps length
+        `L` (as in the reference code)."""
         pad = (self.kernel - 1) // 2
         front = x[:, :1].expand(-1, pad, -1)
         back = x[:, -1:].expand(-1, self.kernel - 1 - pad, -1)
@@ -71,7 +73,7 @@ class DLinear(Baseline):
         return F.avg_pool1d(padded, self.kernel, stride=1).transpose(1, 2)  # [B, L, M]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        trend = self._moving_average(x)  # [B, L, M]
+        trend = self.moving_average(x)  # [B, L, M]
         seasonal = x - trend
         y = self.trend(trend.transpose(1, 2)) + self.seasonal(seasonal.transpose(1, 2))
         return y.transpose(1, 2)  # [B, H, M]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -32,15 +33,11 @@ def local_llama(tmp_path: Path) -> str:
 
 
 def test_a_shallower_cache_is_cut_from_a_deeper_one_with_the_same_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_llama: str
+    tmp_path: Path, local_llama: str
 ) -> None:
     fresh = _prepare(1, tmp_path / "fresh", local_llama)
     _prepare(2, tmp_path / "shared", local_llama)
-
-    def no_source(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the source was loaded again")
-
-    monkeypatch.setattr(bb, "_load_full", no_source)
+    (Path(local_llama) / "model.safetensors").unlink()  # loading the source would now fail
     derived = _prepare(1, tmp_path / "shared", local_llama)
     assert derived.model is not None and fresh.model is not None
     torch.testing.assert_close(derived.principal, fresh.principal, rtol=0, atol=0)
@@ -56,18 +53,13 @@ def test_a_shallower_cache_is_cut_from_a_deeper_one_with_the_same_weights(
 
 
 def test_random_init_and_tiny_configs_are_never_cut_from_another_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _prepare(2, tmp_path, init="random")
-    loaded: list[int] = []
-    original = bb._load_full
-
-    def spy(src: object, n_layers: int, revision: str) -> object:
-        loaded.append(n_layers)
-        return original(src, n_layers, revision)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(bb, "_load_full", spy)
-    _prepare(1, tmp_path, init="random")
-    _prepare(2, tmp_path)
-    _prepare(1, tmp_path)  # a tiny config's weights depend on its depth
-    assert loaded == [1, 2, 1]
+    with caplog.at_level(logging.INFO, logger=bb.__name__):
+        _prepare(1, tmp_path, init="random")
+        _prepare(2, tmp_path)
+        _prepare(1, tmp_path)  # a tiny config's weights depend on its depth
+    built = [r.getMessage() for r in caplog.records if "preparing backbone" in r.getMessage()]
+    expected = "preparing backbone tiny-llama: loading the first {} blocks"
+    assert built == [expected.format(n) for n in (1, 2, 1)]

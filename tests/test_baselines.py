@@ -48,7 +48,7 @@ def test_dlinear_decomposition_is_exact_on_a_linear_trend() -> None:
     cfg = config_from_dict(tiny_overrides(model__kind="dlinear"))
     model = DLinear(cfg)
     x = torch.linspace(0, 1, 32).reshape(1, 32, 1)
-    trend = model._moving_average(x)
+    trend = model.moving_average(x)
     # Away from the replicated ends, the moving average of a line is the line itself.
     assert torch.allclose(trend[0, 12:-12, 0], x[0, 12:-12, 0], atol=1e-6)
 
