@@ -392,7 +392,7 @@ class ArtifactContents:
         """
         if self.backbone_config is None:
             return None
-        from transformers import AutoConfig  # here, not at import: see `llata_core.forecaster`
+        from transformers import AutoConfig  # here, not at import: see `forecaster.predict`
 
         raw = dict(self.backbone_config)
         model_type = raw.pop("model_type", None)
