@@ -415,6 +415,8 @@ def bounds(
         raise ValueError("absolute conformal scores take no window scale")
     if scores.normalizer != "none" and scale is None:
         raise ValueError(f"{scores.normalizer} conformal scores need each input window's scale")
+    if not levels:  # e.g. none answerable: too few calibration windows for every level
+        return {}, {}
     # All levels in one broadcast: a served window's arrays are small, so the cost is the
     # number of numpy calls, not their size.
     q = np.stack([scores.half_width(level)[:h] for level in levels])  # [K, h, M]

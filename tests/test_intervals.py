@@ -374,3 +374,4 @@ def test_bounds_of_several_levels_are_each_levels_own(scaled: bool) -> None:
         q = scores.half_width(level)[:4] * (window if window is not None else 1.0)
         np.testing.assert_array_equal(lower[level], point - q)
         np.testing.assert_array_equal(upper[level], point + q)
+    assert bounds(point, scores, (), window) == ({}, {})  # no level answerable: no bounds
