@@ -80,7 +80,7 @@ class WindowBatcher:
 
     async def forecast(
         self,
-        window: list[list[float]],
+        window: np.ndarray,
         horizon: int,
         version: str,
         levels: tuple[float, ...] | None = None,
@@ -88,7 +88,8 @@ class WindowBatcher:
         """Forecast one window through the batcher; an error outcome becomes a RequestError.
 
         Args:
-            window: ``[input_size, M]``, data units, checked against ``version``'s shape.
+            window: ``[input_size, M]`` float64, data units, checked against ``version``'s
+                shape (``serving.inputs.fit_window``).
             horizon: Steps to forecast.
             version: The served version the window was checked against.
             levels: Interval levels, checked against ``version`` (``interval_levels``).
@@ -96,7 +97,7 @@ class WindowBatcher:
         Raises:
             RequestError: The window cannot be forecast (status and message to answer).
         """
-        item = _Window(np.asarray(window, dtype=np.float64), horizon, version, levels)
+        item = _Window(window, horizon, version, levels)
         outcome = await self._submit()(item)
         if outcome.error:
             raise RequestError(outcome.status, outcome.error)

@@ -8,6 +8,9 @@ timestamps themselves say whether they are evenly spaced. A request that fails h
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pandas as pd
 
 from llata_core.timestamps import extend_timestamps
@@ -15,13 +18,18 @@ from serving.contract import RequestError
 
 
 def fit_window(
-    history: list[list[float]],
+    history: list[list[float]] | np.ndarray,
     input_size: int,
     channels: tuple[str, ...],
     *,
     where: str = "history",
-) -> list[list[float]]:
-    """The last ``input_size`` rows, after checking the shape against the model.
+) -> np.ndarray:
+    """The last ``input_size`` rows as a float64 ``[input_size, M]`` array, after checking the
+    shape against the model.
+
+    ``history`` is a schema-checked request body (rectangular rows of numbers) or an array.
+    Only the rows kept are converted, in one pass over their values: ``np.asarray`` on nested
+    lists first walks them to find the shape, which costs as much again.
 
     Raises:
         RequestError: 422, the rows are not as wide as the model has channels, or there are
@@ -38,7 +46,10 @@ def fit_window(
         raise RequestError(
             422, f"{where} has {len(history)} steps, the model needs at least {input_size}"
         )
-    return history[-input_size:]
+    if isinstance(history, np.ndarray):
+        return np.asarray(history[-input_size:], dtype=np.float64)
+    values = itertools.chain.from_iterable(history[-input_size:])
+    return np.fromiter(values, np.float64, count=input_size * width).reshape(input_size, width)
 
 
 def future_timestamps(timestamps: list[str], rows: int, horizon: int) -> list[str]:

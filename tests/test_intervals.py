@@ -355,3 +355,23 @@ def test_msis_and_acd_by_hand() -> None:
     assert absolute_coverage_difference(y, lower, upper, 95) == pytest.approx(0.45)
     with pytest.raises(ValueError, match="in-sample seasonal differences are 0"):
         msis(y, lower, upper, [np.ones(3), insample[1]], seasonality=1)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_bounds_of_several_levels_are_each_levels_own(scaled: bool) -> None:
+    """All levels are computed in one broadcast; each must equal point -+ its own half-width
+    (times the window's scale), for a batch and for a horizon shorter than the calibrated."""
+    rng = np.random.default_rng(11)
+    residuals = rng.normal(size=(40, 6, 3))
+    scale = rng.uniform(1, 5, size=(40, 1, 3))
+    scores = ConformalScores.from_residuals(residuals, **({"scale": scale} if scaled else {}))
+    point = rng.normal(size=(5, 4, 3))  # [B, h < calibrated 6, M]
+    window = rng.uniform(1, 5, size=(5, 1, 3)) if scaled else None
+    levels = (95.0, 50.0, 80.0)
+    lower, upper = bounds(point, scores, levels, window)
+    assert list(lower) == list(upper) == list(levels)
+    for level in levels:
+        q = scores.half_width(level)[:4] * (window if window is not None else 1.0)
+        np.testing.assert_array_equal(lower[level], point - q)
+        np.testing.assert_array_equal(upper[level], point + q)
+    assert bounds(point, scores, (), window) == ({}, {})  # no level answerable: no bounds

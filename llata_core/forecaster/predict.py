@@ -227,10 +227,13 @@ class Forecaster:
             return self.scaler.inverse(pred)
         assert self.intervals is not None  # _check_levels refused otherwise
         lower, upper = bounds(pred.astype(np.float64), self.intervals, checked, scale)
+        # One pass back to data units for the point and every bound: [1 + 2K, B, steps, M].
+        units = self.scaler.inverse(np.stack([pred, *lower.values(), *upper.values()]))
+        k = len(checked)
         return IntervalForecast(
-            point=self.scaler.inverse(pred),
-            lower={k: self.scaler.inverse(v) for k, v in lower.items()},
-            upper={k: self.scaler.inverse(v) for k, v in upper.items()},
+            point=units[0],
+            lower=dict(zip(checked, units[1 : 1 + k], strict=True)),
+            upper=dict(zip(checked, units[1 + k :], strict=True)),
             channels=self.channels,
         )
 

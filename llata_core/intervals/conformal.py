@@ -230,7 +230,9 @@ class ConformalScores:
         """`validate_levels`, plus a check that there are enough windows for each level."""
         checked = validate_levels(levels)
         for level in checked:
-            conformal_rank(self.n, level)
+            # The rank's exact arithmetic costs more than a serving request's bounds; a level
+            # answered once is in the half-width cache, and one without enough windows raises.
+            self.half_width(level)
         return checked
 
     def describe(self) -> dict[str, str | int]:
@@ -410,14 +412,16 @@ def bounds(
         raise ValueError("absolute conformal scores take no window scale")
     if scores.normalizer != "none" and scale is None:
         raise ValueError(f"{scores.normalizer} conformal scores need each input window's scale")
-    lower, upper = {}, {}
-    for level in levels:
-        q = scores.half_width(level)[:h]  # [h, M]
-        if scale is not None:
-            q = q * scale  # [..., h, M]
-        lower[level] = point - q
-        upper[level] = point + q
-    return lower, upper
+    if not levels:  # e.g. none answerable: too few calibration windows for every level
+        return {}, {}
+    # All levels in one broadcast: a served window's arrays are small, so the cost is the
+    # number of numpy calls, not their size.
+    q = np.stack([scores.half_width(level)[:h] for level in levels])  # [K, h, M]
+    q = q.reshape(q.shape[:1] + (1,) * (point.ndim - 2) + q.shape[1:])  # [K, ..., h, M]
+    if scale is not None:
+        q = q * scale  # [K, ..., h, M]
+    lower, upper = point - q, point + q  # [K, ..., h, M] each
+    return dict(zip(levels, lower, strict=True)), dict(zip(levels, upper, strict=True))
 
 
 def calibrate_series(
