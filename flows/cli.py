@@ -473,7 +473,14 @@ def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
         )
         print(forecast.head(5).to_string(index=False, float_format=lambda v: f"{v:9.3f}"))
     print("\nServe it (picks up the production alias, reloads on promotion):")
-    print("  bentoml serve serving.service:Forecaster")
+    from flows.params import RegistryParams
+
+    reg = cfg.params.registry
+    default = RegistryParams.model_fields["model_name"].default  # what the service reads
+    env = "" if reg.model_name == default else f"LLATA_MODEL_NAME={reg.model_name} "
+    if reg.dir is not None:
+        env += f"LLATA_REGISTRY_DIR={cfg.root / reg.dir} "
+    print(f"  {env}bentoml serve serving.service:Forecaster")
     print("Registry:  llata registry list | show production | rollback")
 
 
