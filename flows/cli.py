@@ -430,10 +430,7 @@ def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
         print(f"  winner      {result.selection_reason}")
     verdict = "PROMOTED" if result.promoted else "not promoted"
     print(f"  registered  {result.candidate}: {verdict} ({result.reason})")
-    print(
-        f"  test        MSE {m['mse']:.4f}  MAE {m['mae']:.4f} over {m['n_windows']} windows "
-        f"({m['dataset']}, scaled)"
-    )
+    print(f"  test        {_test_scores(m)}")
     reports = ", ".join(
         _rel(cfg, p)
         for p in (
@@ -448,24 +445,64 @@ def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
         print("  production  none")
         return
     pm = production.metrics
-    print(
-        f"  production  {production.tag}: test MSE {pm.get('mse', float('nan')):.4f}  "
-        f"MAE {pm.get('mae', float('nan')):.4f}"
-    )
+    print(f"  production  {production.tag}: test {_test_scores(pm, counts=False)}")
     from features.frame import load_frame
+    from serving.registry_gates import lineage_of
 
-    fc = Forecaster.load(production.path)
-    ts_col = cfg.model.data.timestamp_column
-    history = load_frame(layout.raw_data, ts_col).tail(fc.input_size)
-    forecast = forecast_frame(fc, history, ts_col)
-    print(
-        f"\nSample forecast of the production model: the {len(forecast)} steps after "
-        f"{history[ts_col].iloc[-1]} (first 5, data units):"
-    )
-    print(forecast.head(5).to_string(index=False, float_format=lambda v: f"{v:9.3f}"))
+    if lineage_of(production.metadata)["dataset"] not in (None, cfg.params.dataset):
+        print(
+            f"\nThe production model was trained on {lineage_of(production.metadata)['dataset']},"
+            f" not on {cfg.params.dataset}: no sample forecast of this run's data."
+        )
+    else:
+        fc = Forecaster.load(production.path)
+        data = cfg.model.data
+        ts_col = data.timestamp_column
+        history = load_frame(layout.raw_data, ts_col)
+        which = ""
+        if data.series_column is not None:  # many series: the first one, its value column
+            first = history[data.series_column].iloc[0]
+            history = history[history[data.series_column] == first]
+            history = history[[ts_col, data.value_column]]
+            which = f" of series {first}"
+        history = history.tail(fc.input_size)
+        forecast = forecast_frame(fc, history, ts_col)
+        print(
+            f"\nSample forecast of the production model{which}: the {len(forecast)} steps "
+            f"after {history[ts_col].iloc[-1]} (first 5, data units):"
+        )
+        print(forecast.head(5).to_string(index=False, float_format=lambda v: f"{v:9.3f}"))
     print("\nServe it (picks up the production alias, reloads on promotion):")
-    print("  bentoml serve serving.service:Forecaster")
+    from flows.params import RegistryParams
+
+    reg = cfg.params.registry
+    default = RegistryParams.model_fields["model_name"].default  # what the service reads
+    env = "" if reg.model_name == default else f"LLATA_MODEL_NAME={reg.model_name} "
+    if reg.dir is not None:
+        env += f"LLATA_REGISTRY_DIR={cfg.root / reg.dir} "
+    print(f"  {env}bentoml serve serving.service:Forecaster")
     print("Registry:  llata registry list | show production | rollback")
+
+
+def _test_scores(metrics: dict[str, Any], *, counts: bool = True) -> str:
+    """A model's test scores as one line, in its task's metrics: OWA first for many
+    series (with SMAPE, MASE and the 80 % coverage), MSE and MAE for one wide series."""
+
+    def num(key: str) -> str:
+        value = metrics.get(key)
+        return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+    if metrics.get("metric") == "owa":
+        line = f"OWA {num('owa')}  SMAPE {num('smape')}  MASE {num('mase')}"
+        if "coverage_80" in metrics:
+            line += f"  80% coverage {num('coverage_80')}"
+        if counts and "n_series" in metrics:
+            line += f" over {metrics['n_series']} series ({metrics.get('dataset')})"
+        return line
+    line = f"MSE {num('mse')}  MAE {num('mae')}"
+    if counts and "n_windows" in metrics:
+        line += f" over {metrics['n_windows']} windows ({metrics.get('dataset')}, scaled)"
+    return line
 
 
 def cmd_pipeline_serve(args: argparse.Namespace) -> int:

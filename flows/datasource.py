@@ -9,7 +9,8 @@ the folder is committed to the local DVC cache so that `dvc status` reports `dat
 unchanged. Generated data is written only when asked (`allow_synthetic`) and no source
 answers, with a loud warning and a provenance record that the features stage carries into
 the model's metadata (`synthetic_data: true`), which promotion then refuses to put over a
-model trained on real data.
+model trained on real data. An M4 subset is read from the mirror's competition files, and
+the chosen series are written as one long table (`m4_long_frame`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from llata_core.data import (
     file_sha256,
     synthetic_frame,
 )
+from llata_core.shortterm.series import m4_long_frame, m4_mirror_paths, read_m4, select_series
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ def pull_raw_data(
     """
     layout = cfg.layout
     target = layout.raw_data
+    if cfg.params.m4_subset is not None:
+        return _pull_m4(cfg, force=force)
     if target.is_file() and not force:
         record = read_provenance(cfg)
         synthetic = record is not None and record.get("source") == "synthetic"
@@ -172,6 +176,49 @@ def pull_raw_data(
     return result
 
 
+def _pull_m4(cfg: PipelineConfig, *, force: bool) -> PullResult:
+    """The raw file of an M4 dataset: the chosen series of the subset's mirror files, in
+    long format (`m4_long_frame`), rewritten when the selection changed.
+
+    Raises:
+        DataError: the mirror lacks the subset's files, or the selection names series the
+            subset does not hold.
+    """
+    subset = cfg.params.m4_subset
+    assert subset is not None
+    target = cfg.layout.raw_data
+    selection = cfg.params.series_selection.describe()
+    record = read_provenance(cfg)
+    if (
+        not force
+        and record is not None
+        and record.get("dataset") == cfg.params.dataset
+        and record.get("series_selection") == selection
+    ):
+        return PullResult("present", str(record["origin"]), target, str(record["sha256"]), None)
+    train_path, test_path = m4_mirror_paths(subset.frequency_name)
+    dataset = read_m4(train_path, test_path, subset.frequency_name)
+    chosen = cfg.params.series_selection
+    if chosen.count is not None or chosen.ids is not None:
+        dataset = select_series(dataset, ids=chosen.ids, count=chosen.count)
+    data = cfg.model.data
+    assert data.series_column is not None  # set by load_pipeline_config for M4
+    frame = m4_long_frame(dataset, data.series_column, data.timestamp_column, data.value_column)
+    atomic_write_bytes(target, frame.to_csv(index=False).encode())
+    origin = f"{train_path},{test_path}"
+    digest = file_sha256(target)
+    _write_provenance(cfg, "mirror", origin, digest, series_selection=selection)
+    logger.info(
+        "%s: %d series of M4 %s from the mirror (%s), sha256 %s",
+        target,
+        len(dataset),
+        subset.frequency_name,
+        selection,
+        digest[:12],
+    )
+    return PullResult("mirror", origin, target, digest, None)
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -209,7 +256,9 @@ def _dvc_remote_pull(cfg: PipelineConfig, tried: list[str]) -> bool:
     return True
 
 
-def _write_provenance(cfg: PipelineConfig, source: str, origin: str, sha256: str) -> None:
+def _write_provenance(
+    cfg: PipelineConfig, source: str, origin: str, sha256: str, **extra: object
+) -> None:
     record = {
         "dataset": cfg.params.dataset,
         "path": str(cfg.params.raw_data),
@@ -217,6 +266,7 @@ def _write_provenance(cfg: PipelineConfig, source: str, origin: str, sha256: str
         "origin": origin,
         "sha256": sha256,
         "pulled_at": datetime.now(UTC).isoformat(),
+        **extra,
     }
     write_json(cfg.layout.provenance, record)
 

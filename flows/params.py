@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from llata_core.catalog import M4Subset, m4_subset
 from llata_core.config import (
+    M4_PREFIX,
     ConfigError,
     LlataConfig,
     config_from_dict,
@@ -164,16 +173,47 @@ class ScheduleParams(_Frozen):
         return value
 
 
+class SeriesSelection(_Frozen):
+    """Which series of an M4 subset the raw file holds (`pipeline.dataset: M4-Hourly`).
+
+    Attributes:
+        count: The first `count` series of the subset, in file order.
+        ids: These series (`[H1, H7]`), in file order. Neither set: every series.
+    """
+
+    count: int | None = Field(None, ge=1)
+    ids: tuple[str, ...] | None = None
+
+    @field_validator("ids")
+    @classmethod
+    def _some_ids(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("ids must name at least one series, each once")
+        return value
+
+    def describe(self) -> dict[str, object]:
+        """The selection as lineage records it."""
+        if self.ids is not None:
+            return {"ids": list(self.ids)}
+        return {"count": self.count} if self.count is not None else {"all": True}
+
+
 class PipelineParams(_Frozen):
     """The `pipeline:` section of `params.yaml`.
 
     Attributes:
         dataset: Benchmark the raw file holds (`ETTh1`); names its canonical URL, checksum
-            and mirror file for `llata data pull`. Any other name means "own data": only a
-            DVC remote can supply it.
+            and mirror file for `llata data pull`. An M4 subset (`M4-Hourly`, any case)
+            makes the run short-term: `llata data pull` writes the `series_selection` of
+            the subset's mirror files as a long-format raw file (`data.series_column`,
+            `data.timestamp_column`, `data.value_column`), and the horizon and seasonality
+            are the subset's. Any other name means "own data": only a DVC remote can supply
+            it (a long-format file of many series when `data.series_column` is set).
         raw_data: The raw CSV, relative to the project root; its folder is tracked by
             `data.dvc`.
-        series_id: Id of the series in the feature store.
+        series_id: Id of the series in the feature store (one wide series; a long-format
+            file names its series in `data.series_column`).
+        series_selection: Which series of an M4 subset to train on (M4 datasets only).
         split: Split rule of the raw file (`ett_hour` for ETTh1's 12/4/4 months); the
             training frame from the feature store is cut with the same borders.
         artifacts_dir: Models, runs, the feature repo and the training frame.
@@ -195,6 +235,7 @@ class PipelineParams(_Frozen):
     dataset: str = "ETTh1"
     raw_data: Path = Path("data/raw/ETTh1.csv")
     series_id: str = "ETTh1"
+    series_selection: SeriesSelection = SeriesSelection()
     split: SplitRule = "ett_hour"
     artifacts_dir: Path = Path("artifacts")
     reports_dir: Path = Path("reports")
@@ -206,6 +247,33 @@ class PipelineParams(_Frozen):
     quick: tuple[str, ...] = ()
     candidates: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {"llata": ()})
     selection: SelectionParams = SelectionParams()
+
+    @field_validator("dataset")
+    @classmethod
+    def _m4_spelling(cls, value: str) -> str:
+        # `m4-hourly` and `M4-Hourly` name one subset; lineage records one spelling.
+        if value.upper().startswith(M4_PREFIX):
+            return M4_PREFIX + m4_subset(value[len(M4_PREFIX) :]).frequency_name
+        return value
+
+    @model_validator(mode="after")
+    def _selection_of_m4(self) -> PipelineParams:
+        chosen = self.series_selection
+        if chosen.count is not None and chosen.ids is not None:
+            raise ValueError("series_selection: set count or ids, not both")
+        if (chosen.count is not None or chosen.ids is not None) and self.m4_subset is None:
+            raise ValueError(
+                f"series_selection picks series of an M4 subset; dataset {self.dataset!r} "
+                "is not one (a long-format file holds the series it holds)"
+            )
+        return self
+
+    @property
+    def m4_subset(self) -> M4Subset | None:
+        """The M4 subset `dataset` names, else None."""
+        if not self.dataset.startswith(M4_PREFIX):
+            return None
+        return m4_subset(self.dataset[len(M4_PREFIX) :])
 
     @field_validator("raw_data", "artifacts_dir", "reports_dir", "feature_repo")
     @classmethod
@@ -334,6 +402,12 @@ class PipelineConfig:
         return self.layout.root
 
     @property
+    def short_term(self) -> bool:
+        """The raw file is many univariate series in long format (an M4 subset, or
+        `data.series_column`), scored by SMAPE / MASE / OWA."""
+        return self.model.data.short_term
+
+    @property
     def max_input_size(self) -> int:
         """The longest lookback of any candidate (the feature store's context window)."""
         return max(
@@ -371,6 +445,45 @@ def min_rows_for_split(rule: SplitRule, input_size: int, horizon: int) -> int:
         n_rows += 1
 
 
+def _pipeline_data(
+    params: PipelineParams, layout: Layout, given: Mapping[str, object]
+) -> dict[str, object]:
+    """What the pipeline sets in the data section: every candidate reads the features
+    stage's training frame, cut with the pipeline's split rule; an M4 dataset is that
+    frame in long format, with the subset's horizon and seasonality.
+
+    Args:
+        params: The pipeline section.
+        layout: Its paths.
+        given: The data section as params.yaml and the overrides write it.
+
+    Raises:
+        ConfigError: `data.dataset` names another M4 subset than `pipeline.dataset`, or the
+            data section contradicts the M4 subset's horizon or seasonality.
+    """
+    section: dict[str, object] = {"dataset": str(layout.training_frame), "split": params.split}
+    named = str(given.get("dataset", ""))
+    if named.upper().startswith(M4_PREFIX) and named.lower() != params.dataset.lower():
+        raise ConfigError(
+            f"data.dataset is {named!r} but pipeline.dataset is {params.dataset!r}: the "
+            f"pipeline trains on what pipeline.dataset names (set pipeline.dataset={named})"
+        )
+    subset = params.m4_subset
+    if subset is None:
+        return section
+    for key, value in (("horizon", subset.horizon), ("seasonality", subset.seasonality)):
+        if given.get(key) not in (None, value):
+            raise ConfigError(
+                f"M4 {subset.frequency_name} has {key} {value}; the data section says "
+                f"{given[key]} (leave it out or set data.{key}={value})"
+            )
+    return section | {
+        "horizon": subset.horizon,
+        "seasonality": subset.seasonality,
+        "series_column": given.get("series_column") or "series_id",
+    }
+
+
 def load_pipeline_config(
     params_file: str | Path = DEFAULT_PARAMS_FILE,
     *,
@@ -405,15 +518,22 @@ def load_pipeline_config(
         raise ConfigError(f"invalid {PIPELINE_SECTION} section in {path}:\n{err}") from err
     layout = Layout.under(Path(root).resolve() if root else path.parent, params)
     quick = parse_overrides(params.quick) if profile == "quick" else {}
-    data = {"data": {"dataset": str(layout.training_frame), "split": params.split}}
 
     def build(own: Iterable[str]) -> LlataConfig:
         # Order: the base recipe, the candidate's own overrides, the quick profile, the
         # command line, then the training frame every candidate reads.
         model_tree = merge_trees(merge_trees(parse_overrides(own), quick), tree)
+        given = merge_trees(raw.get("data") or {}, model_tree.get("data") or {})
+        data = {"data": _pipeline_data(params, layout, given)}
         return config_from_dict(raw, merge_trees(model_tree, data))
 
     model = build(())
+    channels = params.validation.channels
+    if model.data.short_term and channels not in (None, (model.data.value_column,)):
+        raise ConfigError(
+            f"pipeline.validation.channels {list(channels)} in {path}: a long-format file of "
+            f"many series has one value column ({model.data.value_column!r}); set it to null"
+        )
     candidates = {}
     for name, own in params.candidates.items():
         try:

@@ -91,8 +91,10 @@ class RetrainResult(BaseModel):
         candidate: Tag of the version this run registered.
         promoted: Whether it is now production.
         reason: The promotion gate's explanation.
-        candidate_mse: The candidate's test MSE as scored by the gate.
-        production_mse: Production's test MSE with the same scorer (None if there was none).
+        metric: The headline metric the gate compared (`mse`, or `owa` for many series).
+        candidate_mse: The candidate's headline score (`metric`) as scored by the gate.
+        production_mse: Production's headline score with the same scorer (None if there was
+            none, or it was not scored).
         production: Production's tag after the run.
         metrics: `reports/metrics.json` of the candidate.
         data_source: Where the raw data came from (`present`, `remote`, `url`, `mirror`,
@@ -108,6 +110,7 @@ class RetrainResult(BaseModel):
     candidate: str
     promoted: bool
     reason: str
+    metric: str
     candidate_mse: float | None
     production_mse: float | None
     production: str | None
@@ -181,8 +184,9 @@ def train_candidate(cfg: PipelineConfig, name: str, threads: int | None) -> Cand
         torch.set_num_threads(threads)
     report = stages.train_candidate_stage(cfg, name)
     get_run_logger().info(
-        "candidate %s: val MSE %.4f, test MSE %s, %.0fs, %d parameters, %.3g ms/window",
+        "candidate %s: val %s %.4f, test %s, %.0fs, %d parameters, %.3g ms/window",
         name,
+        report.val_metric.upper(),
         report.val_score,
         f"{report.test_score:.4f}" if report.test_score is not None else "-",
         report.train_seconds,
@@ -266,22 +270,9 @@ def publish_report(
         key=CANDIDATES_ARTIFACT,
         description=f"Candidates, chosen on validation: {selection.reason}",
     )
-    metrics = evaluation.metrics
-    rows: list[dict[str, Any]] = [
-        {"metric": "test_mse", "value": metrics["mse"]},
-        {"metric": "test_mae", "value": metrics["mae"]},
-        {"metric": "val_mse", "value": metrics.get("val_mse")},
-        {"metric": "test_windows", "value": metrics["n_windows"]},
-        {"metric": "gate_candidate_mse", "value": decision.candidate_mse},
-        {"metric": "gate_production_mse", "value": decision.production_mse},
-        *(
-            {"metric": f"test_mse[{channel}]", "value": value}
-            for channel, value in metrics["mse_by_channel"].items()
-        ),
-    ]
     verdict = "promoted to production" if decision.promoted else "not promoted"
     create_table_artifact(
-        table=rows,
+        table=metric_rows(evaluation, decision),
         key=METRICS_ARTIFACT,
         description=f"{decision.candidate}: {verdict} ({decision.reason})",
     )
@@ -290,7 +281,7 @@ def publish_report(
             [
                 f"## {decision.candidate}: {verdict}",
                 decision.reason,
-                "### Forecast vs actual (test split, scaled)",
+                "### Forecast vs actual (test split)",
                 _embedded_png(evaluation.forecast_plot, "forecast vs actual"),
                 "### Training history",
                 _embedded_png(evaluation.loss_plot, "loss curve"),
@@ -309,6 +300,34 @@ def publish_validation_failure(report: ValidationReport) -> None:
         key=VALIDATION_ARTIFACT,
         description="The raw data broke the Great Expectations suite; nothing was trained",
     )
+
+
+def metric_rows(
+    evaluation: stages.EvaluationResult, decision: PromotionDecision
+) -> list[dict[str, Any]]:
+    """The metrics table, named by the task's own metrics: test scores (headline among
+    them), the validation score, the gate's two headline scores, then the per-channel
+    MSE of a wide series or the interval metrics of many series."""
+    metrics = evaluation.metrics
+    headline, val = evaluation.headline, evaluation.val_metric
+    count = ("test_windows", "n_windows") if "n_windows" in metrics else ("test_series", "n_series")
+    rows: list[dict[str, Any]] = [
+        *({"metric": f"test_{k}", "value": metrics[k]} for k in evaluation.reported),
+        {"metric": f"val_{val}", "value": metrics.get(f"val_{val}")},
+        {"metric": count[0], "value": metrics[count[1]]},
+        {"metric": f"gate_candidate_{headline}", "value": decision.candidate_mse},
+        {"metric": f"gate_production_{headline}", "value": decision.production_mse},
+    ]
+    if "mse_by_channel" in metrics:
+        rows += [
+            {"metric": f"test_mse[{channel}]", "value": value}
+            for channel, value in metrics["mse_by_channel"].items()
+        ]
+    else:
+        rows += [
+            {"metric": f"test_{k}", "value": v} for k, v in evaluation.interval_metrics.items()
+        ]
+    return rows
 
 
 def candidate_rows(selection: Selection) -> list[dict[str, Any]]:
@@ -379,6 +398,7 @@ def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
         candidate=tag,
         promoted=decision.promoted,
         reason=decision.reason,
+        metric=evaluation.headline,
         candidate_mse=decision.candidate_mse,
         production_mse=decision.production_mse,
         production=stages.open_registry(cfg).production_tag(),

@@ -16,6 +16,7 @@ each DVC stage is its own process, and importing all four costs about ten second
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -67,12 +68,33 @@ class FeaturesResult:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """What the evaluation stage wrote: `reports/metrics.json` and two plots."""
+    """What the evaluation stage wrote: `reports/metrics.json` and two plots.
+
+    Attributes:
+        metrics: What metrics.json holds; `metric` names the headline (`mse`, `owa`).
+        metrics_path: Where.
+        forecast_plot: Forecast against actual on the test split.
+        loss_plot: The training history.
+        reported: The test metrics a summary shows, headline included (the task's).
+        val_metric: The validation metric the candidates were chosen on.
+    """
 
     metrics: dict[str, Any]
     metrics_path: Path
     forecast_plot: Path
     loss_plot: Path
+    reported: tuple[str, ...] = ("mse", "mae")
+    val_metric: str = "mse"
+
+    @property
+    def headline(self) -> str:
+        return str(self.metrics["metric"])
+
+    @property
+    def interval_metrics(self) -> dict[str, float]:
+        """Coverage, width and interval scores by level (with M4's MSIS and ACD)."""
+        prefixes = ("coverage_", "width_", "winkler_", "msis_", "acd_")
+        return {k: v for k, v in self.metrics.items() if k.startswith(prefixes)}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -96,6 +118,8 @@ def frame_spec(cfg: PipelineConfig) -> FrameSpec:
     from features.frame import FrameSpec
 
     data = cfg.model.data
+    if cfg.short_term:
+        return _long_frame_spec(cfg)
     return FrameSpec(
         timestamp_column=data.timestamp_column,
         channels=data.channels or cfg.params.validation.channels,
@@ -103,6 +127,32 @@ def frame_spec(cfg: PipelineConfig) -> FrameSpec:
         max_nan_fraction=cfg.params.validation.max_nan_fraction,
         frequency=cfg.params.validation.frequency,
         default_series_id=cfg.params.series_id,
+        constant_channels=cfg.params.validation.constant_channels,
+    )
+
+
+def _long_frame_spec(cfg: PipelineConfig) -> FrameSpec:
+    """The contract of a long-format raw file of many univariate series.
+
+    One value column, no missing values (a gap inside a series would change what the
+    model is scored on, so the short-term reader refuses it, and so does the suite), no
+    (series, timestamp) twice, each series on the regular grid (an M4 subset's frequency,
+    or `pipeline.validation.frequency`) and long enough: the longest candidate input plus
+    the horizon, and at least `2 x horizon + 1` points (test target, validation target and
+    one point to train on, `load_short_term_splits`'s rule).
+    """
+    from features.frame import FrameSpec
+
+    data = cfg.model.data
+    assert data.series_column is not None
+    subset = cfg.params.m4_subset
+    return FrameSpec(
+        timestamp_column=data.timestamp_column,
+        channels=(data.value_column,),
+        series_column=data.series_column,
+        min_rows=max(cfg.max_input_size + data.horizon, 2 * data.horizon + 1),
+        max_nan_fraction=0.0,
+        frequency=subset.freq if subset is not None else cfg.params.validation.frequency,
         constant_channels=cfg.params.validation.constant_channels,
     )
 
@@ -185,20 +235,31 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
     # The context window serves every candidate, so it is as long as the longest lookback.
     store = prepare_feature_repo(layout.feature_repo, frame, spec, cfg.max_input_size)
     training, retrieval = training_frame_from_store(cfg, store, frame)
-    channels = tuple(c for c in training.columns if c != cfg.model.data.timestamp_column)
-    # The one NaN rule (`llata_core.data.fill_gaps`): the share validation allowed is filled.
-    training, missing = fill_gaps(
-        training,
-        channels,
-        origin=str(layout.training_frame),
-        max_nan_fraction=cfg.params.validation.max_nan_fraction,
-    )
+    keys = {cfg.model.data.timestamp_column, cfg.model.data.series_column}
+    channels = tuple(c for c in training.columns if c not in keys)
+    if cfg.short_term:
+        # Validation allowed no NaN; the store returning one means a lost observation.
+        missing = int(training[list(channels)].isna().sum().sum())
+        if missing:
+            raise RuntimeError(
+                f"the feature store returned {missing} missing value(s) for a frame "
+                "validated without any"
+            )
+    else:
+        # The one NaN rule (`llata_core.data.fill_gaps`): the share validation allowed is
+        # filled.
+        training, missing = fill_gaps(
+            training,
+            channels,
+            origin=str(layout.training_frame),
+            max_nan_fraction=cfg.params.validation.max_nan_fraction,
+        )
     atomic_write(layout.training_frame, lambda tmp: training.to_parquet(tmp, index=False))
     lineage = {
         **data_lineage(cfg),
         "data_lineage": {
             "dataset": cfg.params.dataset,
-            "series_id": cfg.params.series_id,
+            "series_id": _series_lineage(cfg, training),
             "channels": list(channels),
             "frequency": _frequency(cfg, training),
             "synthetic": data_lineage(cfg)["synthetic_data"],
@@ -224,12 +285,28 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
     )
 
 
+def _series_lineage(cfg: PipelineConfig, frame: pd.DataFrame) -> str:
+    """Which series a model learns from: the wide series' id, or for many series their
+    count and a digest of their ids (a model of other series is another lineage)."""
+    column = cfg.model.data.series_column
+    if column is None:
+        return cfg.params.series_id
+    ids = sorted(frame[column].astype(str).unique())
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+    return f"{len(ids)} series ({ids[0]}..{ids[-1]}, ids sha256 {digest})"
+
+
 def _frequency(cfg: PipelineConfig, frame: pd.DataFrame) -> str | None:
-    """The frame's timestamp frequency: the configured one, else what pandas infers."""
-    if cfg.params.validation.frequency is not None:
-        return cfg.params.validation.frequency
+    """The frame's timestamp frequency: the configured one (an M4 subset's own), else
+    what pandas infers (from the first series of a long-format frame)."""
+    spec = frame_spec(cfg)
+    if spec.frequency is not None:
+        return spec.frequency
     from features.frame import parse_timestamps
 
+    if cfg.model.data.series_column is not None:
+        column = frame[cfg.model.data.series_column]
+        frame = frame[column == column.iloc[0]]
     timestamps = pd.DatetimeIndex(parse_timestamps(frame[cfg.model.data.timestamp_column]))
     return pd.infer_freq(timestamps[: min(len(timestamps), 1000)]) if len(timestamps) > 2 else None
 
@@ -237,9 +314,11 @@ def _frequency(cfg: PipelineConfig, frame: pd.DataFrame) -> str | None:
 def training_frame_from_store(
     cfg: PipelineConfig, store: FeatureStore, frame: pd.DataFrame
 ) -> tuple[pd.DataFrame, str]:
-    """The wide training frame, read back from the Feast offline store as of each row.
+    """The training frame, read back from the Feast offline store as of each row.
 
-    One entity row per raw timestamp asks for the channel values known at that time.
+    One entity row per raw (series, timestamp) asks for the channel values known at that
+    time: a wide frame is one series (`pipeline.series_id`), a long-format frame names its
+    series in `data.series_column` and comes back in the same long format.
     `features.store.get_training_frame_asof` answers them: Feast's point-in-time join up to
     `pipeline.features.pit_max_rows` rows, beyond that an as-of read of the offline store
     with the same semantics, `pipeline.features.pit_check_rows` rows of it cross-checked
@@ -255,25 +334,34 @@ def training_frame_from_store(
     from features.store import get_training_frame_asof
 
     ts_col = cfg.model.data.timestamp_column
+    series_col = cfg.model.data.series_column
     timestamps = parse_timestamps(frame[ts_col])
     if timestamps.dt.tz is None:
         timestamps = timestamps.dt.tz_localize("UTC")
+    ids = (
+        frame[series_col].astype(str).reset_index(drop=True)
+        if series_col is not None
+        else cfg.params.series_id
+    )
     entity_df = pd.DataFrame(
         {
-            SERIES_JOIN_KEY: cfg.params.series_id,
+            SERIES_JOIN_KEY: ids,
             EVENT_TIMESTAMP: timestamps.dt.tz_convert("UTC").reset_index(drop=True),
         }
     )
-    entity_df = entity_df.sort_values(EVENT_TIMESTAMP, kind="stable", ignore_index=True)
+    order = [EVENT_TIMESTAMP] if series_col is None else [SERIES_JOIN_KEY, EVENT_TIMESTAMP]
+    entity_df = entity_df.sort_values(order, kind="stable", ignore_index=True)
     joined, retrieval = get_training_frame_asof(
         store,
         entity_df,
         max_pit_rows=cfg.params.features.pit_max_rows,
         check_rows=cfg.params.features.pit_check_rows,
     )
-    wide = joined.drop(columns=[SERIES_JOIN_KEY]).rename(columns={EVENT_TIMESTAMP: ts_col})
-    wide[ts_col] = wide[ts_col].dt.tz_convert("UTC").dt.tz_localize(None)
-    return wide.reset_index(drop=True), retrieval
+    if series_col is None:
+        joined = joined.drop(columns=[SERIES_JOIN_KEY])
+    out = joined.rename(columns={EVENT_TIMESTAMP: ts_col, SERIES_JOIN_KEY: series_col})
+    out[ts_col] = out[ts_col].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out.reset_index(drop=True), retrieval
 
 
 # --------------------------------------------------------------------------- backbone
@@ -332,16 +420,20 @@ def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
             f"training frame not found: {layout.training_frame}; run the features stage first"
         )
     lineage = json.loads(layout.lineage.read_text(encoding="utf-8"))
-    frame = pd.read_parquet(layout.training_frame)
-    series = series_from_frame(
-        frame,
-        model_cfg.data,
-        origin=str(layout.training_frame),
-        source="synthetic" if lineage.get("synthetic_data") else "file",
-        # The file's hash, which is what `load_series` computes when evaluate_job reloads
-        # it: the evaluation split fingerprint then matches between training and scoring.
-        sha256=file_sha256(layout.training_frame),
-    )
+    # Many series are read by the short-term task itself (`data.dataset` is the training
+    # frame, `data.series_column` its series), the same way evaluation re-reads them.
+    series = None
+    if not cfg.short_term:
+        series = series_from_frame(
+            pd.read_parquet(layout.training_frame),
+            model_cfg.data,
+            origin=str(layout.training_frame),
+            source="synthetic" if lineage.get("synthetic_data") else "file",
+            # The file's hash, which is what `load_series` computes when evaluate_job
+            # reloads it: the evaluation split fingerprint then matches between training
+            # and scoring.
+            sha256=file_sha256(layout.training_frame),
+        )
     extra = {
         **{k: v for k, v in lineage.items() if k != "built_at"},
         "candidate": name,
@@ -368,7 +460,7 @@ def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
         input_size=model_cfg.data.input_size,
         val_score=float(outcome.metrics[f"val_{val_metric}"]),
         val_metric=val_metric,
-        test_score=float(outcome.metrics["score"]),
+        test_score=float(outcome.metrics[val_metric]),
         train_seconds=float(outcome.fit.seconds),
         parameters=count_parameters(fc.model),
         serving_ms_per_window=serving_ms_per_window(fc.model, windows),
@@ -425,8 +517,16 @@ def train_stage(cfg: PipelineConfig) -> Selection:
 
 
 def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
-    """Score the trained model on the test split; write metrics.json and the two plots."""
-    from llata_core.jobs import evaluate_job, plot_loss_curve
+    """Score the trained model on the test split; write metrics.json and the two plots.
+
+    metrics.json names its headline metric (`metric`, `score`): the test MSE of one wide
+    series, or for many series the OWA of their held-out horizons, with SMAPE, MASE and
+    the conformal intervals' coverage (M4's MSIS and ACD at 95 %).
+    """
+    if cfg.short_term:
+        return _evaluate_short_term(cfg)
+    from llata_core.jobs import evaluate_job
+    from llata_core.tasks import LongTermTask
     from llata_core.tasks.longterm import plot_forecasts
 
     layout = cfg.layout
@@ -446,20 +546,72 @@ def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
     }
     for item in metrics.intervals:  # coverage, width and interval score per level
         document |= item.to_dict()
+    document |= LongTermTask.headline.record(document)
+    _write_evaluation(cfg, document, lambda tmp: plot_forecasts(fc, splits, tmp))
+    logger.info(
+        "test MSE %.4f MAE %.4f over %d windows", metrics.mse, metrics.mae, metrics.n_windows
+    )
+    return EvaluationResult(document, layout.metrics, layout.forecast_plot, layout.loss_plot)
+
+
+def _evaluate_short_term(cfg: PipelineConfig) -> EvaluationResult:
+    """`evaluate_stage` for many series: the task's own evaluation of the artifact (its
+    test scores and conformal intervals, recalibrated on the same held-out horizons)."""
+    from llata_core.forecaster import Forecaster
+    from llata_core.tasks import ShortTermTask
+
+    layout = cfg.layout
+    fc = Forecaster.load(layout.model_dir)
+    task = ShortTermTask.for_model(fc, cfg.model.data)
+    trained = fc.metrics
+    evaluation = task.evaluate(
+        fc.model,
+        batch_size=cfg.model.train.eval_batch_size,
+        best_val_score=float(trained["val_smape"]),
+    )
+    scores = evaluation.metrics
+    document = {
+        "dataset": cfg.params.dataset,
+        "split": "test",
+        **scores,
+        "n_series": len(task.splits.windows.ids),
+        "epochs_run": trained.get("epochs_run"),
+        "eval_split_hash": task.fingerprint(),
+        **task.headline.record(scores),
+    }
+    _write_evaluation(cfg, document, lambda tmp: task.plot(fc, tmp))
+    logger.info(
+        "test OWA %.4f SMAPE %.3f MASE %.3f over %d series",
+        scores["owa"],
+        scores["smape"],
+        scores["mase"],
+        document["n_series"],
+    )
+    return EvaluationResult(
+        document,
+        layout.metrics,
+        layout.forecast_plot,
+        layout.loss_plot,
+        reported=task.reported,
+        val_metric=task.val_metric,
+    )
+
+
+def _write_evaluation(
+    cfg: PipelineConfig, document: dict[str, Any], forecast_plot: Callable[[Path], Any]
+) -> None:
+    """metrics.json, the forecast plot and the loss curve, each written atomically."""
+    from llata_core.jobs import plot_loss_curve
+
+    layout = cfg.layout
     write_json(layout.metrics, document, default=str)
     # matplotlib picks the image format from the file name, so the temporary name keeps it.
-    atomic_write(
-        layout.forecast_plot, lambda tmp: plot_forecasts(fc, splits, tmp), keep_suffix=True
-    )
+    atomic_write(layout.forecast_plot, forecast_plot, keep_suffix=True)
     atomic_write(
         layout.loss_plot,
         lambda tmp: plot_loss_curve(layout.run_dir / "history.jsonl", tmp),
         keep_suffix=True,
     )
-    logger.info(
-        "test MSE %.4f MAE %.4f over %d windows", metrics.mse, metrics.mae, metrics.n_windows
-    )
-    return EvaluationResult(document, layout.metrics, layout.forecast_plot, layout.loss_plot)
 
 
 # --------------------------------------------------------------------------- registry
@@ -494,31 +646,43 @@ def register_stage(cfg: PipelineConfig, artifact: Path) -> str:
     return open_registry(cfg).register(artifact, metadata=metadata)
 
 
-def mse_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
-    """The promotion scorer: test-split MSE on this run's data, the same for both sides.
+def headline_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
+    """The promotion scorer: the headline metric of this run's task (test MSE of one wide
+    series, OWA of many) on this run's data, the same for both sides.
 
-    Candidate and production are each loaded from their stored copy and evaluated on the
-    test windows of the current training frame with the pipeline's split borders.
+    Candidate and production are each loaded from their stored copy and scored on the test
+    split of the current training frame (the pipeline's split borders, or each series'
+    last horizon). A model of another task is refused, not scored: OWA and MSE do not
+    compare.
     """
-    from llata_core.jobs import evaluate_job
+    from llata_core.forecaster import Forecaster
+    from llata_core.tasks import task_for_model
 
     def score(path: Path) -> float:
-        metrics, _, _ = evaluate_job(path, cfg.model.data, split="test")
-        return metrics.mse
+        fc = Forecaster.load(path)
+        if fc.config.data.short_term != cfg.short_term:
+            kinds = {True: "many-series (OWA)", False: "wide-series (MSE)"}
+            raise ValueError(
+                f"{path} is a {kinds[fc.config.data.short_term]} model and this run's data "
+                f"is {kinds[cfg.short_term]}: models of different tasks are not compared"
+            )
+        task = task_for_model(fc, cfg.model.data)
+        return float(task.score(fc.model, "test")[task.headline.name])
 
     return score
 
 
 def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> PromotionDecision:
     """Promote the candidate if it has production's data lineage and beats it by the
-    configured margin on this run's test split, and its 80 % intervals cover no less than
-    nominal minus `pipeline.registry.coverage_tolerance` (and, when set, no more than
-    nominal plus `coverage_over_tolerance`). `force` promotes across lineages
-    without scoring (recorded in the history); generated data never replaces real data."""
+    configured margin on this run's test split (in its task's headline metric), and its
+    80 % intervals cover no less than nominal minus `pipeline.registry.coverage_tolerance`
+    (and, when set, no more than nominal plus `coverage_over_tolerance`). `force` promotes
+    across lineages without scoring (recorded in the history); generated data never
+    replaces real data."""
     reg = cfg.params.registry
     return open_registry(cfg).promote(
         tag,
-        score=mse_scorer(cfg),
+        score=headline_scorer(cfg),
         margin=reg.margin,
         force=force,
         coverage_tolerance=reg.coverage_tolerance,

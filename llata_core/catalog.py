@@ -66,6 +66,9 @@ class M4Subset:
         history_size: training cut points are drawn from the last `history_size * horizon`
             points of a series (N-BEATS / Time-Series-Library's `M4Meta.history_size`).
         id_prefix: first letter of the subset's series ids (`H1`, `W17`, ...).
+        freq: the pandas offset alias of the subset's steps (`h` for Hourly). M4 gives no
+            dates; where a step needs a timestamp (the pipeline's feature store), series
+            are stamped at this frequency.
     """
 
     frequency_name: str
@@ -73,17 +76,18 @@ class M4Subset:
     seasonality: int
     history_size: float
     id_prefix: str
+    freq: str
 
 
 M4_SUBSETS: dict[str, M4Subset] = {
     s.frequency_name: s
     for s in (
-        M4Subset("Yearly", 6, 1, 1.5, "Y"),
-        M4Subset("Quarterly", 8, 4, 1.5, "Q"),
-        M4Subset("Monthly", 18, 12, 1.5, "M"),
-        M4Subset("Weekly", 13, 1, 10.0, "W"),
-        M4Subset("Daily", 14, 1, 10.0, "D"),
-        M4Subset("Hourly", 48, 24, 10.0, "H"),
+        M4Subset("Yearly", 6, 1, 1.5, "Y", "YS"),
+        M4Subset("Quarterly", 8, 4, 1.5, "Q", "QS"),
+        M4Subset("Monthly", 18, 12, 1.5, "M", "MS"),
+        M4Subset("Weekly", 13, 1, 10.0, "W", "W"),
+        M4Subset("Daily", 14, 1, 10.0, "D", "D"),
+        M4Subset("Hourly", 48, 24, 10.0, "H", "h"),
     )
 }
 """M4 subsets by name. Horizons and seasonalities from the M4 competition guide

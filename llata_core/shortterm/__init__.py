@@ -40,7 +40,15 @@ from llata_core.shortterm.metrics import (
     seasonality_test,
     smape,
 )
-from llata_core.shortterm.series import M4Dataset, m4_mirror_paths, read_long_format, read_m4
+from llata_core.shortterm.series import (
+    M4_EPOCH,
+    M4Dataset,
+    m4_long_frame,
+    m4_mirror_paths,
+    read_long_format,
+    read_m4,
+    select_series,
+)
 from llata_core.shortterm.task import (
     VALUE_CHANNEL,
     Benchmark,
@@ -52,6 +60,7 @@ from llata_core.shortterm.task import (
     calibrate_forecasts,
     forecast_series,
     identity_scaler,
+    interval_bounds,
     interval_scores,
     load_short_term_splits,
     model_forecasts,
@@ -67,6 +76,7 @@ from llata_core.shortterm.windows import (
 )
 
 __all__ = [
+    "M4_EPOCH",
     "M4_SUBSETS",
     "VALUE_CHANNEL",
     "Benchmark",
@@ -88,6 +98,7 @@ __all__ = [
     "forecast_series",
     "identity_scaler",
     "load_short_term_splits",
+    "m4_long_frame",
     "m4_mirror_paths",
     "m4_subset",
     "mase",
@@ -104,9 +115,11 @@ __all__ = [
     "random_walk_intervals",
     "model_forecasts",
     "calibrate_forecasts",
+    "interval_bounds",
     "interval_scores",
     "bounds_scores",
     "seasonal_indices",
+    "select_series",
     "seasonal_naive",
     "seasonality_test",
     "smape",

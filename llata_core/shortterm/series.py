@@ -295,3 +295,72 @@ def read_long_format(
         ids.append(str(sid))
         series.append(ordered["v"].to_numpy(dtype=np.float64, copy=True))
     return tuple(ids), tuple(series)
+
+
+M4_EPOCH = "2000-01-01"
+"""Where `m4_long_frame` starts every series' timestamps: M4 gives no dates."""
+
+
+def select_series(
+    dataset: M4Dataset, *, ids: Sequence[str] | None = None, count: int | None = None
+) -> M4Dataset:
+    """Some series of an M4 subset: the named `ids` or the first `count`, in file order.
+
+    Raises:
+        DataError: both or neither given, an id the subset does not hold, or a count
+            outside 1..len(dataset).
+    """
+    if (ids is None) == (count is None):
+        raise DataError("select M4 series by ids or by count (exactly one of them)")
+    if ids is not None:
+        unknown = sorted(set(ids) - set(dataset.ids))
+        if unknown:
+            raise DataError(
+                f"M4 {dataset.frequency_name} has no series {unknown[:5]}"
+                f"{' ...' if len(unknown) > 5 else ''} ({len(dataset)} series, "
+                f"{dataset.ids[0]}..{dataset.ids[-1]})"
+            )
+        wanted = set(ids)
+        keep = [i for i, sid in enumerate(dataset.ids) if sid in wanted]
+    else:
+        assert count is not None
+        if not 1 <= count <= len(dataset):
+            raise DataError(
+                f"cannot take {count} series of M4 {dataset.frequency_name}: it holds "
+                f"{len(dataset)}"
+            )
+        keep = list(range(count))
+    return M4Dataset(
+        ids=tuple(dataset.ids[i] for i in keep),
+        train=tuple(dataset.train[i] for i in keep),
+        test=tuple(dataset.test[i] for i in keep),
+        horizon=dataset.horizon,
+        seasonality=dataset.seasonality,
+        frequency_name=dataset.frequency_name,
+    )
+
+
+def m4_long_frame(
+    dataset: M4Dataset,
+    series_column: str = "series_id",
+    time_column: str = "date",
+    value_column: str = "value",
+) -> pd.DataFrame:
+    """An M4 subset as one long table: each series' history, then its test values.
+
+    The inverse of `read_long_format`, and read back as a long-format dataset
+    (`load_short_term_splits` with `series_column`, the same horizon) it gives the same
+    series, the same validation horizon and the same test targets as the competition
+    files. M4 publishes no dates, so every series is stamped from `M4_EPOCH` at the
+    subset's frequency (`M4Subset.freq`); the stamps order the steps, nothing more.
+
+    Returns:
+        Columns `series_column, time_column, value_column`, series in file order.
+    """
+    freq = m4_subset(dataset.frequency_name).freq
+    parts = []
+    for sid, train, test in zip(dataset.ids, dataset.train, dataset.test, strict=True):
+        values = np.concatenate([train, test])
+        stamps = pd.date_range(M4_EPOCH, periods=len(values), freq=freq)
+        parts.append(pd.DataFrame({series_column: sid, time_column: stamps, value_column: values}))
+    return pd.concat(parts, ignore_index=True)

@@ -331,15 +331,24 @@ def interval_scores(
 ) -> dict[str, float]:
     """`bounds_scores` of conformal intervals around `[N, H]` test forecasts. A level the
     calibration series are too few for (95 % needs 19) is left out."""
+    lower, upper = interval_bounds(test_forecasts, scores, splits, levels)
+    return bounds_scores(lower, upper, splits)
+
+
+def interval_bounds(
+    test_forecasts: np.ndarray,
+    scores: ConformalScores,
+    splits: ShortTermSplits,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """Conformal `[N, H]` lower and upper bounds around test forecasts, by level, each
+    series' scores scaled by its test input's seasonal-naive MAE; a level the calibration
+    series are too few for is left out."""
     inputs = splits.windows.test_inputs()
     levels = scores.answerable(levels)
     scale = scores.scale_of(inputs.insample.numpy(), inputs.insample_mask.numpy())
     lower, upper = bounds(test_forecasts[:, :, None], scores, levels, scale)
-    return bounds_scores(
-        {k: v[:, :, 0] for k, v in lower.items()},
-        {k: v[:, :, 0] for k, v in upper.items()},
-        splits,
-    )
+    return {k: v[:, :, 0] for k, v in lower.items()}, {k: v[:, :, 0] for k, v in upper.items()}
 
 
 def bounds_scores(

@@ -32,6 +32,7 @@ from llata_core.shortterm import (
     ShortTermSplit,
     ShortTermSplits,
     calibrate_forecasts,
+    interval_bounds,
     interval_scores,
     load_short_term_splits,
     model_forecasts,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPLIT_ERROR = "a short-term model is scored on --split test or val, without --plot"
+SPLIT_ERROR = "a short-term model is scored on --split test or val"
 
 
 @dataclass(frozen=True)
@@ -168,8 +169,50 @@ class ShortTermTask:
             raise ValueError(SPLIT_ERROR)
         return score_model(model, self.splits, cast(ShortTermSplit, split))
 
-    def plot(self, fc: Forecaster, path: Path) -> Path:
-        raise ValueError(SPLIT_ERROR)
+    def plot(self, fc: Forecaster, path: Path, n: int = 4) -> Path:
+        """Forecast against the test target for a few evenly spaced series, with the
+        calibrated model's 80 % and 95 % conformal bands, as PNG (data units)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        w = self.splits.windows
+        pick = list(np.unique(np.linspace(0, len(w.ids) - 1, min(n, len(w.ids))).astype(int)))
+        forecasts = model_forecasts(fc.model, self.splits, "test")
+        lower: dict[float, np.ndarray] = {}
+        upper: dict[float, np.ndarray] = {}
+        if fc.intervals is not None:
+            lower, upper = interval_bounds(forecasts, fc.intervals, self.splits)
+        inputs = w.test_inputs()
+        targets = w.test_targets()
+        fig, axes = plt.subplots(len(pick), 1, figsize=(9, 2.3 * len(pick)))
+        axes = np.atleast_1d(axes)
+        L = w.input_size
+        steps = range(L, L + w.horizon)
+        for ax, i in zip(axes, pick, strict=True):
+            real = inputs.insample_mask[i, :, 0].numpy() > 0
+            history = np.where(real, inputs.insample[i, :, 0].numpy(), np.nan)
+            for shade, level in zip((0.15, 0.3), sorted(lower, reverse=True), strict=False):
+                ax.fill_between(
+                    steps,
+                    lower[level][i],
+                    upper[level][i],
+                    color="tab:red",
+                    alpha=shade,
+                    lw=0,
+                    label=f"{level:g}% interval",
+                )
+            ax.plot(range(L), history, color="0.4", lw=1, label="history")
+            ax.plot(steps, targets[i], color="k", lw=1.2, label="actual")
+            ax.plot(steps, forecasts[i], color="tab:red", lw=1.2, label="forecast")
+            ax.set_ylabel(w.ids[i])
+        axes[0].legend(loc="upper left", ncol=3 + len(lower), fontsize=8)
+        axes[0].set_title(f"test horizon of {len(pick)} of {len(w.ids)} series")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
 
     def sample_inputs(self, n: int) -> np.ndarray:
         return self.splits.windows.validation_inputs().insample[:n].numpy()
