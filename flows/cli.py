@@ -1,5 +1,6 @@
 """Commands of the production pipeline, plugged into `llata` (entry-point group
-`llata.commands`): `data pull`, `validate`, `features`, and `pipeline run|train|evaluate|serve`.
+`llata.commands`): `data pull`, `validate`, `features`, and
+`pipeline run|recalibrate|train|evaluate|serve`.
 
 Each command validates `params.yaml` once (`flows.params.load_pipeline_config`) and calls
 one function of `flows.stages`, the same function the Prefect task of that step calls.
@@ -20,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,19 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     )
     q.set_defaults(func=cmd_pipeline_run)
     q = psub.add_parser(
+        "recalibrate",
+        help="run the recalibrate flow: production's intervals on the newest data",
+        description=(
+            "Recalibrate a copy of the production model's conformal scores on the newest "
+            "windows of pipeline.raw_data (pipeline.recalibration: recent_windows, "
+            "holdout_windows), register it as a new version (a recalibration of production), "
+            "and promote it if its holdout coverage is at least as close to nominal as "
+            "production's on the same windows."
+        ),
+    )
+    _common(q, profile=False)
+    q.set_defaults(func=cmd_pipeline_recalibrate)
+    q = psub.add_parser(
         "backbone", help="DVC stage: cache the backbone of every LLaTA candidate (once)"
     )
     _common(q, profile=True)
@@ -129,15 +143,21 @@ def add(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_pipeline_evaluate)
     q = psub.add_parser(
         "serve",
-        help="serve the scheduled retrain deployment (cron from params.yaml)",
+        help="serve the scheduled retrain and recalibrate deployments (crons from params.yaml)",
         description=(
-            "Register the `retrain` deployment with the cron of pipeline.schedule and run its "
-            "scheduled runs until interrupted. Point PREFECT_API_URL at a running server "
-            "(`prefect server start`) first."
+            "Register the `retrain` deployment with the cron of pipeline.schedule and the "
+            "`recalibrate` deployment with pipeline.recalibration.schedule (unless null), and "
+            "run their scheduled runs until interrupted. Point PREFECT_API_URL at a running "
+            "server (`prefect server start`) first."
         ),
     )
     _common(q, profile=True)
     q.add_argument("--name", default="llata-retrain", help="deployment name (%(default)s)")
+    q.add_argument(
+        "--recalibrate-name",
+        default="llata-recalibrate",
+        help="recalibration deployment name (%(default)s)",
+    )
     q.set_defaults(func=cmd_pipeline_serve)
 
 
@@ -377,7 +397,7 @@ class _PrefectRunNames(logging.Filter):
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     cfg = _config(args)  # validate params.yaml before starting anything
     _prefect_environment()
-    from flows.retrain import RetrainRequest, RetrainResult, retrain
+    from flows.retrain import RetrainRequest, retrain
 
     request = RetrainRequest(
         params_file=str(Path(args.params).resolve()),
@@ -386,21 +406,24 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         allow_synthetic=args.allow_synthetic,
         force=args.force,
     )
+    return _run_flow(retrain, request, "pipeline", lambda r, s: _print_summary(cfg, r, s))
+
+
+def _run_flow(
+    run: Callable[..., Any], request: object, what: str, summary: Callable[[Any, float], None]
+) -> int:
+    """Run a flow against the run's Prefect API; print its summary, or why it failed (1)."""
     start = time.perf_counter()
     # The summary logs too (loading the production model): the API stays up until it is
     # printed, or Prefect's log handler reports a failed connection at exit.
     with _prefect_api():
-        state = retrain(request, return_state=True)
+        state = run(request, return_state=True)
         seconds = time.perf_counter() - start
         if not state.is_completed():
-            print(
-                f"\nllata: pipeline failed after {seconds:.0f}s: {state.message}", file=sys.stderr
-            )
+            print(f"\nllata: {what} failed after {seconds:.0f}s: {state.message}", file=sys.stderr)
             print("production model unchanged.", file=sys.stderr)
             return 1
-        result = state.result()
-        assert isinstance(result, RetrainResult)
-        _print_summary(cfg, result, seconds)
+        summary(state.result(), seconds)
     return 0
 
 
@@ -505,16 +528,63 @@ def _test_scores(metrics: dict[str, Any], *, counts: bool = True) -> str:
     return line
 
 
+def cmd_pipeline_recalibrate(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # validate params.yaml before starting anything
+    _prefect_environment()
+    from flows.recalibrate import RecalibrateRequest, recalibrate
+
+    request = RecalibrateRequest(
+        params_file=str(Path(args.params).resolve()), overrides=tuple(args.set)
+    )
+    return _run_flow(
+        recalibrate, request, "recalibration", lambda r, s: _print_recalibration(cfg, r, s)
+    )
+
+
+def _print_recalibration(cfg: PipelineConfig, result: object, seconds: float) -> None:
+    """The registered version, the gate's verdict and the holdout metrics, both sides."""
+    from flows.recalibrate import RecalibrateResult
+
+    assert isinstance(result, RecalibrateResult)
+    verdict = "PROMOTED" if result.promoted else "not promoted"
+    recal = cfg.params.recalibration
+    print(f"\nLLaTA recalibration finished in {seconds:.0f}s")
+    print(f"  data        {_rel(cfg, cfg.layout.raw_data)}")
+    print(
+        f"  windows     scores from the newest {result.calibration_windows}, checked on the "
+        f"newest {result.holdout_windows} (configured {recal.recent_windows} / "
+        f"{recal.holdout_windows})"
+    )
+    print(f"  registered  {result.candidate}, a recalibration of {result.parent}: {verdict}")
+    print(f"  reason      {result.reason}")
+    for key, value in result.holdout.items():
+        before = (result.replaced or {}).get(key)
+        was = f"  (production {before:.4f})" if before is not None else ""
+        print(f"  holdout     {key:<14} {value:.4f}{was}")
+    print(f"  production  {result.production}")
+
+
 def cmd_pipeline_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     _prefect_environment()
     from flows.deploy import serve_scheduled
+    from flows.recalibrate import RecalibrateRequest
     from flows.retrain import RetrainRequest
 
-    request = RetrainRequest(
-        params_file=str(Path(args.params).resolve()), profile=args.profile, overrides=args.set
-    )
+    params_file = str(Path(args.params).resolve())
+    request = RetrainRequest(params_file=params_file, profile=args.profile, overrides=args.set)
     schedule = cfg.params.schedule
     print(f"serving retrain/{args.name} on cron '{schedule.cron}' ({schedule.timezone})")
-    serve_scheduled(cfg, request, name=args.name)
+    recal = cfg.params.recalibration.schedule
+    if recal is not None:
+        print(
+            f"serving recalibrate/{args.recalibrate_name} on cron '{recal.cron}' ({recal.timezone})"
+        )
+    serve_scheduled(
+        cfg,
+        request,
+        name=args.name,
+        recalibrate_request=RecalibrateRequest(params_file=params_file, overrides=args.set),
+        recalibrate_name=args.recalibrate_name,
+    )
     return 0

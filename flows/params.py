@@ -198,6 +198,27 @@ class SeriesSelection(_Frozen):
         return {"count": self.count} if self.count is not None else {"all": True}
 
 
+class RecalibrationParams(_Frozen):
+    """The scheduled recalibration of the production model's intervals (`recalibrate` flow).
+
+    The production model forecasts the newest complete windows of the raw file; scores from
+    the `recent_windows` before the last `holdout_windows` are checked on those, and the
+    recalibrated copy (scores from the newest `recent_windows`) is registered and gated
+    like any version (`llata_core.jobs.recalibrate_job`, `serving.registry_gates`).
+
+    Attributes:
+        schedule: Cron of the scheduled deployment; None deploys no recalibration.
+        recent_windows: How many of the newest complete windows calibrate (720 hourly
+            windows = 30 days: daily recalibration on them met +-3 points of nominal on
+            every ETT test split, benchmarks/NOTES.md).
+        holdout_windows: How many of the newest windows check the scheme's coverage.
+    """
+
+    schedule: ScheduleParams | None = ScheduleParams(cron="0 5 * * *")
+    recent_windows: int = Field(720, ge=1)
+    holdout_windows: int = Field(168, ge=1)
+
+
 class PipelineParams(_Frozen):
     """The `pipeline:` section of `params.yaml`.
 
@@ -223,6 +244,7 @@ class PipelineParams(_Frozen):
         features: Training-frame retrieval settings.
         registry: Model registry and promotion gate.
         schedule: Cron of the scheduled retraining.
+        recalibration: The scheduled recalibration of production's intervals.
         quick: `section.key=value` overrides of the quick profile (the main job), applied
             over `data/model/loss/train` before any command-line override.
         candidates: The models the retrain flow trains and chooses among, by name: each is
@@ -244,6 +266,7 @@ class PipelineParams(_Frozen):
     features: FeatureParams = FeatureParams()
     registry: RegistryParams = RegistryParams()
     schedule: ScheduleParams = ScheduleParams()
+    recalibration: RecalibrationParams = RecalibrationParams()
     quick: tuple[str, ...] = ()
     candidates: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {"llata": ()})
     selection: SelectionParams = SelectionParams()

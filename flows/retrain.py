@@ -136,10 +136,10 @@ def _retry_on(*errors: type[BaseException]) -> Callable[[Any, TaskRun, State], b
 _IO = _retry_on(OSError, sqlite3.OperationalError)
 # Results are not persisted or cached: every step writes its own files, and a rerun of the
 # flow must recompute, not replay a stored result.
-_compute_task = task(cache_policy=NO_CACHE, persist_result=False)
+compute_task = task(cache_policy=NO_CACHE, persist_result=False)
 
 
-def _io_task(retries: int, delay: int) -> Any:
+def io_task(retries: int, delay: int) -> Any:
     """A task that touches files, stores or the registry: retried on I/O errors only."""
     return task(
         retries=retries,
@@ -150,31 +150,31 @@ def _io_task(retries: int, delay: int) -> Any:
     )
 
 
-@_io_task(retries=2, delay=5)
+@io_task(retries=2, delay=5)
 def pull_data(cfg: PipelineConfig, allow_synthetic: bool) -> PullResult:
     """Make sure `data/raw` holds the data (DVC remote, URL, mirror, then synthetic)."""
     return pull_raw_data(cfg, allow_synthetic=allow_synthetic)
 
 
-@_compute_task
+@compute_task
 def validate_data(cfg: PipelineConfig) -> ValidationReport:
     """Run the Great Expectations suite; the report is returned, failing or not."""
     return stages.validate_stage(cfg)
 
 
-@_io_task(retries=1, delay=5)
+@io_task(retries=1, delay=5)
 def build_features(cfg: PipelineConfig) -> stages.FeaturesResult:
     """Apply and fill the Feast repo; write the point-in-time training frame."""
     return stages.features_stage(cfg)
 
 
-@_io_task(retries=1, delay=5)
+@io_task(retries=1, delay=5)
 def prepare_backbone(cfg: PipelineConfig) -> Path:
     """Build or reuse the cached truncated backbone."""
     return stages.backbone_stage(cfg)
 
 
-@_compute_task
+@compute_task
 def train_candidate(cfg: PipelineConfig, name: str, threads: int | None) -> CandidateReport:
     """Train one candidate (on the GPU when the worker has one) and report its scores and
     costs; its artifact is saved atomically under `artifacts/candidates/<name>/`."""
@@ -228,7 +228,7 @@ def train_candidates(cfg: PipelineConfig, threads: int | None) -> list[Candidate
     return [future.result() for future in futures]
 
 
-@_io_task(retries=1, delay=2)
+@io_task(retries=1, delay=2)
 def select_model(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selection:
     """The winner by validation score (then serving cost) becomes `artifacts/model`."""
     selection = stages.select_stage(cfg, reports)
@@ -236,19 +236,19 @@ def select_model(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selecti
     return selection
 
 
-@_compute_task
+@compute_task
 def evaluate_model(cfg: PipelineConfig) -> stages.EvaluationResult:
     """Score the artifact on the test split; write metrics.json and the plots."""
     return stages.evaluate_stage(cfg)
 
 
-@_io_task(retries=2, delay=5)
+@io_task(retries=2, delay=5)
 def register_model(cfg: PipelineConfig, artifact: Path) -> str:
     """Copy the artifact into the model store as a new immutable version."""
     return stages.register_stage(cfg, artifact)
 
 
-@_io_task(retries=2, delay=5)
+@io_task(retries=2, delay=5)
 def promote_model(cfg: PipelineConfig, tag: str, force: bool) -> PromotionDecision:
     """Check lineage, score candidate and production with one scorer; switch the alias if
     it wins (or if forced)."""
@@ -260,7 +260,7 @@ def promote_model(cfg: PipelineConfig, tag: str, force: bool) -> PromotionDecisi
     return decision
 
 
-@_io_task(retries=2, delay=2)
+@io_task(retries=2, delay=2)
 def publish_report(
     evaluation: stages.EvaluationResult, decision: PromotionDecision, selection: Selection
 ) -> None:
@@ -292,11 +292,11 @@ def publish_report(
     )
 
 
-@_io_task(retries=2, delay=2)
+@io_task(retries=2, delay=2)
 def publish_validation_failure(report: ValidationReport) -> None:
     """Publish the failed expectations as a markdown artifact."""
     create_markdown_artifact(
-        markdown="## Data validation failed\n\n```\n" + _failure_message(report) + "\n```",
+        markdown="## Data validation failed\n\n```\n" + failure_message(report) + "\n```",
         key=VALIDATION_ARTIFACT,
         description="The raw data broke the Great Expectations suite; nothing was trained",
     )
@@ -349,7 +349,8 @@ def candidate_rows(selection: Selection) -> list[dict[str, Any]]:
     ]
 
 
-def _failure_message(report: ValidationReport) -> str:
+def failure_message(report: ValidationReport) -> str:
+    """The failed suite's report as the one-line error a flow raises."""
     from features.validation import DataValidationError
 
     return str(DataValidationError(report))
@@ -384,7 +385,7 @@ def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
     report = validate_data(cfg)
     if not report.success:
         publish_validation_failure(report)
-        return Failed(message=_failure_message(report))
+        return Failed(message=failure_message(report))
     build_features(cfg)
     prepare_backbone(cfg)
     runner, threads = candidate_runner(cfg.params.selection.runner, len(cfg.candidates))

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
     from features.frame import FrameSpec
     from features.validation import ValidationReport
+    from llata_core.jobs import CalibrationOutcome
     from llata_core.selection import CandidateReport, Selection
-    from serving.registry import PromotionDecision, Registry
+    from serving.registry import PromotionDecision, Registry, VersionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -688,3 +689,103 @@ def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> Prom
         coverage_tolerance=reg.coverage_tolerance,
         coverage_over_tolerance=reg.coverage_over_tolerance,
     )
+
+
+# --------------------------------------------------------------------------- recalibrate
+
+
+def production_version(cfg: PipelineConfig) -> VersionInfo:
+    """Production of the configured registry.
+
+    Raises:
+        serving.registry.RegistryError: No version is production yet.
+    """
+    from serving.registry import RegistryError
+
+    registry = open_registry(cfg)
+    production = registry.production()
+    if production is None:
+        raise RegistryError(
+            f"no production version of {registry.model_name} to recalibrate (registry "
+            f"{registry.registry_dir}); train and promote one first (`llata pipeline run`)"
+        )
+    return production
+
+
+def recalibrate_stage(
+    cfg: PipelineConfig, production: VersionInfo, work_dir: Path
+) -> CalibrationOutcome:
+    """Recalibrate a copy of production's artifact on the newest windows of the raw file.
+
+    The copy goes to `work_dir/model` (production's stored version is never written);
+    `llata_core.jobs.recalibrate_job` checks the scheme on the newest
+    `pipeline.recalibration.holdout_windows` windows, scores production's own intervals on
+    the same windows, and stores scores from the newest `recent_windows`.
+
+    Raises:
+        ValueError: The raw file is not production's data (dataset, series, frequency, or
+            generated data against a model of real data), or too short for the windows.
+        llata_core.data.DataError: It lacks one of the model's channels or breaks the data
+            policy.
+    """
+    import shutil
+
+    from llata_core.jobs import recalibrate_job
+    from serving.registry_gates import LINEAGE_KEY, lineage_conflict
+
+    raw = cfg.layout.raw_data
+    here = {
+        LINEAGE_KEY: {
+            "dataset": cfg.params.dataset,
+            "series_id": cfg.params.series_id,
+            "frequency": cfg.params.validation.frequency,
+            "synthetic": data_lineage(cfg)["synthetic_data"],
+        }
+    }
+    conflict = lineage_conflict(here, production.metadata)
+    if conflict is not None:
+        raise ValueError(
+            f"{raw} (the recalibration data: 'candidate' below) is not the data production "
+            f"{production.tag} was trained on: {conflict[1]}"
+        )
+    recal = cfg.params.recalibration
+    copy = work_dir / "model"
+    shutil.copytree(production.path, copy)
+    return recalibrate_job(
+        copy, raw, recent_windows=recal.recent_windows, holdout_windows=recal.holdout_windows
+    )
+
+
+def register_recalibration_stage(
+    cfg: PipelineConfig, production: VersionInfo, outcome: CalibrationOutcome
+) -> str:
+    """Register a recalibrated copy of production as a new version.
+
+    It keeps production's metadata (data lineage, params, selection, DVC revision: the
+    model is the same) and adds `recalibration`: the parent version, the data and windows
+    it was recalibrated on, its holdout interval metrics and those of the scores it
+    replaced on the same windows, which the registry's gate compares
+    (`serving.registry_gates.recalibration_verdict`). The data's SHA-256 is in the
+    version's metrics (`calibration_data_sha256`), from the bytes that were read.
+    """
+    from llata_core.jobs import git_revision
+    from serving.registry_gates import RECALIBRATION_KEY
+
+    # What describes the stored bytes is the registry's to write for the new version.
+    inherited = {
+        k: v
+        for k, v in production.metadata.items()
+        if k not in ("metrics", "manifest_sha256", "registered_at", RECALIBRATION_KEY)
+    }
+    record = {
+        "parent": production.tag,
+        "data": str(cfg.params.raw_data),
+        "calibration_windows": outcome.scores.n,
+        "holdout_windows": outcome.n_checked,
+        "holdout": outcome.checked,
+        "replaced": outcome.replaced,
+        "recalibrated_at": datetime.now(UTC).isoformat(),
+        "git_revision": git_revision(cfg.root),
+    }
+    metadata = {**inherited, RECALIBRATION_KEY: record}
+    return open_registry(cfg).register(outcome.artifact, metadata=_without_none(metadata))

@@ -240,6 +240,8 @@ class CalibrationOutcome:
     checked: dict[str, Any]  # interval metrics on the windows that checked the scores
     n_checked: int  # how many windows (long-term) or series (short-term) those were
     checked_on: str = "test"  # which: the test split, or a recent holdout
+    # Recalibration: what the scores it replaced gave on the same windows (None: it had none).
+    replaced: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """What `llata calibrate` prints."""
@@ -249,6 +251,7 @@ class CalibrationOutcome:
             "calibration_windows": self.scores.n,
             **self.checked,
             f"{self.checked_on}_windows": self.n_checked,
+            **({"replaced_scores": self.replaced} if self.replaced is not None else {}),
         }
 
 
@@ -340,7 +343,9 @@ def recalibrate_job(
     complete windows before the file's last `holdout_windows` windows are scored on those
     holdout windows, and that coverage is what metrics.json records (and the registry's
     coverage gate reads). The stored scores then come from the last `recent_windows`
-    windows of the file, holdout included: the newest errors are the best guide.
+    windows of the file, holdout included: the newest errors are the best guide. The
+    scores the artifact held before are scored on the same holdout (`replaced`), so a
+    recalibration can be compared with the intervals it replaces.
 
     Args:
         model_dir: the artifact directory.
@@ -385,6 +390,17 @@ def recalibrate_job(
     # `horizon - 1` windows between them straddle that origin and are left out.
     trial = calibrate(fc.model, windows(holdout_windows + data.horizon - 1, recent_windows))
     held = evaluate(fc.model, windows(0, holdout_windows), intervals=trial, levels=levels)
+    # The artifact's own scores on the same holdout: whether recalibrating improves on them
+    # is the registry's question for a recalibrated version (serving.registry_gates).
+    replaced = None
+    if fc.intervals is not None and fc.intervals.answerable(levels):
+        before = evaluate(
+            fc.model,
+            windows(0, holdout_windows),
+            intervals=fc.intervals,
+            levels=fc.intervals.answerable(levels),
+        )
+        replaced = _flat(before)
     scores = calibrate(
         fc.model, windows(0, recent_windows), split="recent", data_fingerprint=fingerprint
     )
@@ -403,7 +419,7 @@ def recalibrate_job(
         "coverage_windows": held.n_windows,
     }
     add_intervals(model_dir, scores, extra | checked)
-    return CalibrationOutcome(Path(model_dir), scores, checked, held.n_windows, "holdout")
+    return CalibrationOutcome(Path(model_dir), scores, checked, held.n_windows, "holdout", replaced)
 
 
 def evaluate_short_term(

@@ -41,6 +41,9 @@ from serving.registry_gates import (
     coverage_problem,
     lineage_conflict,
     lineage_of,
+    recalibration_parent,
+    recalibration_verdict,
+    same_point_model,
 )
 from serving.registry_scoring import PromotionError, score_version, stored_mse_scorer
 from serving.registry_store import (
@@ -239,6 +242,13 @@ class Registry:
         generated data never replaces a production model trained on real data, forced or
         not.
 
+        A recalibrated version (metadata ``recalibration.parent``: production's weights
+        with new conformal scores) is not scored: its point forecasts are production's.
+        It must be a recalibration of the current production with the same configuration,
+        weights and scaler, and its holdout coverage must be at least as close to nominal
+        as production's on the same windows (`recalibration_verdict`); the coverage gate
+        applies as to any candidate.
+
         Args:
             candidate: Version, tag, unique prefix or alias of the candidate.
             score: Evaluates an artifact directory, returns its MSE. Required unless forced.
@@ -276,18 +286,24 @@ class Registry:
             )
         cand_mse: float | None = None
         scored_production: tuple[str, float] | None = None
+        parent = recalibration_parent(cand.metadata)
         for attempt in range(1, MAX_PROMOTION_ATTEMPTS + 1):
             prod_tag = self._state.read_aliases().production
             prod_mse: float | None = None
             # Models of different data are not compared on one split at all: scoring
             # production on the candidate's data (generated, another series) means nothing.
             conflict = self._conflict_with(cand, prod_tag)
+            recalibration = None
+            if parent is not None and not force and prod_tag not in (None, cand.tag):
+                assert prod_tag is not None
+                recalibration = self._recalibration_verdict(cand, prod_tag, coverage_level)
             if (
                 score is not None
                 and not force
                 and prod_tag != cand.tag
                 and conflict is None
                 and miscalibrated is None
+                and recalibration is None
             ):
                 if cand_mse is None:
                     cand_mse = score_version(score, cand, "candidate")
@@ -309,7 +325,14 @@ class Registry:
                     )
                     continue
                 return self._decide_locked(
-                    current, cand.tag, cand_mse, prod_mse, margin, force, miscalibrated
+                    current,
+                    cand.tag,
+                    cand_mse,
+                    prod_mse,
+                    margin,
+                    force,
+                    miscalibrated,
+                    recalibration,
                 )
         raise PromotionError(
             f"production changed {MAX_PROMOTION_ATTEMPTS} times while {cand.tag} was being "
@@ -384,6 +407,7 @@ class Registry:
         margin: float,
         force: bool,
         miscalibrated: str | None = None,
+        recalibration: tuple[bool, str] | None = None,
     ) -> PromotionDecision:
         prod_tag = current.production
         if not self._versions.exists(cand_tag):
@@ -409,6 +433,9 @@ class Registry:
             promoted, reason = True, "forced by operator (not scored)"
         elif prod_tag is None:
             promoted, reason = True, "no production version yet"
+        elif recalibration is not None:
+            promoted, reason = recalibration
+            extra["recalibration_of"] = recalibration_parent(cand.metadata)
         else:
             assert cand_mse is not None and prod_mse is not None
             threshold = prod_mse * (1.0 - margin)
@@ -452,6 +479,14 @@ class Registry:
             production_mse=prod_mse,
             reason=reason,
         )
+
+    def _recalibration_verdict(
+        self, cand: VersionInfo, prod_tag: str, level: float
+    ) -> tuple[bool, str]:
+        """`recalibration_verdict` of a recalibrated candidate against production."""
+        production = self._alias_model(PRODUCTION, prod_tag)
+        same = same_point_model(verify_manifest(cand.path), verify_manifest(production.path))
+        return recalibration_verdict(cand.metadata, cand.metrics, prod_tag, same, level)
 
     def _conflict_with(self, cand: VersionInfo, prod_tag: str | None) -> tuple[str, str] | None:
         if prod_tag is None or prod_tag == cand.tag or not self._versions.exists(prod_tag):

@@ -1,4 +1,5 @@
-"""The promotion gates a candidate passes before it is scored: data lineage and coverage.
+"""The promotion gates a candidate passes before it is scored: data lineage and coverage,
+and the rule that replaces scoring for a recalibrated version (same weights, new intervals).
 
 A model trained on other data than production's is not compared with it at all (its score
 on another split means nothing), and one whose prediction intervals under-cover is not
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from llata_core.intervals import INTERVALS_FILE
 
 LINEAGE_KEY = "data_lineage"
 LINEAGE_FIELDS = ("dataset", "series_id", "channels", "frequency")
@@ -112,3 +115,83 @@ def coverage_problem(
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
+
+
+# --------------------------------------------------------------------------- recalibration
+
+RECALIBRATION_KEY = "recalibration"
+# What `llata_core.forecaster.add_intervals` rewrites; every other file of an artifact (config,
+# weights, scaler) decides its point forecasts.
+CALIBRATION_FILES = frozenset({"metrics.json", INTERVALS_FILE})
+
+
+def recalibration_parent(metadata: Mapping[str, Any]) -> str | None:
+    """The version a recalibrated version was recalibrated from, if it is one."""
+    record = metadata.get(RECALIBRATION_KEY)
+    parent = record.get("parent") if isinstance(record, Mapping) else None
+    return str(parent) if parent else None
+
+
+def same_point_model(candidate: Mapping[str, str], production: Mapping[str, str]) -> bool:
+    """Whether two artifacts' manifests (file -> SHA-256) agree on every file but the
+    calibration's: same configuration, weights and scaler, hence identical point forecasts."""
+
+    def point(files: Mapping[str, str]) -> dict[str, str]:
+        return {k: v.lower() for k, v in files.items() if k not in CALIBRATION_FILES}
+
+    return point(candidate) == point(production)
+
+
+def recalibration_verdict(
+    metadata: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    production: str,
+    same_weights: bool,
+    level: float,
+) -> tuple[bool, str]:
+    """The promotion rule for a recalibrated version, which replaces intervals, not forecasts.
+
+    A recalibration has its parent's weights, so its point forecasts, and any point metric,
+    equal production's: the point-metric comparison (and its margin) is not applied. It is
+    judged on the holdout its recalibration recorded instead: its `level`% coverage there
+    (from scores fitted only on windows before the holdout) must be at least as close to
+    nominal as production's own scores' on the same windows. Ties promote: the fresher
+    scores, which include the newest windows, win. The coverage gate (`coverage_problem`)
+    applies before this, as to every candidate.
+
+    A recalibration is only judged against its parent: if production moved meanwhile (a
+    retrained model was promoted), or the weights are not the parent's, it is refused.
+
+    Returns:
+        Whether to promote, and why.
+    """
+    parent = recalibration_parent(metadata)
+    if parent != production:
+        return False, (
+            f"refused: a recalibration of {parent} is judged against it, but production is now "
+            f"{production}; recalibrate the current production"
+        )
+    if not same_weights:
+        return False, (
+            f"refused: recorded as a recalibration of {parent}, but its configuration, weights "
+            "or scaler differ from it"
+        )
+    record = metadata[RECALIBRATION_KEY]
+    key, nominal = f"coverage_{level:g}", level / 100.0
+    covered = metrics.get(key)
+    before = (record.get("replaced") or {}).get(key)
+    windows = record.get("holdout_windows")
+    head = f"recalibration of {parent} (same weights: point metrics not compared)"
+    if not isinstance(covered, int | float):
+        return False, f"refused: {head}, but it records no {level:g}% holdout coverage"
+    if not isinstance(before, int | float):
+        return True, (
+            f"{head}: holdout {level:g}% coverage {covered:.3f}; production had no "
+            f"{level:g}% intervals on those windows"
+        )
+    promoted = abs(covered - nominal) <= abs(before - nominal)
+    relation = "at least as close to nominal {} as" if promoted else "further from nominal {} than"
+    return promoted, (
+        f"{head}: holdout {level:g}% coverage {covered:.3f} is {relation.format(f'{nominal:.2f}')} "
+        f"production's {before:.3f} on the same {windows} windows"
+    )

@@ -36,6 +36,7 @@ os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
@@ -49,8 +50,14 @@ from prefect.client.schemas.filters import (  # noqa: E402
 from prefect.settings import PREFECT_API_URL  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from flows.deploy import build_deployment  # noqa: E402
+from flows.deploy import build_deployment, build_recalibrate_deployment  # noqa: E402
 from flows.params import Layout, load_pipeline_config  # noqa: E402
+from flows.recalibrate import (  # noqa: E402
+    RECALIBRATION_ARTIFACT,
+    RecalibrateRequest,
+    RecalibrateResult,
+    recalibrate,
+)
 from flows.retrain import (  # noqa: E402
     CANDIDATES_ARTIFACT,
     FORECAST_ARTIFACT,
@@ -64,6 +71,7 @@ from flows.stages import promote_stage, register_stage  # noqa: E402
 from llata_core.cli import main  # noqa: E402
 from llata_core.forecaster import Forecaster, verify_artifact  # noqa: E402
 from serving.registry import Registry  # noqa: E402
+from tests.conftest import sine_frame  # noqa: E402
 from tests.test_pipeline import (  # noqa: E402
     BIN,
     REPO,
@@ -471,11 +479,17 @@ def test_scheduled_deployment_uses_the_cron_from_params(
 
 def test_prefect_yaml_deploys_to_a_cpu_and_a_gpu_pool(prefect_api: str, tmp_path: Path) -> None:
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    schedule = yaml.safe_load((REPO / "params.yaml").read_text())["pipeline"]["schedule"]
-    pools = {d["work_pool"]["name"]: d for d in spec["deployments"]}
+    pipeline = yaml.safe_load((REPO / "params.yaml").read_text())["pipeline"]
+    schedules = {
+        "flows/retrain.py:retrain": pipeline["schedule"],
+        "flows/recalibrate.py:recalibrate": pipeline["recalibration"]["schedule"],
+    }
+    retraining = [d for d in spec["deployments"] if d["entrypoint"] == "flows/retrain.py:retrain"]
+    pools = {d["work_pool"]["name"]: d for d in retraining}
     assert set(pools) == {"llata-cpu", "llata-gpu"}
     for deployment in spec["deployments"]:
         (entry,) = deployment["schedules"]
+        schedule = schedules[deployment["entrypoint"]]
         assert (entry["cron"], entry["timezone"]) == (schedule["cron"], schedule["timezone"])
     gpu_env = pools["llata-gpu"]["work_pool"]["job_variables"]["env"]
     assert gpu_env["CUDA_VISIBLE_DEVICES"] == "0"
@@ -500,8 +514,164 @@ def test_prefect_yaml_deploys_to_a_cpu_and_a_gpu_pool(prefect_api: str, tmp_path
     with get_client(sync_client=True) as client:
         gpu = client.read_deployment_by_name("retrain/retrain-gpu")
         cpu = client.read_deployment_by_name("retrain/retrain-cpu")
+        recal = client.read_deployment_by_name("recalibrate/recalibrate-cpu")
+    assert recal.work_pool_name == "llata-cpu" and [s.active for s in recal.schedules] == [True]
     assert gpu.work_pool_name == "llata-gpu"
     assert gpu.job_variables["env"]["CUDA_VISIBLE_DEVICES"] == "0"
     assert [s.active for s in gpu.schedules] == [True]
     assert [s.active for s in cpu.schedules] == [False]
     assert gpu.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"]
+
+
+# --------------------------------------------------------------------------- recalibration
+
+# The drifted tail is 240 rows; these windows lie inside it (input 32 + horizon 8 rows each).
+RECALIBRATION = (
+    "pipeline.recalibration.recent_windows=96",
+    "pipeline.recalibration.holdout_windows=48",
+)
+
+
+def drifted_workspace(baseline: dict[str, Any], dest: Path) -> Path:
+    """A copy of the module workspace whose raw file gained 240 newer rows, six times
+    noisier than the rows production was trained and calibrated on (drift)."""
+    params = copy_workspace(baseline, dest)
+    raw = params.parent / "data/raw/series.csv"
+    frame = pd.read_csv(raw)
+    newer = sine_frame(len(frame) + 240).iloc[len(frame) :].copy()
+    channels = [c for c in newer.columns if c != "date"]
+    noise = np.random.default_rng(7).normal(0.0, 0.3, size=(len(newer), len(channels)))
+    newer[channels] += noise
+    newer["date"] = newer["date"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    pd.concat([frame, newer], ignore_index=True).to_csv(raw, index=False)
+    return params
+
+
+@pytest.fixture
+def private_registry(
+    bentoml_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Registry:
+    """A copy of the module registry (production: the main job's model), so that what a
+    recalibration promotes stays out of the other tests."""
+    home = shutil.copytree(bentoml_home, tmp_path / "bentoml")
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    return Registry()
+
+
+def run_recalibration(params: Path, *overrides: str) -> Any:
+    request = RecalibrateRequest(params_file=str(params), overrides=(*RECALIBRATION, *overrides))
+    return recalibrate(request, return_state=True)
+
+
+def test_recalibration_registers_and_promotes_new_scores_of_the_same_model(
+    baseline: dict[str, Any], private_registry: Registry, tmp_path: Path
+) -> None:
+    production = private_registry.production()
+    assert production is not None
+    params = drifted_workspace(baseline, tmp_path / "ws")
+
+    state = run_recalibration(params)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert isinstance(result, RecalibrateResult)
+    assert result.parent == production.tag
+    assert (result.calibration_windows, result.holdout_windows) == (96, 48)
+    # Production's validation-split scores under-cover the noisier newest windows; the
+    # recalibrated ones, fitted on the windows just before them, come closer to 80 %.
+    assert result.replaced is not None and result.replaced["coverage_80"] < 0.75
+    assert abs(result.holdout["coverage_80"] - 0.8) < abs(result.replaced["coverage_80"] - 0.8)
+    assert result.promoted, result.reason
+    assert "point metrics not compared" in result.reason
+
+    registry = Registry()
+    assert registry.production_tag() == result.production == result.candidate
+    assert registry.get("previous").tag == production.tag
+    version = registry.get(result.candidate)
+    record = version.metadata["recalibration"]
+    assert record["parent"] == production.tag
+    assert record["data"] == "data/raw/series.csv"
+    assert record["replaced"] == result.replaced and record["holdout"] == result.holdout
+    for key in ("data_lineage", "params", "selection", "eval_split_hash", "candidate"):
+        assert version.metadata[key] == production.metadata[key], key
+    assert version.metrics["coverage_80"] == result.holdout["coverage_80"]
+    assert version.metrics["mse"] == production.metrics["mse"]  # the same point model
+    assert version.metrics["calibration_data_sha256"] != production.metadata["raw_data_sha256"]
+    history = registry.history()[-1]
+    assert history["action"] == "promote" and history["recalibration_of"] == production.tag
+
+    # Same weights, hence the same point forecasts; new, wider scores.
+    old, new = Forecaster.load(production.path), Forecaster.load(version.path)
+    assert old.intervals is not None and new.intervals is not None
+    window = np.random.default_rng(0).normal(size=(new.input_size, len(new.channels)))
+    np.testing.assert_array_equal(new.predict(window), old.predict(window))
+    assert new.intervals.split == "recent" and new.intervals.n == 96
+    assert new.intervals.half_width(80).mean() > old.intervals.half_width(80).mean()
+    verify_artifact(production.path)  # production's stored copy was never written
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    (table,) = [a for a in artifacts if a.key == RECALIBRATION_ARTIFACT]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    coverage = {r["metric"]: r for r in rows}["coverage_80"]
+    assert coverage["recalibrated"] == pytest.approx(result.holdout["coverage_80"])
+    assert coverage["production"] == pytest.approx(result.replaced["coverage_80"])
+    assert "promoted to production" in table.description
+
+
+def test_failed_recalibration_leaves_production_untouched(
+    prefect_api: str,
+    baseline: dict[str, Any],
+    private_registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    params = drifted_workspace(baseline, tmp_path / "ws")
+    before = registry_state()
+
+    state = run_recalibration(params, "pipeline.recalibration.recent_windows=100000")
+    assert state.is_failed()
+    assert "rows" in state.message and "need" in state.message  # too short for the windows
+    assert registry_state() == before
+
+    raw = params.parent / "data/raw/series.csv"
+    frame = pd.read_csv(raw)
+    frame.loc[len(frame) - 40 :, "c1"] = np.nan  # the newest rows lost a sensor
+    frame.to_csv(raw, index=False)
+    state = run_recalibration(params)
+    assert state.is_failed() and "nan_share" in state.message
+    assert registry_state() == before
+
+    # The command: no production model is a clear error, exit code 1.
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the harness, not a server of its own
+    assert main(["pipeline", "recalibrate", "--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert "no production version of llata-forecaster" in err and "Traceback" not in err
+    assert "production model unchanged" in err
+    assert Registry().list_versions() == []
+
+
+def test_recalibration_deployment_uses_the_daily_cron_from_params(
+    prefect_api: str, baseline: dict[str, Any]
+) -> None:
+    cfg = load_pipeline_config(baseline["params"])
+    schedule = cfg.params.recalibration.schedule
+    assert schedule is not None and schedule.cron == "0 5 * * *"  # params.yaml's daily cron
+    request = RecalibrateRequest(params_file=str(baseline["params"]))
+    deployment = build_recalibrate_deployment(cfg, request, name="test-recalibrate")
+    assert deployment is not None
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(deployment.apply())
+    assert stored.entrypoint == "flows.recalibrate.recalibrate"
+    assert [s.schedule.cron for s in stored.schedules] == [schedule.cron]
+    assert stored.schedules[0].schedule.timezone == schedule.timezone
+    assert stored.parameters["request"]["params_file"] == str(baseline["params"])
+
+    unscheduled = ["pipeline.recalibration.schedule=null"]
+    off = load_pipeline_config(baseline["params"], overrides=unscheduled)
+    assert build_recalibrate_deployment(off, request) is None

@@ -560,3 +560,82 @@ def test_coverage_gate(
     if why is not None:
         assert why in decision.reason and reg.production_tag() is None
         assert reg.history()[-1]["coverage_check"] == "failed"
+
+
+# --------------------------------------------------------------------------- recalibration
+
+
+def recalibrated(reg: Registry, parent: str, tmp: Path, coverage: float, before: float) -> str:
+    """Registers a recalibration of `parent`: its files, new metrics (holdout coverage),
+    a new manifest, and the `recalibration` record `flows.stages` writes."""
+    src, dest = reg.get(parent).path, tmp / f"recal-{coverage}-{before}"
+    dest.mkdir()
+    for name in ("config.json", "model.safetensors", "scaler.json"):
+        (dest / name).write_bytes((src / name).read_bytes())
+    metrics = {**json.loads((src / "metrics.json").read_text()), "coverage_80": coverage}
+    (dest / "metrics.json").write_text(json.dumps(metrics))
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in dest.iterdir()}
+    (dest / "manifest.json").write_text(json.dumps({"files": files}))
+    record = {
+        "parent": parent,
+        "holdout_windows": 168,
+        "holdout": {"coverage_80": coverage},
+        "replaced": {"coverage_80": before},
+    }
+    meta = {k: v for k, v in reg.get(parent).metadata.items() if k not in ("metrics",)}
+    meta.pop("manifest_sha256"), meta.pop("registered_at")
+    return reg.register(dest, metadata={**meta, "recalibration": record})
+
+
+def never_scored(path: Path) -> float:
+    raise AssertionError(f"a recalibration was scored ({path})")
+
+
+@pytest.mark.parametrize(
+    ("coverage", "before", "promoted", "why"),
+    [
+        (0.81, 0.88, True, "at least as close to nominal 0.80 as production's 0.880"),
+        (0.78, 0.82, False, "further from nominal 0.80 than production's 0.820"),
+        (0.70, 0.60, False, "below nominal"),  # closer, but the coverage gate refuses it
+    ],
+)
+def test_recalibration_is_judged_on_holdout_coverage_not_scored(
+    home: Path, tmp_path: Path, coverage: float, before: float, promoted: bool, why: str
+) -> None:
+    reg = Registry()
+    parent = register(reg, tmp_path, "parent", 0.3, lineage=REAL_LINEAGE)
+    reg.promote(parent, score=metrics_mse, margin=0.0)
+    tag = recalibrated(reg, parent, tmp_path, coverage, before)
+
+    decision = reg.promote(tag, score=never_scored, margin=0.5, coverage_tolerance=0.05)
+    assert decision.promoted is promoted and why in decision.reason
+    assert decision.candidate_mse is None and decision.production_mse is None
+    assert reg.production_tag() == (tag if promoted else parent)
+    if promoted:
+        assert "point metrics not compared" in decision.reason
+        assert reg.history()[-1]["recalibration_of"] == parent
+        assert reg.get("previous").tag == parent
+
+
+def test_recalibration_of_another_model_is_refused(home: Path, tmp_path: Path) -> None:
+    """Production moved on (a retrained model won) before the recalibration was promoted,
+    or the version claims a parent whose weights it does not have: both are refused."""
+    reg = Registry()
+    parent = register(reg, tmp_path, "parent", 0.3)
+    reg.promote(parent, score=metrics_mse, margin=0.0)
+    stale = recalibrated(reg, parent, tmp_path, 0.80, 0.90)
+    retrained = register(reg, tmp_path, "retrained", 0.2)
+    assert reg.promote(retrained, score=metrics_mse, margin=0.0).promoted
+
+    decision = reg.promote(stale, score=never_scored, margin=0.0)
+    assert not decision.promoted and reg.production_tag() == retrained
+    assert f"a recalibration of {parent} is judged against it" in decision.reason
+
+    record = {"parent": retrained, "replaced": {"coverage_80": 0.9}}
+    other = reg.register(
+        make_artifact(tmp_path / "other", 0.2, extra={"coverage_80": 0.8}),
+        metadata={"recalibration": record},
+    )
+    decision = reg.promote(other, score=never_scored, margin=0.0)
+    assert not decision.promoted and "weights or scaler differ" in decision.reason
+    assert reg.production_tag() == retrained
