@@ -374,9 +374,24 @@ def _prefect_api() -> Iterator[None]:
     try:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield
+            _drain_prefect_clients()
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _drain_prefect_clients(timeout: float = 30.0) -> None:
+    """Send the run logs and events still queued while the server is up.
+
+    Left queued, Prefect's background workers send them at interpreter exit to the server
+    that has stopped by then, print "Error logging to API" and retry: `llata pipeline run`
+    sat for about a minute after its summary.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout, at_exit=False)
 
 
 class _PrefectRunNames(logging.Filter):
