@@ -486,7 +486,14 @@ class Registry:
         """`recalibration_verdict` of a recalibrated candidate against production."""
         production = self._alias_model(PRODUCTION, prod_tag)
         same = same_point_model(verify_manifest(cand.path), verify_manifest(production.path))
-        return recalibration_verdict(cand.metadata, cand.metrics, prod_tag, same, level)
+        return recalibration_verdict(
+            cand.metadata,
+            cand.metrics,
+            prod_tag,
+            same,
+            level,
+            production_recalibrated=recalibration_parent(production.info.metadata) is not None,
+        )
 
     def _conflict_with(self, cand: VersionInfo, prod_tag: str | None) -> tuple[str, str] | None:
         if prod_tag is None or prod_tag == cand.tag or not self._versions.exists(prod_tag):

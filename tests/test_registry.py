@@ -617,6 +617,28 @@ def test_recalibration_is_judged_on_holdout_coverage_not_scored(
         assert reg.get("previous").tag == parent
 
 
+def test_recalibration_of_a_recalibration_is_judged_by_the_coverage_gate(
+    home: Path, tmp_path: Path
+) -> None:
+    """Yesterday's recalibration fitted its scores on the windows today's holdout repeats:
+    its holdout coverage is in-sample, so today's is not compared with it (it would win
+    every day); the coverage gate still refuses under-coverage."""
+    reg = Registry()
+    parent = register(reg, tmp_path, "parent", 0.3, lineage=REAL_LINEAGE)
+    reg.promote(parent, score=metrics_mse, margin=0.0)
+    first = recalibrated(reg, parent, tmp_path, 0.81, 0.88)
+    assert reg.promote(first, score=never_scored, margin=0.0, coverage_tolerance=0.05).promoted
+
+    today = recalibrated(reg, first, tmp_path, 0.79, 0.80)  # production looks closer
+    decision = reg.promote(today, score=never_scored, margin=0.0, coverage_tolerance=0.05)
+    assert decision.promoted and "so not compared" in decision.reason
+    assert reg.production_tag() == today
+
+    under = recalibrated(reg, today, tmp_path, 0.70, 0.80)
+    decision = reg.promote(under, score=never_scored, margin=0.0, coverage_tolerance=0.05)
+    assert not decision.promoted and reg.production_tag() == today
+
+
 def test_recalibration_of_another_model_is_refused(home: Path, tmp_path: Path) -> None:
     """Production moved on (a retrained model won) before the recalibration was promoted,
     or the version claims a parent whose weights it does not have: both are refused."""
