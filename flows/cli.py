@@ -3,10 +3,11 @@
 `pipeline run|recalibrate|train|evaluate|serve`.
 
 Each command validates `params.yaml` once (`flows.params.load_pipeline_config`) and calls
-one function of `flows.stages`, the same function the Prefect task of that step calls.
-`dvc.yaml` runs these commands, so DVC, Prefect and a person at the shell share one
-implementation. Prefect, Feast, Great Expectations and torch are imported inside the
-commands: `llata --help` stays fast and `llata` configures logging before Prefect does.
+one stage function (`flows.stages`, `flows.evaluate`, `flows.registry_stages`), the same
+function the Prefect task of that step calls. `dvc.yaml` runs these commands, so DVC,
+Prefect and a person at the shell share one implementation. Prefect, Feast, Great
+Expectations and torch are imported inside the commands: `llata --help` stays fast and
+`llata` configures logging before Prefect does.
 
 Exit codes: 0 on success, 1 when the data or the run failed (with a message naming why),
 2 for bad configuration (reported by `llata` itself).
@@ -323,7 +324,7 @@ def _candidate_table(selection: Any) -> str:
 
 
 def cmd_pipeline_evaluate(args: argparse.Namespace) -> int:
-    from flows.stages import evaluate_stage
+    from flows.evaluate import evaluate_stage
 
     cfg = _config(args)
     result = evaluate_stage(cfg)
@@ -444,8 +445,8 @@ def _run_flow(
 
 def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
     """Production model, metrics, a sample forecast and how to serve it."""
+    from flows.registry_stages import open_registry
     from flows.retrain import RetrainResult
-    from flows.stages import open_registry
     from llata_core.forecaster import Forecaster
     from llata_core.jobs import forecast_frame
 

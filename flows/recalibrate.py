@@ -9,7 +9,7 @@ register the copy as a new version (production's lineage, plus which version it
 recalibrates and the holdout coverage) -> the registry's gate -> atomic promotion -> a
 table artifact. A scheduled deployment (`pipeline.recalibration.schedule`) runs it daily.
 
-Orchestration only: every task wraps one function of `flows.stages`. Failure rules:
+Orchestration only: every task wraps one function of `flows.registry_stages`. Failure rules:
 
 - No production version, data that breaks the suite (NaN beyond the allowed share, a
   missing channel), data too short for the configured windows, or data of another lineage
@@ -35,7 +35,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict
 
-from flows import stages
+from flows import registry_stages
 from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
 from flows.retrain import (
     compute_task,
@@ -105,7 +105,7 @@ class RecalibrateResult(BaseModel):
 @io_task(retries=2, delay=5)
 def production_model(cfg: PipelineConfig) -> VersionInfo:
     """Production's version in the registry (fails when there is none)."""
-    return stages.production_version(cfg)
+    return registry_stages.production_version(cfg)
 
 
 @compute_task
@@ -113,7 +113,7 @@ def recalibrate_model(
     cfg: PipelineConfig, production: VersionInfo, work_dir: Path
 ) -> CalibrationOutcome:
     """Recalibrate a copy of production on the newest windows of the raw file."""
-    outcome = stages.recalibrate_stage(cfg, production, work_dir)
+    outcome = registry_stages.recalibrate_stage(cfg, production, work_dir)
     get_run_logger().info(
         "recalibrated %s on %d windows; holdout %s",
         production.tag,
@@ -128,7 +128,7 @@ def register_recalibration(
     cfg: PipelineConfig, production: VersionInfo, outcome: CalibrationOutcome
 ) -> str:
     """Register the recalibrated copy as a new version with production's lineage."""
-    return stages.register_recalibration_stage(cfg, production, outcome)
+    return registry_stages.register_recalibration_stage(cfg, production, outcome)
 
 
 @io_task(retries=2, delay=2)
@@ -187,7 +187,7 @@ def recalibrate(request: RecalibrateRequest | None = None) -> RecalibrateResult 
         parent=production.tag,
         promoted=decision.promoted,
         reason=decision.reason,
-        production=stages.open_registry(cfg).production_tag(),
+        production=registry_stages.open_registry(cfg).production_tag(),
         calibration_windows=outcome.scores.n,
         holdout_windows=outcome.n_checked,
         holdout=outcome.checked,

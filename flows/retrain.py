@@ -1,11 +1,12 @@
 """The `retrain` Prefect flow: data -> validate -> features -> train candidates -> select ->
 evaluate -> register -> promote, and its report as Prefect artifacts.
 
-Orchestration only: every task is a typed wrapper around one function of `flows.stages`
-(the same functions the `llata` commands and the DVC stages call). Retries are declared
-only on tasks that do I/O (fetching data, the Feast stores, the backbone cache, the model
-store and registry lock, the Prefect API), and they retry only on I/O errors; training and
-evaluation are deterministic, so retrying them would only repeat a failure.
+Orchestration only: every task is a typed wrapper around one function of `flows.stages`,
+`flows.evaluate` or `flows.registry_stages` (the same functions the `llata` commands and
+the DVC stages call). Retries are declared only on tasks that do I/O (fetching data, the
+Feast stores, the backbone cache, the model store and registry lock, the Prefect API), and
+they retry only on I/O errors; training and evaluation are deterministic, so retrying them
+would only repeat a failure.
 
 Failure rules, which the tests exercise:
 
@@ -40,7 +41,7 @@ from prefect.states import Failed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from flows import stages
+from flows import evaluate, registry_stages, stages
 from flows.datasource import PullResult, pull_raw_data
 from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, RunnerParams, load_pipeline_config
 from llata_core.selection import CandidateReport, Selection
@@ -237,22 +238,22 @@ def select_model(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selecti
 
 
 @compute_task
-def evaluate_model(cfg: PipelineConfig) -> stages.EvaluationResult:
+def evaluate_model(cfg: PipelineConfig) -> evaluate.EvaluationResult:
     """Score the artifact on the test split; write metrics.json and the plots."""
-    return stages.evaluate_stage(cfg)
+    return evaluate.evaluate_stage(cfg)
 
 
 @io_task(retries=2, delay=5)
 def register_model(cfg: PipelineConfig, artifact: Path) -> str:
     """Copy the artifact into the model store as a new immutable version."""
-    return stages.register_stage(cfg, artifact)
+    return registry_stages.register_stage(cfg, artifact)
 
 
 @io_task(retries=2, delay=5)
 def promote_model(cfg: PipelineConfig, tag: str, force: bool) -> PromotionDecision:
     """Check lineage, score candidate and production with one scorer; switch the alias if
     it wins (or if forced)."""
-    decision = stages.promote_stage(cfg, tag, force=force)
+    decision = registry_stages.promote_stage(cfg, tag, force=force)
     log = get_run_logger()
     (log.info if decision.promoted else log.warning)(
         "%s %s: %s", "promoted" if decision.promoted else "not promoted", tag, decision.reason
@@ -262,7 +263,7 @@ def promote_model(cfg: PipelineConfig, tag: str, force: bool) -> PromotionDecisi
 
 @io_task(retries=2, delay=2)
 def publish_report(
-    evaluation: stages.EvaluationResult, decision: PromotionDecision, selection: Selection
+    evaluation: evaluate.EvaluationResult, decision: PromotionDecision, selection: Selection
 ) -> None:
     """Publish the candidate and metrics tables and the forecast/loss plots as artifacts."""
     create_table_artifact(
@@ -303,7 +304,7 @@ def publish_validation_failure(report: ValidationReport) -> None:
 
 
 def metric_rows(
-    evaluation: stages.EvaluationResult, decision: PromotionDecision
+    evaluation: evaluate.EvaluationResult, decision: PromotionDecision
 ) -> list[dict[str, Any]]:
     """The metrics table, named by the task's own metrics: test scores (headline among
     them), the validation score, the gate's two headline scores, then the per-channel
@@ -402,7 +403,7 @@ def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
         metric=evaluation.headline,
         candidate_mse=decision.candidate_mse,
         production_mse=decision.production_mse,
-        production=stages.open_registry(cfg).production_tag(),
+        production=registry_stages.open_registry(cfg).production_tag(),
         metrics=evaluation.metrics,
         data_source=pulled.source,
         synthetic_data=pulled.synthetic,

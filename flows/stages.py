@@ -1,11 +1,13 @@
-"""The pipeline's stages: one implementation behind the command line, DVC and Prefect.
+"""The pipeline's data and training stages: validate, features, backbone and train.
 
 Each function is one step of DESIGN section 3 over a `PipelineConfig`: it reads the
 previous step's files, calls the library (`features` for Great Expectations and Feast,
-`llata_core` for training and evaluation, `serving.registry` for the registry) and writes
-its own files into the layout. `llata validate|features|pipeline train|pipeline evaluate`
-(which `dvc.yaml` runs) and the Prefect tasks in `flows.retrain` are thin wrappers around
-these functions, so `dvc repro` and the flow produce the same files from the same params.
+`llata_core` for training) and writes its own files into the layout. The steps after
+training live beside it: `flows.evaluate` (test metrics and plots) and
+`flows.registry_stages` (register, promote, recalibrate). `llata validate|features|pipeline
+train|pipeline evaluate` (which `dvc.yaml` runs) and the Prefect tasks in `flows.retrain`
+are thin wrappers around these functions, so `dvc repro` and the flow produce the same
+files from the same params.
 
 Every file is written atomically (temp file + rename; llata_core does the same for the
 model), so a step that dies leaves the previous complete output or none, never half of one.
@@ -19,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from flows.datasource import read_provenance
-from flows.dvc_state import dvc_revision
 from flows.params import PipelineConfig, min_rows_for_split
 from llata_core.atomic import atomic_write, write_json
 from llata_core.data import GAP_FILL, file_sha256, fill_gaps
@@ -38,9 +38,7 @@ if TYPE_CHECKING:
 
     from features.frame import FrameSpec
     from features.validation import ValidationReport
-    from llata_core.jobs import CalibrationOutcome
     from llata_core.selection import CandidateReport, Selection
-    from serving.registry import PromotionDecision, Registry, VersionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -67,47 +65,7 @@ class FeaturesResult:
     lineage: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What the evaluation stage wrote: `reports/metrics.json` and two plots.
-
-    Attributes:
-        metrics: What metrics.json holds; `metric` names the headline (`mse`, `owa`).
-        metrics_path: Where.
-        forecast_plot: Forecast against actual on the test split.
-        loss_plot: The training history.
-        reported: The test metrics a summary shows, headline included (the task's).
-        val_metric: The validation metric the candidates were chosen on.
-    """
-
-    metrics: dict[str, Any]
-    metrics_path: Path
-    forecast_plot: Path
-    loss_plot: Path
-    reported: tuple[str, ...] = ("mse", "mae")
-    val_metric: str = "mse"
-
-    @property
-    def headline(self) -> str:
-        return str(self.metrics["metric"])
-
-    @property
-    def interval_metrics(self) -> dict[str, float]:
-        """Coverage, width and interval scores by level (with M4's MSIS and ACD)."""
-        prefixes = ("coverage_", "width_", "winkler_", "msis_", "acd_")
-        return {k: v for k, v in self.metrics.items() if k.startswith(prefixes)}
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _without_none(value: Any) -> Any:
-    """JSON-shaped copy without None values (BentoML metadata cannot hold None)."""
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_without_none(v) for v in value if v is not None]
-    return value
 
 
 def frame_spec(cfg: PipelineConfig) -> FrameSpec:
@@ -512,280 +470,3 @@ def train_stage(cfg: PipelineConfig) -> Selection:
     """Train every candidate one after another, then select (the DVC stage and
     `llata pipeline train`; the Prefect flow trains them in parallel tasks instead)."""
     return select_stage(cfg, [train_candidate_stage(cfg, name) for name in cfg.candidates])
-
-
-# --------------------------------------------------------------------------- evaluate
-
-
-def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
-    """Score the trained model on the test split; write metrics.json and the two plots.
-
-    metrics.json names its headline metric (`metric`, `score`): the test MSE of one wide
-    series, or for many series the OWA of their held-out horizons, with SMAPE, MASE and
-    the conformal intervals' coverage (M4's MSIS and ACD at 95 %).
-    """
-    if cfg.short_term:
-        return _evaluate_short_term(cfg)
-    from llata_core.jobs import evaluate_job
-    from llata_core.tasks import LongTermTask
-    from llata_core.tasks.longterm import plot_forecasts
-
-    layout = cfg.layout
-    metrics, fc, splits = evaluate_job(layout.model_dir, cfg.model.data, split="test")
-    trained = json.loads((layout.model_dir / "metrics.json").read_text(encoding="utf-8"))
-    document = {
-        "dataset": cfg.params.dataset,
-        "split": "test",
-        "mse": metrics.mse,
-        "mae": metrics.mae,
-        "n_windows": metrics.n_windows,
-        "val_mse": trained.get("val_mse"),
-        "val_mae": trained.get("val_mae"),
-        "epochs_run": trained.get("epochs_run"),
-        "mse_by_channel": dict(zip(fc.channels, metrics.mse_by_channel, strict=True)),
-        "eval_split_hash": splits.fingerprint(),
-    }
-    for item in metrics.intervals:  # coverage, width and interval score per level
-        document |= item.to_dict()
-    document |= LongTermTask.headline.record(document)
-    _write_evaluation(cfg, document, lambda tmp: plot_forecasts(fc, splits, tmp))
-    logger.info(
-        "test MSE %.4f MAE %.4f over %d windows", metrics.mse, metrics.mae, metrics.n_windows
-    )
-    return EvaluationResult(document, layout.metrics, layout.forecast_plot, layout.loss_plot)
-
-
-def _evaluate_short_term(cfg: PipelineConfig) -> EvaluationResult:
-    """`evaluate_stage` for many series: the task's own evaluation of the artifact (its
-    test scores and conformal intervals, recalibrated on the same held-out horizons)."""
-    from llata_core.forecaster import Forecaster
-    from llata_core.tasks import ShortTermTask
-
-    layout = cfg.layout
-    fc = Forecaster.load(layout.model_dir)
-    task = ShortTermTask.for_model(fc, cfg.model.data)
-    trained = fc.metrics
-    evaluation = task.evaluate(
-        fc.model,
-        batch_size=cfg.model.train.eval_batch_size,
-        best_val_score=float(trained["val_smape"]),
-    )
-    scores = evaluation.metrics
-    document = {
-        "dataset": cfg.params.dataset,
-        "split": "test",
-        **scores,
-        "n_series": len(task.splits.windows.ids),
-        "epochs_run": trained.get("epochs_run"),
-        "eval_split_hash": task.fingerprint(),
-        **task.headline.record(scores),
-    }
-    _write_evaluation(cfg, document, lambda tmp: task.plot(fc, tmp))
-    logger.info(
-        "test OWA %.4f SMAPE %.3f MASE %.3f over %d series",
-        scores["owa"],
-        scores["smape"],
-        scores["mase"],
-        document["n_series"],
-    )
-    return EvaluationResult(
-        document,
-        layout.metrics,
-        layout.forecast_plot,
-        layout.loss_plot,
-        reported=task.reported,
-        val_metric=task.val_metric,
-    )
-
-
-def _write_evaluation(
-    cfg: PipelineConfig, document: dict[str, Any], forecast_plot: Callable[[Path], Any]
-) -> None:
-    """metrics.json, the forecast plot and the loss curve, each written atomically."""
-    from llata_core.jobs import plot_loss_curve
-
-    layout = cfg.layout
-    write_json(layout.metrics, document, default=str)
-    # matplotlib picks the image format from the file name, so the temporary name keeps it.
-    atomic_write(layout.forecast_plot, forecast_plot, keep_suffix=True)
-    atomic_write(
-        layout.loss_plot,
-        lambda tmp: plot_loss_curve(layout.run_dir / "history.jsonl", tmp),
-        keep_suffix=True,
-    )
-
-
-# --------------------------------------------------------------------------- registry
-
-
-def open_registry(cfg: PipelineConfig) -> Registry:
-    """The registry `pipeline.registry` names (BentoML home from `$BENTOML_HOME`)."""
-    from serving.registry import Registry
-
-    reg = cfg.params.registry
-    registry_dir = cfg.root / reg.dir if reg.dir is not None else None
-    return Registry(reg.model_name, registry_dir)
-
-
-def register_stage(cfg: PipelineConfig, artifact: Path) -> str:
-    """Register the artifact as a new immutable version with its lineage, params and the
-    selection that chose it (every candidate's scores and costs, and why it won)."""
-    from llata_core.forecaster import read_artifact_record
-
-    record = read_artifact_record(artifact)
-    metadata = {
-        **_without_none(record.metadata),
-        "params": _without_none(record.config),
-        "pipeline": _without_none(cfg.params.model_dump(mode="json")),
-        "eval_split_hash": record.metrics["eval_split_hash"],
-        # Which DVC revision holds these bytes (`reproducible` when dvc.lock names them).
-        "dvc": dvc_revision(cfg.root, artifact).as_metadata(),
-    }
-    selection = read_selection(cfg)
-    if selection is not None and selection.winner == record.metadata.get("candidate"):
-        metadata["selection"] = _without_none(selection.to_dict())
-    return open_registry(cfg).register(artifact, metadata=metadata)
-
-
-def headline_scorer(cfg: PipelineConfig) -> Callable[[Path], float]:
-    """The promotion scorer: the headline metric of this run's task (test MSE of one wide
-    series, OWA of many) on this run's data, the same for both sides.
-
-    Candidate and production are each loaded from their stored copy and scored on the test
-    split of the current training frame (the pipeline's split borders, or each series'
-    last horizon). A model of another task is refused, not scored: OWA and MSE do not
-    compare.
-    """
-    from llata_core.forecaster import Forecaster
-    from llata_core.tasks import task_for_model
-
-    def score(path: Path) -> float:
-        fc = Forecaster.load(path)
-        if fc.config.data.short_term != cfg.short_term:
-            kinds = {True: "many-series (OWA)", False: "wide-series (MSE)"}
-            raise ValueError(
-                f"{path} is a {kinds[fc.config.data.short_term]} model and this run's data "
-                f"is {kinds[cfg.short_term]}: models of different tasks are not compared"
-            )
-        task = task_for_model(fc, cfg.model.data)
-        return float(task.score(fc.model, "test")[task.headline.name])
-
-    return score
-
-
-def promote_stage(cfg: PipelineConfig, tag: str, *, force: bool = False) -> PromotionDecision:
-    """Promote the candidate if it has production's data lineage and beats it by the
-    configured margin on this run's test split (in its task's headline metric), and its
-    80 % intervals cover no less than nominal minus `pipeline.registry.coverage_tolerance`
-    (and, when set, no more than nominal plus `coverage_over_tolerance`). `force` promotes
-    across lineages without scoring (recorded in the history); generated data never
-    replaces real data."""
-    reg = cfg.params.registry
-    return open_registry(cfg).promote(
-        tag,
-        score=headline_scorer(cfg),
-        margin=reg.margin,
-        force=force,
-        coverage_tolerance=reg.coverage_tolerance,
-        coverage_over_tolerance=reg.coverage_over_tolerance,
-    )
-
-
-# --------------------------------------------------------------------------- recalibrate
-
-
-def production_version(cfg: PipelineConfig) -> VersionInfo:
-    """Production of the configured registry.
-
-    Raises:
-        serving.registry.RegistryError: No version is production yet.
-    """
-    from serving.registry import RegistryError
-
-    registry = open_registry(cfg)
-    production = registry.production()
-    if production is None:
-        raise RegistryError(
-            f"no production version of {registry.model_name} to recalibrate (registry "
-            f"{registry.registry_dir}); train and promote one first (`llata pipeline run`)"
-        )
-    return production
-
-
-def recalibrate_stage(
-    cfg: PipelineConfig, production: VersionInfo, work_dir: Path
-) -> CalibrationOutcome:
-    """Recalibrate a copy of production's artifact on the newest windows of the raw file.
-
-    The copy goes to `work_dir/model` (production's stored version is never written);
-    `llata_core.jobs.recalibrate_job` checks the scheme on the newest
-    `pipeline.recalibration.holdout_windows` windows, scores production's own intervals on
-    the same windows, and stores scores from the newest `recent_windows`.
-
-    Raises:
-        ValueError: The raw file is not production's data (dataset, series, frequency, or
-            generated data against a model of real data), or too short for the windows.
-        llata_core.data.DataError: It lacks one of the model's channels or breaks the data
-            policy.
-    """
-    import shutil
-
-    from llata_core.jobs import recalibrate_job
-    from serving.registry_gates import LINEAGE_KEY, lineage_conflict
-
-    raw = cfg.layout.raw_data
-    here = {
-        LINEAGE_KEY: {
-            "dataset": cfg.params.dataset,
-            "series_id": cfg.params.series_id,
-            "frequency": cfg.params.validation.frequency,
-            "synthetic": data_lineage(cfg)["synthetic_data"],
-        }
-    }
-    conflict = lineage_conflict(here, production.metadata)
-    if conflict is not None:
-        raise ValueError(
-            f"{raw} (the recalibration data: 'candidate' below) is not the data production "
-            f"{production.tag} was trained on: {conflict[1]}"
-        )
-    recal = cfg.params.recalibration
-    copy = work_dir / "model"
-    shutil.copytree(production.path, copy)
-    return recalibrate_job(
-        copy, raw, recent_windows=recal.recent_windows, holdout_windows=recal.holdout_windows
-    )
-
-
-def register_recalibration_stage(
-    cfg: PipelineConfig, production: VersionInfo, outcome: CalibrationOutcome
-) -> str:
-    """Register a recalibrated copy of production as a new version.
-
-    It keeps production's metadata (data lineage, params, selection, DVC revision: the
-    model is the same) and adds `recalibration`: the parent version, the data and windows
-    it was recalibrated on, its holdout interval metrics and those of the scores it
-    replaced on the same windows, which the registry's gate compares
-    (`serving.registry_gates.recalibration_verdict`). The data's SHA-256 is in the
-    version's metrics (`calibration_data_sha256`), from the bytes that were read.
-    """
-    from llata_core.jobs import git_revision
-    from serving.registry_gates import RECALIBRATION_KEY
-
-    # What describes the stored bytes is the registry's to write for the new version.
-    inherited = {
-        k: v
-        for k, v in production.metadata.items()
-        if k not in ("metrics", "manifest_sha256", "registered_at", RECALIBRATION_KEY)
-    }
-    record = {
-        "parent": production.tag,
-        "data": str(cfg.params.raw_data),
-        "calibration_windows": outcome.scores.n,
-        "holdout_windows": outcome.n_checked,
-        "holdout": outcome.checked,
-        "replaced": outcome.replaced,
-        "recalibrated_at": datetime.now(UTC).isoformat(),
-        "git_revision": git_revision(cfg.root),
-    }
-    metadata = {**inherited, RECALIBRATION_KEY: record}
-    return open_registry(cfg).register(outcome.artifact, metadata=_without_none(metadata))

@@ -58,6 +58,7 @@ from flows.recalibrate import (  # noqa: E402
     RecalibrateResult,
     recalibrate,
 )
+from flows.registry_stages import promote_stage, register_stage  # noqa: E402
 from flows.retrain import (  # noqa: E402
     CANDIDATES_ARTIFACT,
     FORECAST_ARTIFACT,
@@ -67,7 +68,6 @@ from flows.retrain import (  # noqa: E402
     RetrainResult,
     retrain,
 )
-from flows.stages import promote_stage, register_stage  # noqa: E402
 from llata_core.cli import main  # noqa: E402
 from llata_core.forecaster import Forecaster, verify_artifact  # noqa: E402
 from serving.registry import Registry  # noqa: E402

@@ -27,13 +27,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from features.store import UnknownSeriesError, open_feature_store, read_context_window  # noqa: E402
 from flows.params import load_pipeline_config  # noqa: E402
+from flows.registry_stages import open_registry, promote_stage, register_stage  # noqa: E402
 from flows.retrain import CANDIDATES_ARTIFACT, METRICS_ARTIFACT, RetrainRequest, retrain  # noqa: E402
-from flows.stages import (  # noqa: E402
-    open_registry,
-    promote_stage,
-    register_stage,
-    validate_stage,
-)
+from flows.stages import validate_stage  # noqa: E402
 from llata_core.config import ConfigError, config_from_dict  # noqa: E402
 from llata_core.shortterm import (  # noqa: E402
     load_short_term_splits,

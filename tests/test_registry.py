@@ -567,7 +567,7 @@ def test_coverage_gate(
 
 def recalibrated(reg: Registry, parent: str, tmp: Path, coverage: float, before: float) -> str:
     """Registers a recalibration of `parent`: its files, new metrics (holdout coverage),
-    a new manifest, and the `recalibration` record `flows.stages` writes."""
+    a new manifest, and the `recalibration` record `flows.registry_stages` writes."""
     src, dest = reg.get(parent).path, tmp / f"recal-{coverage}-{before}"
     dest.mkdir()
     for name in ("config.json", "model.safetensors", "scaler.json"):
