@@ -7,7 +7,6 @@ written atomically; torch and matplotlib are imported inside it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
 
     layout = cfg.layout
     metrics, fc, splits = evaluate_job(layout.model_dir, cfg.model.data, split="test")
-    trained = json.loads((layout.model_dir / "metrics.json").read_text(encoding="utf-8"))
+    trained = fc.metrics  # what training recorded in the artifact
     document = {
         "dataset": cfg.params.dataset,
         "split": "test",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llata_core.forecaster import INTERVALS_FILE
+from llata_core.forecaster import CALIBRATION_FILES
 
 LINEAGE_KEY = "data_lineage"
 LINEAGE_FIELDS = ("dataset", "series_id", "channels", "frequency")
@@ -120,9 +120,6 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- recalibration
 
 RECALIBRATION_KEY = "recalibration"
-# What `llata_core.forecaster.add_intervals` rewrites; every other file of an artifact (config,
-# weights, scaler) decides its point forecasts.
-CALIBRATION_FILES = frozenset({"metrics.json", INTERVALS_FILE})
 
 
 def recalibration_parent(metadata: Mapping[str, Any]) -> str | None:

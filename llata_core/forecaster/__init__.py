@@ -8,6 +8,7 @@ answers forecasts. Everything outside this package imports the names below from
 
 from llata_core.forecaster.artifact import (
     ARTIFACT_FILES,
+    CALIBRATION_FILES,
     FORMAT_VERSION,
     INTERVALS_FILE,
     MANIFEST_NAME,
@@ -29,6 +30,7 @@ from llata_core.forecaster.predict import Forecaster, ForecastInputError, Interv
 __all__ = [
     "ARTIFACT_FILES",
     "FORMAT_VERSION",
+    "CALIBRATION_FILES",
     "INTERVALS_FILE",
     "MANIFEST_NAME",
     "ArtifactContents",

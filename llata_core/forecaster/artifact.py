@@ -49,6 +49,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ARTIFACT_FILES = ("config.json", "model.safetensors", "scaler.json", "metrics.json")
 INTERVALS_FILE = "intervals.safetensors"
+# What `add_intervals` rewrites; every other file (config, weights, scaler) decides the point
+# forecasts, so two artifacts that agree on those forecast alike.
+CALIBRATION_FILES = frozenset({"metrics.json", INTERVALS_FILE})
 
 
 class ArtifactError(ValueError):
