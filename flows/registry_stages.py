@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flows.dvc_state import dvc_revision
 from flows.params import PipelineConfig
-from flows.stages import data_lineage, read_selection
+from flows.stages import data_lineage, lineage_record, read_selection
 
 if TYPE_CHECKING:
     from llata_core.jobs import CalibrationOutcome
@@ -150,14 +150,8 @@ def recalibrate_stage(
     from serving.registry_gates import LINEAGE_KEY, lineage_conflict
 
     raw = cfg.layout.raw_data
-    here = {
-        LINEAGE_KEY: {
-            "dataset": cfg.params.dataset,
-            "series_id": cfg.params.series_id,
-            "frequency": cfg.params.validation.frequency,
-            "synthetic": data_lineage(cfg)["synthetic_data"],
-        }
-    }
+    synthetic = data_lineage(cfg)["synthetic_data"]
+    here = {LINEAGE_KEY: lineage_record(cfg, synthetic=synthetic)}
     conflict = lineage_conflict(here, production.metadata)
     if conflict is not None:
         raise ValueError(

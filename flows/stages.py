@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,15 +215,12 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
             max_nan_fraction=cfg.params.validation.max_nan_fraction,
         )
     atomic_write(layout.training_frame, lambda tmp: training.to_parquet(tmp, index=False))
+    source = data_lineage(cfg)
     lineage = {
-        **data_lineage(cfg),
-        "data_lineage": {
-            "dataset": cfg.params.dataset,
-            "series_id": _series_lineage(cfg, training),
-            "channels": list(channels),
-            "frequency": _frequency(cfg, training),
-            "synthetic": data_lineage(cfg)["synthetic_data"],
-        },
+        **source,
+        "data_lineage": lineage_record(
+            cfg, synthetic=source["synthetic_data"], frame=training, channels=channels
+        ),
         "feature_repo": str(layout.feature_repo.relative_to(layout.root)),
         "training_frame": str(layout.training_frame.relative_to(layout.root)),
         "training_frame_sha256": file_sha256(layout.training_frame),
@@ -242,6 +240,28 @@ def features_stage(cfg: PipelineConfig) -> FeaturesResult:
     return FeaturesResult(
         layout.training_frame, len(training), channels, retrieval, missing, lineage
     )
+
+
+def lineage_record(
+    cfg: PipelineConfig,
+    *,
+    synthetic: bool,
+    frame: pd.DataFrame | None = None,
+    channels: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The data lineage a version records and promotion compares (`serving.registry_gates`).
+
+    With the training frame, the series and frequency are what it holds; without one (a
+    recalibration's check of the raw file), the configured ones. Fields left None are not
+    compared.
+    """
+    return {
+        "dataset": cfg.params.dataset,
+        "series_id": cfg.params.series_id if frame is None else _series_lineage(cfg, frame),
+        "channels": None if channels is None else list(channels),
+        "frequency": (cfg.params.validation.frequency if frame is None else _frequency(cfg, frame)),
+        "synthetic": synthetic,
+    }
 
 
 def _series_lineage(cfg: PipelineConfig, frame: pd.DataFrame) -> str:
