@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import render
+from benchmarks import accuracy_tables, lookback_pick, measurements, render
 from benchmarks.accuracy import run
 from tests.conftest import sine_frame, tiny_overrides
 
@@ -171,7 +171,7 @@ def _cell(
 def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(render, "TRAIN_COST", tmp_path / "absent.json")
+    monkeypatch.setattr(measurements, "TRAIN_COST", tmp_path / "absent.json")
     cells = [
         _cell("ETTh1", 96, "llata", 1, 0.40, 10),
         _cell("ETTh1", 96, "llata-no-llm", 1, 0.38, 5),
@@ -180,7 +180,7 @@ def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
         _cell("ETTh2", 192, "llata", 1, 0.50, 10),  # no LLM-free pair: left out
         {**_cell("ETTh1", 96, "llata-no-llm", 3, 0.1, 5), "few_shot_percent": 10.0},
     ]
-    lines = render.llm_pairs_section(cells)
+    lines = accuracy_tables.llm_pairs_section(cells)
     rows = [line for line in lines if line.startswith("| ETTh")]
     assert len(rows) == 2
     assert "| +0.0200 |" in rows[0] and "| -0.0100 |" in rows[1]
@@ -190,24 +190,24 @@ def test_the_llm_pairs_table_pairs_by_dataset_horizon_and_seed(
     assert "lowered test MSE in 1 and raised it in 1" in summary
     assert "mean +0.0050" in summary
     assert "p = 1.00" in summary  # +0.02 and -0.01: every sign assignment is as extreme
-    assert render.llm_pairs_section(cells[4:]) == []
+    assert accuracy_tables.llm_pairs_section(cells[4:]) == []
 
 
 def test_the_llm_pairs_table_pairs_only_cells_of_the_same_lookback(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(render, "TRAIN_COST", tmp_path / "absent.json")
+    monkeypatch.setattr(measurements, "TRAIN_COST", tmp_path / "absent.json")
     cells = [
         _cell("ETTh1", 96, "llata", 1, 0.40, 10, lookback=336),
         _cell("ETTh1", 96, "llata-no-llm", 1, 0.38, 5),  # lookback 96 (no field): no pair
         _cell("ETTh1", 96, "llata", 2, 0.37, 10, lookback=512),
         _cell("ETTh1", 96, "llata-no-llm", 2, 0.36, 5, lookback=512),
     ]
-    rows = [line for line in render.llm_pairs_section(cells) if line.startswith("| ETTh")]
+    rows = [line for line in accuracy_tables.llm_pairs_section(cells) if line.startswith("| ETTh")]
     assert rows == [
         "| ETTh1 | 96 | 512 | 2 | 0.370 | 0.360 | +0.0100 | — | 10 (9) / 5 (4) | — |"
     ]  # CALF's published number is at lookback 96: not shown beside a lookback-512 pair
-    assert render.llm_pairs_section(cells[:2]) == []
+    assert accuracy_tables.llm_pairs_section(cells[:2]) == []
 
 
 def _lookback_grid() -> list[dict]:
@@ -243,7 +243,7 @@ def _table_rows(lines: list[str]) -> list[list[str]]:
 
 
 def test_validation_picks_the_lookback_and_test_is_only_reported() -> None:
-    grid, summary = _table_rows(render.lookback_section(_lookback_grid()))
+    grid, summary = _table_rows(lookback_pick.lookback_section(_lookback_grid()))
     assert not any(r.startswith("| ETTh2") for r in grid + summary)  # lookback 96 only
     assert grid[:4] == [
         "| ETTh1 | 96 | dlinear | 96 | 1,2 | fp32 | 0.6550 ± 0.0071 | 0.3850 ± 0.0071 |  |",
@@ -266,7 +266,7 @@ def test_validation_picks_the_lookback_and_test_is_only_reported() -> None:
         "| ETTh1 | 96 | llata-no-llm | 336 | 1 | — | 1: 336 | the same (equal seeds) "
         "| 0.3830 | 0.3860 | -0.0030 (1 seed) |",
     ]
-    assert render.lookback_section(_lookback_grid()[-1:]) == []
+    assert lookback_pick.lookback_section(_lookback_grid()[-1:]) == []
 
 
 def test_pick_lookback_breaks_ties_to_the_shorter_and_can_compare_common_seeds() -> None:
@@ -279,13 +279,15 @@ def test_pick_lookback_breaks_ties_to_the_shorter_and_can_compare_common_seeds()
         ],
     }
     # Over every seed present 512 leads (mean 0.63, two seeds) ...
-    chosen = render.pick_lookback(by_lookback)
+    chosen = lookback_pick.pick_lookback(by_lookback)
     assert chosen.pick == 512 and chosen.n == {96: 1, 336: 1, 512: 2}
     # ... on seed 1 alone 96 and 336 tie within VAL_TIE: the shorter one is picked.
-    on_seed_1 = render.pick_lookback(by_lookback, {1})
+    on_seed_1 = lookback_pick.pick_lookback(by_lookback, {1})
     assert on_seed_1.pick == 96 and on_seed_1.tied == [96, 336]
     # Test MSE (336's 0.30 is the best) never enters the choice.
-    assert render.pick_lookback({96: [_cell("ETTh1", 96, "dlinear", 1, 0.3, 6)]}).pick is None
+    assert (
+        lookback_pick.pick_lookback({96: [_cell("ETTh1", 96, "dlinear", 1, 0.3, 6)]}).pick is None
+    )
 
 
 def test_cells_at_other_lookbacks_stay_out_of_the_lookback_96_tables(
@@ -298,8 +300,9 @@ def test_cells_at_other_lookbacks_stay_out_of_the_lookback_96_tables(
     monkeypatch.setattr(render, "HERE", tmp_path)  # no NOTES.md there
     monkeypatch.setattr(render, "ACCURACY", results)
     monkeypatch.setattr(render, "OUT", tmp_path / "RESULTS.md")
-    for name in ("SPEED", "INFERENCE", "TRAIN_COST", "PROBE", "SHORT_TERM"):
-        monkeypatch.setattr(render, name, tmp_path / "absent")
+    monkeypatch.setattr(render, "SHORT_TERM", tmp_path / "absent")
+    for name in ("SPEED", "INFERENCE", "TRAIN_COST", "PROBE"):
+        monkeypatch.setattr(measurements, name, tmp_path / "absent")
     monkeypatch.setattr(sys, "argv", ["render.py", "--no-plots"])
     assert render.main() == 0
     text = (tmp_path / "RESULTS.md").read_text()
@@ -311,14 +314,14 @@ def test_cells_at_other_lookbacks_stay_out_of_the_lookback_96_tables(
 
 
 def test_sign_flip_p_is_exact() -> None:
-    assert render.sign_flip_p([0.01] * 5) == pytest.approx(2 / 32)
-    assert render.sign_flip_p([0.01, -0.01]) == 1.0
+    assert accuracy_tables.sign_flip_p([0.01] * 5) == pytest.approx(2 / 32)
+    assert accuracy_tables.sign_flip_p([0.01, -0.01]) == 1.0
     # only (+,+,+) and (-,-,-) of the 8 assignments of (0.3, 0.1, 0.1) reach |sum| 0.5
-    assert render.sign_flip_p([0.3, 0.1, 0.1]) == pytest.approx(2 / 8)
+    assert accuracy_tables.sign_flip_p([0.3, 0.1, 0.1]) == pytest.approx(2 / 8)
     # Past `exact_up_to` differences a fixed-seed sample of assignments: close to exact.
     many = [0.01] * 8 + [-0.004] * 4
-    assert render.sign_flip_p(many, exact_up_to=8, samples=100_000) == pytest.approx(
-        render.sign_flip_p(many), abs=0.01
+    assert accuracy_tables.sign_flip_p(many, exact_up_to=8, samples=100_000) == pytest.approx(
+        accuracy_tables.sign_flip_p(many), abs=0.01
     )
     with pytest.raises(ValueError, match="at least one"):
-        render.sign_flip_p([])
+        accuracy_tables.sign_flip_p([])
