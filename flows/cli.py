@@ -16,17 +16,14 @@ Exit codes: 0 on success, 1 when the data or the run failed (with a message nami
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
+from flows.prefect_runtime import configure_environment, run_flow
+from flows.run_summary import candidate_table, print_recalibration_summary, print_run_summary
 
 logger = logging.getLogger(__name__)
 
@@ -196,13 +193,6 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _rel(cfg: PipelineConfig, path: Path) -> str:
-    try:
-        return str(path.relative_to(cfg.root))
-    except ValueError:
-        return str(path)
-
-
 # --------------------------------------------------------------------------- data & stages
 
 
@@ -217,7 +207,7 @@ def cmd_data_pull(args: argparse.Namespace) -> int:
         print(f"llata: error: {err}", file=sys.stderr)
         return 1
     dvc = {None: "not a DVC project", True: "unchanged", False: "CHANGED"}[result.dvc_unchanged]
-    print(f"{_rel(cfg, result.path)}: {result.source} ({result.origin})")
+    print(f"{cfg.shown(result.path)}: {result.source} ({result.origin})")
     print(f"  sha256 {result.sha256}")
     print(f"  dvc status {cfg.layout.dvc_file.name}: {dvc}")
     if result.synthetic:
@@ -242,7 +232,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = _config(args)
     try:
         if args.path is None:
-            source, report_dir = _rel(cfg, cfg.layout.raw_data), cfg.layout.validation_dir
+            source, report_dir = cfg.shown(cfg.layout.raw_data), cfg.layout.validation_dir
             report = validate_stage(cfg)
         else:
             source, report_dir = str(args.path), args.report_dir
@@ -251,7 +241,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, DataLoadError) as err:
         print(f"llata: error: {err}", file=sys.stderr)
         return 1
-    where = _rel(cfg, report_dir) if report_dir is not None else None
+    where = cfg.shown(report_dir) if report_dir is not None else None
     if not report.success:
         print(f"llata: error: {source}: {DataValidationError(report)}", file=sys.stderr)
         if where is not None:
@@ -282,8 +272,8 @@ def cmd_features(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             {
-                "feature_repo": _rel(cfg, cfg.layout.feature_repo),
-                "training_frame": _rel(cfg, result.training_frame),
+                "feature_repo": cfg.shown(cfg.layout.feature_repo),
+                "training_frame": cfg.shown(result.training_frame),
                 "rows": result.rows,
                 "channels": list(result.channels),
                 "retrieval": result.retrieval,
@@ -301,7 +291,7 @@ def cmd_pipeline_backbone(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     stamp = backbone_stage(cfg)
-    print(f"{_rel(cfg, stamp)}: {stamp.read_text(encoding='utf-8').strip()}")
+    print(f"{cfg.shown(stamp)}: {stamp.read_text(encoding='utf-8').strip()}")
     return 0
 
 
@@ -310,17 +300,10 @@ def cmd_pipeline_train(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     selection = train_stage(cfg)
-    print(_candidate_table(selection))
+    print(candidate_table(selection))
     print(f"winner: {selection.reason}")
-    print(f"artifact: {_rel(cfg, cfg.layout.model_dir)}")
+    print(f"artifact: {cfg.shown(cfg.layout.model_dir)}")
     return 0
-
-
-def _candidate_table(selection: Any) -> str:
-    """The candidates as a text table, the one `llata registry show` prints."""
-    from serving.registry_cli import selection_table
-
-    return selection_table(selection.to_dict())
 
 
 def cmd_pipeline_evaluate(args: argparse.Namespace) -> int:
@@ -333,86 +316,9 @@ def cmd_pipeline_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- Prefect
-
-
-def _prefect_environment() -> None:
-    """Local-only defaults, set before Prefect is imported (it reads them once).
-
-    No telemetry from the client, the temporary server or BentoML, and the library
-    loggers forwarded to the Prefect run logs.
-    """
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "llata_core,features,flows,serving")
-    # The summary after the run logs outside any flow run; that is not an error.
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-    # The temporary API server of a run without PREFECT_API_URL starts in ~5 s on an idle
-    # machine; on a busy 2-core one (training beside it) Prefect's 20 s default ran out.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_PrefectRunNames())
-
-
-@contextlib.contextmanager
-def _prefect_api() -> Iterator[None]:
-    """The Prefect API of a run: `PREFECT_API_URL` if set, else one temporary local server.
-
-    Prefect would start a temporary server by itself, but only for this process: each
-    candidate's worker process would then start its own. One server, whose address the
-    workers inherit through the environment, serves them all.
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    server = SubprocessASGIServer()
-    server.start(timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield
-            _drain_prefect_clients()
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
-
-
-def _drain_prefect_clients(timeout: float = 30.0) -> None:
-    """Send the run logs and events still queued while the server is up.
-
-    Left queued, Prefect's background workers send them at interpreter exit to the server
-    that has stopped by then, print "Error logging to API" and retry: `llata pipeline run`
-    sat for about a minute after its summary.
-    """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=timeout, at_exit=False)
-
-
-class _PrefectRunNames(logging.Filter):
-    """Name the flow or task run in Prefect's lines.
-
-    `llata` configures the root handler before Prefect is imported, so Prefect keeps it
-    (and its format) instead of installing its own console handler; Prefect's run loggers
-    then print "Finished in state Completed()" without saying which task finished.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        run = getattr(record, "task_run_name", None) or getattr(record, "flow_run_name", None)
-        if run and record.name.startswith("prefect."):
-            record.name = f"{record.name.removeprefix('prefect.')}[{run}]"
-        return True
-
-
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
     cfg = _config(args)  # validate params.yaml before starting anything
-    _prefect_environment()
+    configure_environment()
     from flows.retrain import RetrainRequest, retrain
 
     request = RetrainRequest(
@@ -422,167 +328,25 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         allow_synthetic=args.allow_synthetic,
         force=args.force,
     )
-    return _run_flow(retrain, request, "pipeline", lambda r, s: _print_summary(cfg, r, s))
-
-
-def _run_flow(
-    run: Callable[..., Any], request: object, what: str, summary: Callable[[Any, float], None]
-) -> int:
-    """Run a flow against the run's Prefect API; print its summary, or why it failed (1)."""
-    start = time.perf_counter()
-    # The summary logs too (loading the production model): the API stays up until it is
-    # printed, or Prefect's log handler reports a failed connection at exit.
-    with _prefect_api():
-        state = run(request, return_state=True)
-        seconds = time.perf_counter() - start
-        if not state.is_completed():
-            print(f"\nllata: {what} failed after {seconds:.0f}s: {state.message}", file=sys.stderr)
-            print("production model unchanged.", file=sys.stderr)
-            return 1
-        summary(state.result(), seconds)
-    return 0
-
-
-def _print_summary(cfg: PipelineConfig, result: object, seconds: float) -> None:
-    """Production model, metrics, a sample forecast and how to serve it."""
-    from flows.registry_stages import open_registry
-    from flows.retrain import RetrainResult
-    from llata_core.forecaster import Forecaster
-    from llata_core.jobs import forecast_frame
-
-    assert isinstance(result, RetrainResult)
-    production = open_registry(cfg).production()
-    m = result.metrics
-    layout = cfg.layout
-    print()
-    print(f"LLaTA pipeline finished in {seconds:.0f}s ({cfg.profile} profile)")
-    if result.synthetic_data:
-        print("  !!! trained on SYNTHETIC data (no real source was reachable) !!!")
-    print(f"  data        {_rel(cfg, layout.raw_data)} ({result.data_source})")
-    from flows.stages import read_selection
-
-    selection = read_selection(cfg)
-    if selection is not None:
-        print("  candidates  (chosen on validation; * = winner)")
-        for line in _candidate_table(selection).splitlines():
-            print(f"    {line}")
-        print(f"  winner      {result.selection_reason}")
-    verdict = "PROMOTED" if result.promoted else "not promoted"
-    print(f"  registered  {result.candidate}: {verdict} ({result.reason})")
-    print(f"  test        {_test_scores(m)}")
-    reports = ", ".join(
-        _rel(cfg, p)
-        for p in (
-            layout.metrics,
-            layout.forecast_plot,
-            layout.loss_plot,
-            layout.validation_dir / "data_docs" / "index.html",
-        )
-    )
-    print(f"  reports     {reports}")
-    if production is None:
-        print("  production  none")
-        return
-    pm = production.metrics
-    print(f"  production  {production.tag}: test {_test_scores(pm, counts=False)}")
-    from features.frame import load_frame
-    from serving.registry_gates import lineage_of
-
-    if lineage_of(production.metadata)["dataset"] not in (None, cfg.params.dataset):
-        print(
-            f"\nThe production model was trained on {lineage_of(production.metadata)['dataset']},"
-            f" not on {cfg.params.dataset}: no sample forecast of this run's data."
-        )
-    else:
-        fc = Forecaster.load(production.path)
-        data = cfg.model.data
-        ts_col = data.timestamp_column
-        history = load_frame(layout.raw_data, ts_col)
-        which = ""
-        if data.series_column is not None:  # many series: the first one, its value column
-            first = history[data.series_column].iloc[0]
-            history = history[history[data.series_column] == first]
-            history = history[[ts_col, data.value_column]]
-            which = f" of series {first}"
-        history = history.tail(fc.input_size)
-        forecast = forecast_frame(fc, history, ts_col)
-        print(
-            f"\nSample forecast of the production model{which}: the {len(forecast)} steps "
-            f"after {history[ts_col].iloc[-1]} (first 5, data units):"
-        )
-        print(forecast.head(5).to_string(index=False, float_format=lambda v: f"{v:9.3f}"))
-    print("\nServe it (picks up the production alias, reloads on promotion):")
-    from flows.params import RegistryParams
-
-    reg = cfg.params.registry
-    default = RegistryParams.model_fields["model_name"].default  # what the service reads
-    env = "" if reg.model_name == default else f"LLATA_MODEL_NAME={reg.model_name} "
-    if reg.dir is not None:
-        env += f"LLATA_REGISTRY_DIR={cfg.root / reg.dir} "
-    print(f"  {env}bentoml serve serving.service:Forecaster")
-    print("Registry:  llata registry list | show production | rollback")
-
-
-def _test_scores(metrics: dict[str, Any], *, counts: bool = True) -> str:
-    """A model's test scores as one line, in its task's metrics: OWA first for many
-    series (with SMAPE, MASE and the 80 % coverage), MSE and MAE for one wide series."""
-
-    def num(key: str) -> str:
-        value = metrics.get(key)
-        return f"{value:.4f}" if isinstance(value, int | float) else "-"
-
-    if metrics.get("metric") == "owa":
-        line = f"OWA {num('owa')}  SMAPE {num('smape')}  MASE {num('mase')}"
-        if "coverage_80" in metrics:
-            line += f"  80% coverage {num('coverage_80')}"
-        if counts and "n_series" in metrics:
-            line += f" over {metrics['n_series']} series ({metrics.get('dataset')})"
-        return line
-    line = f"MSE {num('mse')}  MAE {num('mae')}"
-    if counts and "n_windows" in metrics:
-        line += f" over {metrics['n_windows']} windows ({metrics.get('dataset')}, scaled)"
-    return line
+    return run_flow(retrain, request, "pipeline", lambda r, s: print_run_summary(cfg, r, s))
 
 
 def cmd_pipeline_recalibrate(args: argparse.Namespace) -> int:
     cfg = _config(args)  # validate params.yaml before starting anything
-    _prefect_environment()
+    configure_environment()
     from flows.recalibrate import RecalibrateRequest, recalibrate
 
     request = RecalibrateRequest(
         params_file=str(Path(args.params).resolve()), overrides=tuple(args.set)
     )
-    return _run_flow(
-        recalibrate, request, "recalibration", lambda r, s: _print_recalibration(cfg, r, s)
+    return run_flow(
+        recalibrate, request, "recalibration", lambda r, s: print_recalibration_summary(cfg, r, s)
     )
-
-
-def _print_recalibration(cfg: PipelineConfig, result: object, seconds: float) -> None:
-    """The registered version, the gate's verdict and the holdout metrics, both sides."""
-    from flows.recalibrate import RecalibrateResult
-
-    assert isinstance(result, RecalibrateResult)
-    verdict = "PROMOTED" if result.promoted else "not promoted"
-    recal = cfg.params.recalibration
-    print(f"\nLLaTA recalibration finished in {seconds:.0f}s")
-    print(f"  data        {_rel(cfg, cfg.layout.raw_data)}")
-    print(
-        f"  windows     scores from the newest {result.calibration_windows}, checked on the "
-        f"newest {result.holdout_windows} (configured {recal.recent_windows} / "
-        f"{recal.holdout_windows})"
-    )
-    print(f"  registered  {result.candidate}, a recalibration of {result.parent}: {verdict}")
-    print(f"  reason      {result.reason}")
-    for key, value in result.holdout.items():
-        before = (result.replaced or {}).get(key)
-        was = f"  (production {before:.4f})" if before is not None else ""
-        print(f"  holdout     {key:<14} {value:.4f}{was}")
-    print(f"  production  {result.production}")
 
 
 def cmd_pipeline_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _prefect_environment()
+    configure_environment()
     from flows.deploy import serve_scheduled
     from flows.recalibrate import RecalibrateRequest
     from flows.retrain import RetrainRequest

@@ -424,6 +424,13 @@ class PipelineConfig:
     def root(self) -> Path:
         return self.layout.root
 
+    def shown(self, path: Path) -> str:
+        """`path` as a person reads it: relative to the project root where it is inside."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
     @property
     def short_term(self) -> bool:
         """The raw file is many univariate series in long format (an M4 subset, or
