@@ -273,7 +273,7 @@ def get_training_frame_asof(
     if len(entity_df) <= max_pit_rows:
         return get_training_frame(store, entity_df), "point_in_time"
     joined = _offline_asof(store, entity_df)
-    _check_against_point_in_time(store, entity_df, joined, check_rows)
+    check_against_point_in_time(store, entity_df, joined, check_rows)
     return joined, "offline_asof"
 
 
@@ -322,10 +322,17 @@ def _offline_asof(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def _check_against_point_in_time(
+def check_against_point_in_time(
     store: FeatureStore, entity_df: pd.DataFrame, joined: pd.DataFrame, n_rows: int
 ) -> None:
-    """Compare evenly spaced rows of `joined` with Feast's point-in-time join."""
+    """Check a training frame built outside Feast against Feast's own point-in-time join.
+
+    `n_rows` evenly spaced rows of `joined` (the first and the last included) are answered
+    again by Feast and compared; `get_training_frame_asof` runs this on its as-of read.
+
+    Raises:
+        RuntimeError: A sampled row differs, naming the first such row and its keys.
+    """
     idx = np.unique(np.linspace(0, len(entity_df) - 1, min(n_rows, len(entity_df))).astype(int))
     reference = get_training_frame(store, entity_df.iloc[idx].reset_index(drop=True))
     channels = [c for c in reference.columns if c not in entity_df.columns]

@@ -26,11 +26,11 @@ import bentoml
 from bentoml._internal.models import ModelStore  # no public way to open a store at a path
 from bentoml.exceptions import BentoMLException, NotFound
 
-from llata_core.data import file_sha256
 from llata_core.forecaster import (
-    MANIFEST_NAME,
     check_metrics,
+    copy_artifact,
     headline_metric,
+    manifest_digest,
     read_metrics,
     verify_manifest,
 )
@@ -164,7 +164,7 @@ class VersionStore:
             ValueError: The metadata cannot be stored.
         """
         src = Path(artifact_dir)
-        files = verify_manifest(src)
+        verify_manifest(src)
         metrics = read_metrics(src)
         name = headline_metric(metrics)
         check_metrics(src, metrics, REQUIRED_METRICS if name == "mse" else (name,))
@@ -172,18 +172,14 @@ class VersionStore:
         if "metrics" in meta and meta["metrics"] != metrics:
             raise ValueError(f"metadata['metrics'] differs from the metrics of the artifact {src}")
         meta["metrics"] = metrics
-        meta["manifest_sha256"] = file_sha256(src / MANIFEST_NAME)
+        meta["manifest_sha256"] = manifest_digest(src)
         meta["registered_at"] = datetime.now(UTC).isoformat()
         with bentoml.models.create(
             self.model_name, metadata=meta, _model_store=self._store
         ) as model:
             staging = Path(model.path)  # a temp dir until the block exits, not the store
             try:
-                for rel in [*sorted(files), MANIFEST_NAME]:
-                    dst = staging / rel
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    _copy_file(src / rel, dst)
-                verify_manifest(staging)
+                copy_artifact(src, staging)
             except BaseException:
                 # BentoML re-raises without saving, but leaves its staging dir to a GC
                 # finaliser; remove it now so a failed large copy does not fill /tmp.
@@ -261,11 +257,6 @@ def version_info(model: Model, aliases: tuple[str, ...]) -> VersionInfo:
         aliases=aliases,
         path=Path(model.path),
     )
-
-
-def _copy_file(src: Path, dst: Path) -> None:
-    """Copies one artifact file (a separate function so tests can make a copy fail)."""
-    shutil.copy2(src, dst)
 
 
 def _normalise_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

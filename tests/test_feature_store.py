@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-import features.store
 from features.definitions import build_definitions
 from features.store import (
     UnknownSeriesError,
+    check_against_point_in_time,
     get_training_frame,
     get_training_frame_asof,
     open_feature_store,
@@ -255,23 +255,17 @@ def test_asof_read_never_sees_a_later_value(store: FeatureStore) -> None:
     np.testing.assert_array_equal(training["a"].to_numpy(), floor_step)
 
 
-def test_asof_read_that_differs_from_feast_raises(
-    store: FeatureStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    offline_asof = features.store._offline_asof
-
-    def corrupted(store: FeatureStore, entity_df: pd.DataFrame) -> pd.DataFrame:
-        joined = offline_asof(store, entity_df)
-        joined.loc[joined.index[-1], "b"] += 1.0  # the last row is always checked
-        return joined
-
-    monkeypatch.setattr(features.store, "_offline_asof", corrupted)
+def test_asof_read_that_differs_from_feast_raises(store: FeatureStore) -> None:
     entity_df = pd.DataFrame(
         {"series_id": "south", "event_timestamp": START + pd.to_timedelta(range(6), unit="h")}
     )
+    joined, retrieval = get_training_frame_asof(store, entity_df, max_pit_rows=2, check_rows=2)
+    assert retrieval == "offline_asof"
+    check_against_point_in_time(store, entity_df, joined, 2)  # the frame as read passes
 
+    joined.loc[joined.index[-1], "b"] += 1.0  # the last row is always checked
     with pytest.raises(RuntimeError, match=r"point-in-time join at row 5 \({'series_id': 'south'"):
-        get_training_frame_asof(store, entity_df, max_pit_rows=2, check_rows=2)
+        check_against_point_in_time(store, entity_df, joined, 2)
     with pytest.raises(ValueError, match="check_rows"):
         get_training_frame_asof(store, entity_df, max_pit_rows=2, check_rows=0)
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -23,7 +24,6 @@ from bentoml._internal.models import ModelStore
 from bentoml._internal.utils.analytics import usage_stats
 
 import llata_core.forecaster as forecaster_mod
-import serving.registry_store as store_mod
 from llata_core.forecaster import verify_manifest
 from serving import registry_cli
 from serving.registry import (
@@ -201,15 +201,15 @@ def test_failed_registration_leaves_no_model(
 ) -> None:
     reg = Registry()
     calls = []
-    real_copy = store_mod._copy_file
+    real_copy = shutil.copy2
 
-    def failing_copy(src: Path, dst: Path) -> None:
-        calls.append(src.name)
+    def failing_copy(src: Path, dst: Path) -> object:
+        calls.append(Path(src).name)
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        real_copy(src, dst)
+        return real_copy(src, dst)
 
-    monkeypatch.setattr(store_mod, "_copy_file", failing_copy)
+    monkeypatch.setattr(shutil, "copy2", failing_copy)  # the disk fills on the third file
     with pytest.raises(OSError, match="No space left"):
         reg.register(make_artifact(tmp_path / "a", 1.0), metadata={})
     assert len(calls) == 3

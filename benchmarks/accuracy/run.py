@@ -30,6 +30,7 @@ from pathlib import Path
 from llata_core.atomic import write_json
 from llata_core.checkpoint import config_digest, resumable_digests
 from llata_core.config import LlataConfig, load_params
+from llata_core.forecaster import is_artifact
 from llata_core.jobs import evaluate_job, provenance, train_job
 
 HERE = Path(__file__).resolve().parent
@@ -254,7 +255,7 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     t0 = time.perf_counter()
     model_dir = RUNS / cell.train_key / "model"
     run_dir = RUNS / cell.train_key / "run"
-    if not (model_dir / "manifest.json").is_file():
+    if not is_artifact(model_dir):
         outcome = train_job(cfg, out_dir=model_dir, run_dir=run_dir, resume=True)
         # Every epoch's own time, including epochs run by an earlier, interrupted process
         # (`outcome.fit.seconds` is this process's wall time only).

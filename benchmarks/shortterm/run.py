@@ -33,7 +33,7 @@ import numpy as np
 
 from llata_core.atomic import write_json
 from llata_core.config import load_params
-from llata_core.forecaster import Forecaster
+from llata_core.forecaster import Forecaster, is_artifact
 from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm import (
     ShortTermSplits,
@@ -138,7 +138,7 @@ def _train_and_score(cell: Cell, params: Path, extra: list[str]) -> dict:
     overrides = cell.overrides(extra)
     cfg = load_params(params, overrides)
     info_path = RUNS / cell.key / "train_info.json"
-    if not (model_dir / "manifest.json").is_file():
+    if not is_artifact(model_dir):
         outcome = train_job(cfg, out_dir=model_dir, run_dir=run_dir, resume=True)
         fit = outcome.fit
         write_json(

@@ -248,6 +248,39 @@ def verify_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     return dict(files)
 
 
+def is_artifact(path: str | os.PathLike[str]) -> bool:
+    """Whether a saved artifact is at `path`: an artifact is renamed into place only once
+    it is complete, with its manifest, so this does not verify its files (see
+    `verify_manifest`)."""
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def manifest_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of an artifact's manifest: one digest that names every file's content."""
+    return file_sha256(Path(path) / MANIFEST_NAME)
+
+
+def copy_artifact(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, str]:
+    """Copy a verified artifact's files into the directory `dst`, the manifest last, and
+    verify the copy: a copy that fails part-way (a full disk) raises, and `dst` is then the
+    caller's to remove.
+
+    Returns:
+        The manifest's `files` mapping, as `verify_manifest` returns it.
+
+    Raises:
+        ArtifactError: `src` is incomplete or tampered, or the copy does not match.
+        OSError: A file could not be copied.
+    """
+    source, target = Path(src), Path(dst)
+    files = verify_manifest(source)
+    for rel in [*sorted(files), MANIFEST_NAME]:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / rel, target / rel)
+    verify_manifest(target)
+    return files
+
+
 def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the manifest (`verify_manifest`) and the artifact format; return `config.json`."""
     root = Path(path)
