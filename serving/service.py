@@ -101,8 +101,9 @@ def _answer(
     series_id: str | None = None,
     window_end: str | None = None,
 ) -> Response:
-    """The 200 answer of a forecast endpoint: ``ForecastResponse`` (with ``series_id`` and
-    ``window_end``: ``SeriesForecastResponse``) as JSON, fields in the schema's order.
+    """The 200 answer of a forecast endpoint as JSON: ``ForecastResponse``, or with
+    ``series_id`` ``SeriesForecastResponse``; the response model names the fields, their
+    order and which are required.
 
     Written by orjson straight from the float64 arrays: building the response model first
     validates every number again, which cost more than the model call of a small model
@@ -111,24 +112,33 @@ def _answer(
     ``null`` where the schema has an optional list.
     """
     assert result.forecast is not None  # the batcher raises for an outcome without one
-    intervals = [
-        {"level": level, "lower": _numbers(low), "upper": _numbers(result.upper[level])}
-        for level, low in result.lower.items()  # the levels asked, in their order
-    ]
-    body = {
+    schema = ForecastResponse if series_id is None else SeriesForecastResponse
+    values: dict[str, Any] = {
         "forecast": _numbers(result.forecast),
         "channels": list(channels),
         "horizon": horizon,
         "timestamps": timestamps,
-        "intervals": intervals or None,
+        "intervals": [
+            {"level": level, "lower": _numbers(low), "upper": _numbers(result.upper[level])}
+            for level, low in result.lower.items()  # the levels asked, in their order
+        ]
+        or None,
         "model_version": result.model_version,
         "series_id": series_id,
         "window_end": window_end,
     }
-    content = orjson.dumps(
-        {k: v for k, v in body.items() if v is not None}, option=orjson.OPT_SERIALIZE_NUMPY
+    body = {}
+    for name, field in schema.model_fields.items():
+        value = values.pop(name, None)
+        if value is not None:
+            body[name] = value
+        elif field.is_required():
+            raise RuntimeError(f"the {schema.__name__} answer lacks its required {name!r}")
+    if any(value is not None for value in values.values()):
+        raise RuntimeError(f"{schema.__name__} has no field for {sorted(values)}")
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
     )
-    return Response(content, media_type="application/json")
 
 
 def _numbers(values: np.ndarray) -> np.ndarray:
