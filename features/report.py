@@ -21,6 +21,7 @@ from great_expectations.core.expectation_validation_result import (
     ExpectationValidationResult,
 )
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+from pandas.api import types as ptypes
 
 from features.frame import FrameSpec
 from features.suite import (
@@ -279,6 +280,14 @@ def _message(
         )
         return f"channel {column!r} {what}; a dead sensor carries no signal{hint}"
     if check is Check.TIMESTAMP_PARSEABLE:
+        if ts in prepared.data.columns and ptypes.is_numeric_dtype(prepared.data[ts]):
+            return (
+                f"{bad} of {total} value(s) in {ts!r} are numbers, not timestamps: a number "
+                "without a unit is ambiguous, "
+                "and the feature store keys every row on its event time; write each row's "
+                "time (a start plus step x frequency, as `llata data pull` does for M4) "
+                "before validating"
+            )
         return f"{bad} of {total} value(s) in {ts!r} are missing or not parseable timestamps"
     if check is Check.SERIES_ID_PRESENT:
         return f"{bad} row(s) have no series id in {column!r}"

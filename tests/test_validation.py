@@ -153,6 +153,17 @@ def test_unparseable_timestamp_is_reported_with_the_raw_value() -> None:
     assert failure.examples[0].values["date"] == "not a date"
 
 
+def test_integer_steps_are_refused_with_how_to_stamp_them() -> None:
+    frame = make_multi_frame()  # a long file of many series indexed by integer steps
+    frame["date"] = frame.groupby("series_id").cumcount()
+
+    report = validate_frame(frame, MULTI_SPEC)
+
+    [failure] = by_check(report)[Check.TIMESTAMP_PARSEABLE]
+    assert "in 'date' are numbers, not timestamps" in failure.message
+    assert "start plus step x frequency" in failure.message
+
+
 def test_non_increasing_timestamps_are_reported() -> None:
     frame = make_frame()
     frame.loc[[10, 11], "date"] = frame.loc[[11, 10], "date"].to_numpy()
