@@ -38,6 +38,7 @@ from benchmarks.accuracy_tables import (  # noqa: E402
     lookback,
     table,
 )
+from benchmarks.combination import combination_section, load_ensembles  # noqa: E402
 from benchmarks.lookback_pick import lookback_section  # noqa: E402
 from benchmarks.measurements import (  # noqa: E402
     inference_section,
@@ -187,6 +188,7 @@ def main() -> int:
         *ablation_section(at_96),
         *llm_pairs_section(cells),
         *lookback_section(cells),
+        *combination_section(load_ensembles()),
     ]
     if unshown:
         lines += [

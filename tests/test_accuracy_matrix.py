@@ -325,3 +325,64 @@ def test_sign_flip_p_is_exact() -> None:
     )
     with pytest.raises(ValueError, match="at least one"):
         accuracy_tables.sign_flip_p([])
+
+
+def test_a_combination_of_two_lookbacks_is_chosen_on_validation(matrix: Path) -> None:
+    from benchmarks.accuracy import ensemble
+
+    first = run.parse_cell("sine.csv:8:dlinear:0:L64")  # the other reads 32 rows
+    second = run.parse_cell("sine.csv:8:dlinear:0")
+    result = ensemble.combine(first, second, matrix)
+
+    stored = json.loads(
+        (run.RESULTS / "ensembles" / f"{result['cell']}.json").read_text(encoding="utf-8")
+    )
+    assert stored == json.loads(json.dumps(result))
+    by_weight = {float(w): v for w, v in result["val_mse_by_weight"].items()}
+    assert set(by_weight) == set(ensemble.WEIGHTS)
+    # The weight is the validation's choice, and weights 1 and 0 are the members alone, so
+    # the combination is never worse on validation than the better member.
+    assert result["best_val_mse"] == min(by_weight.values())
+    assert by_weight[result["weight_first"]] == result["best_val_mse"]
+    members = result["member_scores"]
+    assert math.isclose(by_weight[1.0], members[first.key]["val"], rel_tol=1e-6)
+    assert math.isclose(by_weight[0.0], members[second.key]["val"], rel_tol=1e-6)
+    assert result["n_windows"] == stored["n_windows"] > 0
+    # The members' own result files stay run.py's to write.
+    assert not (run.RESULTS / f"{first.key}.json").exists()
+
+
+def test_a_combination_needs_members_of_one_dataset_and_seed(matrix: Path) -> None:
+    from benchmarks.accuracy import ensemble
+
+    with pytest.raises(ValueError, match="share the dataset, the horizon and the seed"):
+        ensemble.combine(
+            run.parse_cell("sine.csv:8:dlinear:0"), run.parse_cell("sine.csv:8:dlinear:1"), matrix
+        )
+
+
+def test_the_combination_table_reports_what_validation_prefers() -> None:
+    def result(seed: int, val: float, test: float) -> dict:
+        return {
+            "dataset": "ETTh1",
+            "horizon": 96,
+            "variant": "ens_dlinear-L512+dlinear-L96",
+            "seed": seed,
+            "members": [f"ETTh1_96_dlinear_s{seed}_L512", f"ETTh1_96_dlinear_s{seed}"],
+            "member_scores": {
+                f"ETTh1_96_dlinear_s{seed}_L512": {"val": 0.60, "test": 0.40},
+                f"ETTh1_96_dlinear_s{seed}": {"val": 0.70, "test": 0.39},
+            },
+            "weight_first": 0.5,
+            "best_val_mse": val,
+            "mse": test,
+        }
+
+    from benchmarks.combination import combination_section
+
+    # The combination is best on test but not on validation: the member is preferred.
+    [row] = [r for r in combination_section([result(1, 0.61, 0.30), result(2, 0.62, 0.31)])
+             if r.startswith("| ETTh1")]  # fmt: skip
+    assert "| dlinear-L512 + dlinear-L96 | 1,2 | 0.5, 0.5 |" in row
+    assert row.endswith("| first |")
+    assert combination_section([]) == []

@@ -244,15 +244,9 @@ def _check_recipe(cell: Cell, cfg: LlataConfig, extra: list[str], done: dict | N
             )
 
 
-def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
-    out = RESULTS / f"{cell.key}.json"
-    cfg = load_params(params, cell.overrides(extra))
-    done = json.loads(out.read_text()) if out.is_file() else None
-    _check_recipe(cell, cfg, extra, done)
-    if done is not None:
-        log.info("skip %s (done)", cell.key)
-        return done
-    t0 = time.perf_counter()
+def train_cell(cell: Cell, cfg: LlataConfig) -> Path:
+    """The cell's trained model directory: trained (or resumed) here when it is not there
+    yet, with its training record in `train_info.json` beside it."""
     model_dir = RUNS / cell.train_key / "model"
     run_dir = RUNS / cell.train_key / "run"
     if not is_artifact(model_dir):
@@ -272,6 +266,19 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
             "val_mse_by_epoch": [h.validation()["mse"] for h in outcome.fit.history],
         }
         write_json(RUNS / cell.train_key / "train_info.json", train_info, trailing_newline=False)
+    return model_dir
+
+
+def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
+    out = RESULTS / f"{cell.key}.json"
+    cfg = load_params(params, cell.overrides(extra))
+    done = json.loads(out.read_text()) if out.is_file() else None
+    _check_recipe(cell, cfg, extra, done)
+    if done is not None:
+        log.info("skip %s (done)", cell.key)
+        return done
+    t0 = time.perf_counter()
+    model_dir = train_cell(cell, cfg)
     train_info = json.loads((RUNS / cell.train_key / "train_info.json").read_text())
     data = None
     if cell.zero_shot_to:
