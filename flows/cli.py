@@ -2,7 +2,7 @@
 `llata.commands`): `data pull`, `validate`, `features`, and
 `pipeline run|recalibrate|train|evaluate|serve`.
 
-Each command validates `params.yaml` once (`flows.params.load_pipeline_config`) and calls
+Each command validates `params.yaml` once (`flows.config.load_pipeline_config`) and calls
 one stage function (`flows.stages`, `flows.evaluate`, `flows.registry_stages`), the same
 function the Prefect task of that step calls. `dvc.yaml` runs these commands, so DVC,
 Prefect and a person at the shell share one implementation. Prefect, Feast, Great
@@ -21,7 +21,8 @@ import logging
 import sys
 from pathlib import Path
 
-from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
+from flows.config import PipelineConfig, load_pipeline_config
+from flows.params import DEFAULT_PARAMS_FILE
 from flows.prefect_runtime import configure_environment, run_flow
 from flows.run_summary import candidate_table, print_recalibration_summary, print_run_summary
 

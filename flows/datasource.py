@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from flows.params import PipelineConfig
+from flows.config import PipelineConfig
 from llata_core.atomic import atomic_write_bytes, write_json
 from llata_core.data import (
     BENCHMARKS,

@@ -17,7 +17,8 @@ from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 from pydantic import BaseModel
 
-from flows.params import PipelineConfig, ScheduleParams
+from flows.config import PipelineConfig
+from flows.params import ScheduleParams
 from flows.recalibrate import RecalibrateRequest, recalibrate
 from flows.retrain import RetrainRequest, retrain
 

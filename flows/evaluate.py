@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.params import PipelineConfig
+from flows.config import PipelineConfig
 from llata_core.atomic import atomic_write, write_json
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ from prefect.states import Failed
 from pydantic import BaseModel, ConfigDict
 
 from flows import registry_stages
-from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, load_pipeline_config
+from flows.config import PipelineConfig, load_pipeline_config
+from flows.params import DEFAULT_PARAMS_FILE
 from flows.retrain import (
     compute_task,
     failure_message,

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.config import PipelineConfig
 from flows.dvc_state import dvc_revision
-from flows.params import PipelineConfig
 from flows.stages import data_lineage, lineage_record, read_selection
 
 if TYPE_CHECKING:

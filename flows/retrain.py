@@ -42,8 +42,9 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pydantic import BaseModel, ConfigDict
 
 from flows import evaluate, registry_stages, stages
+from flows.config import PipelineConfig, load_pipeline_config
 from flows.datasource import PullResult, pull_raw_data
-from flows.params import DEFAULT_PARAMS_FILE, PipelineConfig, RunnerParams, load_pipeline_config
+from flows.params import DEFAULT_PARAMS_FILE, RunnerParams
 from llata_core.selection import CandidateReport, Selection
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flows.params import PipelineConfig
+from flows.config import PipelineConfig
 
 
 def candidate_table(selection: Any) -> str:

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from flows.config import PipelineConfig, min_rows_for_split
 from flows.datasource import read_provenance
-from flows.params import PipelineConfig, min_rows_for_split
 from llata_core.atomic import atomic_write, write_json
 from llata_core.data import GAP_FILL, file_sha256, fill_gaps
 

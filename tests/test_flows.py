@@ -50,8 +50,8 @@ from prefect.client.schemas.filters import (  # noqa: E402
 from prefect.settings import PREFECT_API_URL  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
+from flows.config import Layout, load_pipeline_config  # noqa: E402
 from flows.deploy import build_deployment, build_recalibrate_deployment  # noqa: E402
-from flows.params import Layout, load_pipeline_config  # noqa: E402
 from flows.recalibrate import (  # noqa: E402
     RECALIBRATION_ARTIFACT,
     RecalibrateRequest,

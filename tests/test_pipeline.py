@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.params import Layout, load_pipeline_config, min_rows_for_split
+from flows.config import Layout, load_pipeline_config, min_rows_for_split
 from llata_core.cli import main
 from llata_core.config import ConfigError
 from llata_core.data import BENCHMARKS, Benchmark, split_borders

@@ -26,7 +26,7 @@ from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId  # noqa: E402
 
 from features.store import UnknownSeriesError, open_feature_store, read_context_window  # noqa: E402
-from flows.params import load_pipeline_config  # noqa: E402
+from flows.config import load_pipeline_config  # noqa: E402
 from flows.registry_stages import open_registry, promote_stage, register_stage  # noqa: E402
 from flows.retrain import CANDIDATES_ARTIFACT, METRICS_ARTIFACT, RetrainRequest, retrain  # noqa: E402
 from flows.stages import validate_stage  # noqa: E402
