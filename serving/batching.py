@@ -21,7 +21,7 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher  # BentoML's adaptive batcher
 
 from llata_core.forecaster import ForecastInputError, IntervalsUnavailableError
-from serving.contract import RequestError
+from serving.bodies import RequestError
 from serving.watcher import ModelWatcher, ServedModel, uncalibrated_message
 
 logger = logging.getLogger(__name__)

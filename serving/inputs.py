@@ -1,6 +1,6 @@
 """The checks a request's schema cannot state: its window and timestamps against the model.
 
-The schema (``serving.contract``) bounds rows, channels and timestamps by the configured
+The schema (``serving.bodies``) bounds rows, channels and timestamps by the configured
 limits; only the served model knows how many rows and channels a window needs, and only the
 timestamps themselves say whether they are evenly spaced. A request that fails here answers
 422 (a stored Feast window that fails answers 409: it is the store's, not the caller's).
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from llata_core.timestamps import extend_timestamps
-from serving.contract import RequestError
+from serving.bodies import RequestError
 
 
 def fit_window(

@@ -66,8 +66,7 @@ with bentoml.importing():
     import torch
 
     from serving.batching import Outcome, WindowBatcher
-    from serving.contract import (
-        ContractRoutes,
+    from serving.bodies import (
         ForecastRequest,
         ForecastResponse,
         ModelInfo,
@@ -75,8 +74,8 @@ with bentoml.importing():
         SeriesForecastResponse,
         SeriesRequest,
         error_response,
-        openapi_document,
     )
+    from serving.contract import ContractRoutes, openapi_document
     from serving.guard import RequestGuard
     from serving.inputs import fit_window, future_timestamps
     from serving.registry import DEFAULT_MODEL_NAME, Registry

@@ -1,7 +1,7 @@
 """The server's settings: one frozen object, read from environment variables once per worker.
 
 Variables (each worker process reads them the first time ``serving_settings()`` is called,
-which is when ``serving.contract`` is imported: BentoML builds the request schemas from it
+which is when ``serving.bodies`` is imported: BentoML builds the request schemas from it
 at import, so the limits must be known by then):
 
     BENTOML_HOME              BentoML home holding the model store (default ``~/bentoml``).

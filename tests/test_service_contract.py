@@ -167,7 +167,8 @@ def test_document_states_every_enforced_limit(deployed: Running) -> None:
 
 
 def test_without_a_model_the_document_states_the_server_limits_only() -> None:
-    from serving.contract import LIMITS, openapi_document
+    from serving.bodies import LIMITS
+    from serving.contract import openapi_document
 
     document = openapi_document(shape=None, auth=False, feature_store=True)
     history = document["components"]["schemas"]["ForecastRequest"]["properties"]["history"]

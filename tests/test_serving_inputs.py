@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.contract import RequestError
+from serving.bodies import RequestError
 from serving.inputs import fit_window
 
 CHANNELS = ("a", "b", "c")
