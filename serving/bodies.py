@@ -71,8 +71,9 @@ LEVELS_DESCRIPTION = (
 )
 
 
-class ForecastRequest(BaseModel):
-    """Body of ``POST /forecast``."""
+class HistoryWindow(BaseModel):
+    """One history window with its optional timestamps: the body of ``POST /forecast`` without
+    its horizon and levels, and each of ``POST /forecast_batch``'s windows."""
 
     # strict: a number is a JSON number, not "1.5" or true (the schema says number).
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -97,12 +98,6 @@ class ForecastRequest(BaseModel):
         description="one ISO 8601 timestamp per history row, increasing and evenly spaced; the "
         "answer then carries the forecast's timestamps (else 422)",
     )
-    horizon: Horizon | None = Field(
-        default=None,
-        description="steps to forecast (default or null: the model's trained horizon; longer is "
-        "rolled out recursively)",
-    )
-    levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
 
     @field_validator("history")
     @classmethod
@@ -115,6 +110,39 @@ class ForecastRequest(BaseModel):
                     "every row needs one value per channel"
                 )
         return rows
+
+
+HORIZON_DESCRIPTION = (
+    "steps to forecast (default or null: the model's trained horizon; longer is rolled out "
+    "recursively)"
+)
+
+
+class ForecastRequest(HistoryWindow):
+    """Body of ``POST /forecast``."""
+
+    horizon: Horizon | None = Field(default=None, description=HORIZON_DESCRIPTION)
+    levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
+
+
+class BatchRequest(BaseModel):
+    """Body of ``POST /forecast_batch``: several windows, one horizon and one set of levels."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    windows: list[HistoryWindow] = Field(
+        min_length=1,
+        max_length=LIMITS.max_windows,
+        description="the windows to forecast, each as `/forecast` takes one (`history`, and "
+        f"`timestamps` if wanted); at most {LIMITS.max_windows} (LLATA_MAX_WINDOWS), and the "
+        f"whole body at most {LIMITS.max_request_bytes} bytes (LLATA_MAX_REQUEST_BYTES)",
+    )
+    horizon: Horizon | None = Field(
+        default=None, description=HORIZON_DESCRIPTION + "; the same for every window"
+    )
+    levels: Levels | None = Field(
+        default=None, description=LEVELS_DESCRIPTION + "; the same for every window"
+    )
 
 
 class SeriesRequest(BaseModel):
@@ -138,20 +166,26 @@ class PredictionInterval(BaseModel):
     upper: list[list[float]] = Field(description="horizon x channels, in data units")
 
 
-class ForecastResponse(BaseModel):
-    """Answer of ``POST /forecast``; absent fields are omitted, never ``null``."""
+class WindowForecast(BaseModel):
+    """One window's forecast: the answer of ``POST /forecast`` without its model version, and
+    each of ``POST /forecast_batch``'s forecasts. Absent fields are omitted, never ``null``."""
 
     forecast: list[list[float]] = Field(description="horizon x channels, in data units")
     channels: list[str]
     horizon: int
     timestamps: list[str] | None = Field(
-        default=None, description="the forecast's timestamps, when the request had timestamps"
+        default=None, description="the forecast's timestamps, when the window had timestamps"
     )
     intervals: list[PredictionInterval] | None = Field(
         default=None,
         description="when the request had levels: one interval per level, in the order asked; "
         "lower <= forecast <= upper, each shaped like `forecast`",
     )
+
+
+class ForecastResponse(WindowForecast):
+    """Answer of ``POST /forecast``; absent fields are omitted, never ``null``."""
+
     model_version: str
 
 
@@ -160,6 +194,15 @@ class SeriesForecastResponse(ForecastResponse):
 
     series_id: str
     window_end: str = Field(description="timestamp of the last row of the stored window")
+
+
+class BatchForecastResponse(BaseModel):
+    """Answer of ``POST /forecast_batch``."""
+
+    forecasts: list[WindowForecast] = Field(
+        description="one forecast per window, in the order of the request's windows"
+    )
+    model_version: str = Field(description="the one model version that forecast every window")
 
 
 class IntervalCalibration(BaseModel):
@@ -216,12 +259,18 @@ class ErrorBody(BaseModel):
 
 
 class RequestError(Exception):
-    """A request that is well-formed JSON but cannot be forecast; carries its HTTP status."""
+    """A request that is well-formed JSON but cannot be forecast (or not now); carries its
+    HTTP status, and when to retry a 503."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+    def answer(self) -> JSONResponse:
+        """The error answer to the request."""
+        return error_response(self.status, self.message, retry_after=self.retry_after)
 
 
 def error_response(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:

@@ -29,6 +29,8 @@ from starlette.responses import JSONResponse, Response
 from llata_core.intervals import MAX_LEVELS
 from serving.bodies import (
     LIMITS,
+    BatchForecastResponse,
+    BatchRequest,
     ErrorBody,
     ForecastRequest,
     ForecastResponse,
@@ -75,6 +77,11 @@ _LEVELS_REFUSED = (
     "levels the model cannot answer: it has no calibrated intervals (`llata calibrate`), the "
     "horizon is beyond the calibrated one, or a level needs more calibration windows than it has"
 )
+_WINDOW_REFUSED = (
+    "fewer rows than its input_size, rows not as wide as its channels, timestamps that are not "
+    "one per row, do not parse or are not increasing and evenly spaced, values so large that "
+    "the forecast is not finite"
+)
 
 FORECAST = Operation(
     path="/forecast",
@@ -85,10 +92,24 @@ FORECAST = Operation(
     answers={
         200: "the forecast",
         **_REFUSED,
-        422: "valid JSON the model cannot forecast: fewer rows than its input_size, rows not "
-        "as wide as its channels, timestamps that are not one per row, do not parse or are "
-        "not increasing and evenly spaced, values so large that the forecast is not finite, "
-        "or " + _LEVELS_REFUSED,
+        422: f"valid JSON the model cannot forecast: {_WINDOW_REFUSED}, or {_LEVELS_REFUSED}",
+    },
+)
+FORECAST_BATCH = Operation(
+    path="/forecast_batch",
+    method="post",
+    summary="Forecast several history windows in one request, all with one model version "
+    f"(at most {LIMITS.max_windows}, LLATA_MAX_WINDOWS).",
+    request=BatchRequest,
+    answer=BatchForecastResponse,
+    answers={
+        200: "one forecast per window, in the request's order, all by one model version",
+        **_REFUSED,
+        400: _REFUSED[400] + f"; no windows, or more than {LIMITS.max_windows} (LLATA_MAX_WINDOWS)",
+        422: "valid JSON the model cannot forecast, the whole request refused: a window (the "
+        f"message names it, `windows[3]: ...`) with {_WINDOW_REFUSED}, or {_LEVELS_REFUSED}",
+        503: _REFUSED[503] + ", or the production model changed twice while the request was "
+        "forecast (retry)",
     },
 )
 FORECAST_SERIES = Operation(
@@ -153,7 +174,7 @@ OTHERS = (
 def operations(*, feature_store: bool) -> tuple[Operation, ...]:
     """Every documented operation of a server with or without a feature store."""
     series = FORECAST_SERIES if feature_store else FORECAST_SERIES_WITHOUT_STORE
-    return (FORECAST, series, *OTHERS)
+    return (FORECAST, FORECAST_BATCH, series, *OTHERS)
 
 
 # Open without the bearer token: the probes and metrics an orchestrator reads.
@@ -195,16 +216,17 @@ def openapi_document(
     Returns:
         The document, JSON-serialisable.
     """
+    answers = (ForecastResponse, BatchForecastResponse, SeriesForecastResponse, ModelInfo)
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (ForecastRequest, "validation"),
-        (SeriesRequest, "validation"),
-        *((m, "serialization") for m in (ForecastResponse, SeriesForecastResponse, ModelInfo)),
+        *((m, "validation") for m in (ForecastRequest, BatchRequest, SeriesRequest)),
+        *((m, "serialization") for m in answers),
         (ErrorBody, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = {"schemas": dict(schemas["$defs"])}
     if shape is not None:
-        for name in ("ForecastRequest", "SeriesRequest"):
+        # HistoryWindow: each of BatchRequest's windows.
+        for name in ("ForecastRequest", "HistoryWindow", "BatchRequest", "SeriesRequest"):
             components["schemas"][name] = _fit_to_model(components["schemas"][name], shape)
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -226,14 +248,14 @@ def openapi_document(
 
 def _fit_to_model(schema: dict[str, Any], shape: ModelShape) -> dict[str, Any]:
     """A request schema narrowed to the rows and channels the served model needs, and saying
-    whether it answers levels."""
+    whether it answers levels (each where the schema has them)."""
     schema = copy.deepcopy(schema)
-    levels = schema["properties"]["levels"]
-    if shape.intervals_horizon is None:
-        levels["description"] += f". Model {shape.version} has no calibrated intervals (422)"
-    else:
+    levels = schema["properties"].get("levels")
+    if levels is not None:
         levels["description"] += (
-            f". Model {shape.version}: calibrated for {shape.intervals_horizon} steps"
+            f". Model {shape.version} has no calibrated intervals (422)"
+            if shape.intervals_horizon is None
+            else f". Model {shape.version}: calibrated for {shape.intervals_horizon} steps"
         )
     if "history" not in schema["properties"]:
         return schema
