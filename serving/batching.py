@@ -1,15 +1,18 @@
 """Adaptive batching: concurrent windows stacked into one model call per served version.
 
-Both forecast endpoints go through BentoML's adaptive-batching dispatcher (``CorkDispatcher``,
-the one behind ``@bentoml.api(batchable=True)``), run in process: concurrent windows are
-stacked into one ``[B, L, M]`` model call per served version, rollout depth and interval
-levels (the bounds come out of the same call: point +- a stored quantile). A batchable
-BentoML API only takes a list-shaped body, so ``/forecast``'s one-window body would need an
-extra in-process HTTP hop to reach one, which costs throughput (benchmarks/serving/RESULTS.md).
+Every forecast endpoint goes through BentoML's adaptive-batching dispatcher
+(``CorkDispatcher``, the one behind ``@bentoml.api(batchable=True)``), run in process:
+concurrent windows are stacked into one ``[B, L, M]`` model call per served version, rollout
+depth and interval levels (the bounds come out of the same call: point +- a stored quantile).
+The windows of one ``/forecast_batch`` request are submitted together, so they share calls
+with each other and with concurrent requests. A batchable BentoML API only takes a
+list-shaped body, so ``/forecast``'s one-window body would need an extra in-process HTTP hop
+to reach one, which costs throughput (benchmarks/serving/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,7 +24,7 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher  # BentoML's adaptive batcher
 
 from llata_core.forecaster import ForecastInputError, IntervalsUnavailableError
-from serving.contract import RequestError
+from serving.bodies import RequestError
 from serving.watcher import ModelWatcher, ServedModel, uncalibrated_message
 
 logger = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class WindowBatcher:
 
     Args:
         watcher: Says which model serves a window's version.
-        batching: Whether windows are batched (off: one model call per window).
+        batching: Whether windows are batched (off: one model call per request: one window, or
+            all of a ``/forecast_batch`` request's).
         max_batch_size: Most windows per model call.
         max_latency_ms: Queueing deadline; a window past it answers 503.
     """
@@ -97,33 +101,54 @@ class WindowBatcher:
         Raises:
             RequestError: The window cannot be forecast (status and message to answer).
         """
-        item = _Window(window, horizon, version, levels)
-        outcome = await self._submit()(item)
+        (outcome,) = await self.forecast_many([window], horizon, version, levels)
         if outcome.error:
             raise RequestError(outcome.status, outcome.error)
         return outcome
 
-    def _submit(self) -> Callable[[_Window], Awaitable[Outcome]]:
-        """The entry to the model, made on first use (inside the server's event loop)."""
+    async def forecast_many(
+        self,
+        windows: Sequence[np.ndarray],
+        horizon: int,
+        version: str,
+        levels: tuple[float, ...] | None = None,
+    ) -> list[Outcome]:
+        """Forecast windows submitted together, so that they share model calls (with batching
+        off, they are one model call); the arguments are :meth:`forecast`'s, for each window.
+
+        Returns:
+            One outcome per window, in order; a window that cannot be forecast has its status
+            and error in its outcome (the caller decides what that does to the others).
+        """
+        items = [_Window(window, horizon, version, levels) for window in windows]
+        if not self.batching:
+            return await self._run_batch(items)
+        dispatched = self._dispatched()
+
+        async def one(item: _Window) -> Outcome:
+            try:
+                return await dispatched(item)
+            except RequestError as problem:  # dropped past the queueing deadline
+                return Outcome(status=problem.status, error=problem.message)
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    def _dispatched(self) -> Callable[[_Window], Awaitable[Outcome]]:
+        """BentoML's adaptive batcher in front of the model, made on first use (inside the
+        server's event loop)."""
         if self._batched is None:
-            self._model_limiter = anyio.CapacityLimiter(1)
-            if self.batching:
-                dispatcher = CorkDispatcher(
-                    max_latency_in_ms=self.max_latency_ms,
-                    max_batch_size=self.max_batch_size,
-                    fallback=_overloaded,
-                    get_batch_size=lambda _: 1,
-                )
-                self._batched = dispatcher(self._run_batch)
-            else:
-
-                async def one(item: _Window) -> Outcome:
-                    return (await self._run_batch((item,)))[0]
-
-                self._batched = one
+            dispatcher = CorkDispatcher(
+                max_latency_in_ms=self.max_latency_ms,
+                max_batch_size=self.max_batch_size,
+                fallback=_overloaded,
+                get_batch_size=lambda _: 1,
+            )
+            self._batched = dispatcher(self._run_batch)
         return self._batched
 
     async def _run_batch(self, windows: Sequence[_Window]) -> list[Outcome]:
+        if self._model_limiter is None:  # made inside the server's event loop
+            self._model_limiter = anyio.CapacityLimiter(1)
         _BATCH_WINDOWS.observe(len(windows))
         return await anyio.to_thread.run_sync(
             self._predict_windows, list(windows), limiter=self._model_limiter

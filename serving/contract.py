@@ -1,12 +1,11 @@
-"""The forecasting service's HTTP contract: bodies, statuses, and the OpenAPI document.
+"""The forecasting service's HTTP contract: every status each endpoint answers, and the
+OpenAPI document.
 
-The request and answer models here are the ones BentoML validates requests with, so every
-limit a request must keep (rows, channels, horizon, timestamp length) is a pydantic
-constraint and appears in the document by construction. What a JSON schema cannot say is
-answered 422 and documented as such: the rows and channels the served model needs,
-timestamps that are one per row, parse and are evenly spaced, and interval levels the served
-model cannot answer (no calibration, a horizon beyond the calibrated one, too few calibration
-windows for a level).
+The bodies (``serving.bodies``) carry every limit a request must keep, so the document states
+them by construction. What a JSON schema cannot say is answered 422 and documented as such:
+the rows and channels the served model needs, timestamps that are one per row, parse and are
+evenly spaced, and interval levels the served model cannot answer (no calibration, a horizon
+beyond the calibrated one, too few calibration windows for a level).
 
 BentoML 1.4.40 writes its own ``/docs.json`` from the API signatures alone. That document
 declares the error ``detail`` a string (schema errors send a list), lists 200/400/404/500 for
@@ -21,235 +20,24 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    FiniteFloat,
-    field_validator,
-)
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.responses import JSONResponse, Response
 
-from llata_core.intervals import MAX_LEVELS, validate_levels
-from serving.settings import serving_settings
-
-# BentoML builds its request validators from these models when the service module is
-# imported, so the limits are those of the worker's environment at import.
-LIMITS = serving_settings().limits
-
-# --------------------------------------------------------------------------- bodies
-
-
-def _integral(value: object) -> object:
-    """24.0 is the integer 24 in JSON Schema, so it is one here too; 24.5 stays a float."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# Steps to forecast: a JSON integer (24 or 24.0), never a string or a boolean.
-Horizon = Annotated[int, Field(ge=1, le=LIMITS.max_horizon), BeforeValidator(_integral)]
-
-
-def _percent(level: float) -> float:
-    """One level, refused with the library's message (a fraction such as 0.8 is named one)."""
-    return validate_levels([level])[0]
-
-
-def _distinct(levels: list[float]) -> list[float]:
-    """The schema's ``uniqueItems`` (80 and 80.0 are one level), with the library's message."""
-    return list(validate_levels(levels))
-
-
-# An interval level in percent. llata_core.intervals.validate_levels is the rule: inside
-# (0, 100) and not below 1, since 0.8 is 80 % written as a fraction, never a 0.8 % interval.
-# The schema states that rule; the validators answer with the library's messages.
-Level = Annotated[
-    FiniteFloat,
-    AfterValidator(_percent),
-    Field(json_schema_extra={"minimum": 1, "exclusiveMaximum": 100}),
-]
-Levels = Annotated[
-    list[Level],
-    Field(min_length=1, max_length=MAX_LEVELS, json_schema_extra={"uniqueItems": True}),
-    AfterValidator(_distinct),
-]
-LEVELS_DESCRIPTION = (
-    "conformal prediction interval levels in percent, e.g. [80, 95] (1 to under 100, distinct, "
-    f"at most {MAX_LEVELS}); the answer then carries `intervals`, one per level in this order. "
-    "Needs a calibrated model (GET /model: `intervals`) and a horizon of at most the calibrated "
-    "one (the trained horizon): a recursive roll-out has no calibrated width (else 422)"
+from llata_core.intervals import MAX_LEVELS
+from serving.bodies import (
+    LIMITS,
+    BatchForecastResponse,
+    BatchRequest,
+    ErrorBody,
+    ForecastRequest,
+    ForecastResponse,
+    ModelInfo,
+    SeriesForecastResponse,
+    SeriesRequest,
 )
-
-
-class ForecastRequest(BaseModel):
-    """Body of ``POST /forecast``."""
-
-    # strict: a number is a JSON number, not "1.5" or true (the schema says number).
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    history: list[
-        Annotated[list[FiniteFloat], Field(min_length=1, max_length=LIMITS.max_channels)]
-    ] = Field(
-        min_length=1,
-        max_length=LIMITS.max_steps,
-        description="steps x channels, oldest row first, in the data's own units, channels in "
-        "the model's order (GET /model); at least the model's input_size rows (longer is cut to "
-        "the last input_size), every row as wide as the model has channels",
-    )
-    timestamps: (
-        Annotated[
-            list[Annotated[str, Field(max_length=LIMITS.max_timestamp_chars)]],
-            Field(max_length=LIMITS.max_steps),
-        ]
-        | None
-    ) = Field(
-        default=None,
-        description="one ISO 8601 timestamp per history row, increasing and evenly spaced; the "
-        "answer then carries the forecast's timestamps (else 422)",
-    )
-    horizon: Horizon | None = Field(
-        default=None,
-        description="steps to forecast (default or null: the model's trained horizon; longer is "
-        "rolled out recursively)",
-    )
-    levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
-
-    @field_validator("history")
-    @classmethod
-    def _rectangular(cls, rows: list[list[float]]) -> list[list[float]]:
-        width = len(rows[0])
-        for i, row in enumerate(rows):
-            if len(row) != width:
-                raise ValueError(
-                    f"history is ragged: row 0 has {width} values, row {i} has {len(row)}; "
-                    "every row needs one value per channel"
-                )
-        return rows
-
-
-class SeriesRequest(BaseModel):
-    """Body of ``POST /forecast_series``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    series_id: str = Field(min_length=1, max_length=256, description="the Feast entity key")
-    horizon: Horizon | None = Field(
-        default=None,
-        description="steps to forecast (default or null: the model's trained horizon)",
-    )
-    levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
-
-
-class PredictionInterval(BaseModel):
-    """The conformal interval at one level, around the point forecast."""
-
-    level: float = Field(description="the level in percent, as asked")
-    lower: list[list[float]] = Field(description="horizon x channels, in data units")
-    upper: list[list[float]] = Field(description="horizon x channels, in data units")
-
-
-class ForecastResponse(BaseModel):
-    """Answer of ``POST /forecast``; absent fields are omitted, never ``null``."""
-
-    forecast: list[list[float]] = Field(description="horizon x channels, in data units")
-    channels: list[str]
-    horizon: int
-    timestamps: list[str] | None = Field(
-        default=None, description="the forecast's timestamps, when the request had timestamps"
-    )
-    intervals: list[PredictionInterval] | None = Field(
-        default=None,
-        description="when the request had levels: one interval per level, in the order asked; "
-        "lower <= forecast <= upper, each shaped like `forecast`",
-    )
-    model_version: str
-
-
-class SeriesForecastResponse(ForecastResponse):
-    """Answer of ``POST /forecast_series``."""
-
-    series_id: str
-    window_end: str = Field(description="timestamp of the last row of the stored window")
-
-
-class IntervalCalibration(BaseModel):
-    """How the served model's prediction intervals were calibrated
-    (``Forecaster.describe()["intervals"]``)."""
-
-    method: str = Field(description="split-conformal-absolute-residual")
-    split: str = Field(description="the calibration split")
-    n_windows: int = Field(description="calibration windows (a level needs enough of them)")
-    horizon: int = Field(description="calibrated steps: the most a request with levels may ask")
-    data_fingerprint: str
-    calibrated_at: str
-
-
-class ModelInfo(BaseModel):
-    """Answer of ``GET /model``."""
-
-    model_version: str
-    tag: str
-    backbone: str
-    n_layers: int
-    precision: str
-    input_size: int
-    horizon: int
-    channels: list[str]
-    metrics: dict[str, int | float | str]
-    data_sha256: str | None = None
-    trained_at: str | None = None
-    registered_at: str | None = None
-    git_revision: str | None = None
-    intervals: IntervalCalibration | None = Field(
-        default=None, description="null: not calibrated; a request with `levels` answers 422"
-    )
-    loaded_at: str
-
-
-class ErrorDetail(BaseModel):
-    """One schema violation, as pydantic reports it."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    loc: list[str | int] = Field(description='where, e.g. ["history", 3, 2]')
-    msg: str
-
-
-class ErrorBody(BaseModel):
-    """Every error answer."""
-
-    error: str = Field(description="what is wrong, naming the field, limit or setting")
-    detail: list[ErrorDetail] = Field(
-        default_factory=list, description="400 schema errors only: each violation"
-    )
-
-
-class RequestError(Exception):
-    """A request that is well-formed JSON but cannot be forecast; carries its HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def error_response(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:
-    """An :class:`ErrorBody` answer, with the headers its status promises (``WWW-Authenticate``
-    on 401; ``Retry-After`` when given)."""
-    headers: dict[str, str] = {}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="llata"'
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
 
 # --------------------------------------------------------------------------- operations
 
@@ -289,6 +77,11 @@ _LEVELS_REFUSED = (
     "levels the model cannot answer: it has no calibrated intervals (`llata calibrate`), the "
     "horizon is beyond the calibrated one, or a level needs more calibration windows than it has"
 )
+_WINDOW_REFUSED = (
+    "fewer rows than its input_size, rows not as wide as its channels, timestamps that are not "
+    "one per row, do not parse or are not increasing and evenly spaced, values so large that "
+    "the forecast is not finite"
+)
 
 FORECAST = Operation(
     path="/forecast",
@@ -299,10 +92,24 @@ FORECAST = Operation(
     answers={
         200: "the forecast",
         **_REFUSED,
-        422: "valid JSON the model cannot forecast: fewer rows than its input_size, rows not "
-        "as wide as its channels, timestamps that are not one per row, do not parse or are "
-        "not increasing and evenly spaced, values so large that the forecast is not finite, "
-        "or " + _LEVELS_REFUSED,
+        422: f"valid JSON the model cannot forecast: {_WINDOW_REFUSED}, or {_LEVELS_REFUSED}",
+    },
+)
+FORECAST_BATCH = Operation(
+    path="/forecast_batch",
+    method="post",
+    summary="Forecast several history windows in one request, all with one model version "
+    f"(at most {LIMITS.max_windows}, LLATA_MAX_WINDOWS).",
+    request=BatchRequest,
+    answer=BatchForecastResponse,
+    answers={
+        200: "one forecast per window, in the request's order, all by one model version",
+        **_REFUSED,
+        400: _REFUSED[400] + f"; no windows, or more than {LIMITS.max_windows} (LLATA_MAX_WINDOWS)",
+        422: "valid JSON the model cannot forecast, the whole request refused: a window (the "
+        f"message names it, `windows[3]: ...`) with {_WINDOW_REFUSED}, or {_LEVELS_REFUSED}",
+        503: _REFUSED[503] + ", or the production model changed twice while the request was "
+        "forecast (retry)",
     },
 )
 FORECAST_SERIES = Operation(
@@ -367,7 +174,7 @@ OTHERS = (
 def operations(*, feature_store: bool) -> tuple[Operation, ...]:
     """Every documented operation of a server with or without a feature store."""
     series = FORECAST_SERIES if feature_store else FORECAST_SERIES_WITHOUT_STORE
-    return (FORECAST, series, *OTHERS)
+    return (FORECAST, FORECAST_BATCH, series, *OTHERS)
 
 
 # Open without the bearer token: the probes and metrics an orchestrator reads.
@@ -409,16 +216,17 @@ def openapi_document(
     Returns:
         The document, JSON-serialisable.
     """
+    answers = (ForecastResponse, BatchForecastResponse, SeriesForecastResponse, ModelInfo)
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (ForecastRequest, "validation"),
-        (SeriesRequest, "validation"),
-        *((m, "serialization") for m in (ForecastResponse, SeriesForecastResponse, ModelInfo)),
+        *((m, "validation") for m in (ForecastRequest, BatchRequest, SeriesRequest)),
+        *((m, "serialization") for m in answers),
         (ErrorBody, "serialization"),
     ]
     _, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = {"schemas": dict(schemas["$defs"])}
     if shape is not None:
-        for name in ("ForecastRequest", "SeriesRequest"):
+        # HistoryWindow: each of BatchRequest's windows.
+        for name in ("ForecastRequest", "HistoryWindow", "BatchRequest", "SeriesRequest"):
             components["schemas"][name] = _fit_to_model(components["schemas"][name], shape)
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
@@ -440,14 +248,14 @@ def openapi_document(
 
 def _fit_to_model(schema: dict[str, Any], shape: ModelShape) -> dict[str, Any]:
     """A request schema narrowed to the rows and channels the served model needs, and saying
-    whether it answers levels."""
+    whether it answers levels (each where the schema has them)."""
     schema = copy.deepcopy(schema)
-    levels = schema["properties"]["levels"]
-    if shape.intervals_horizon is None:
-        levels["description"] += f". Model {shape.version} has no calibrated intervals (422)"
-    else:
+    levels = schema["properties"].get("levels")
+    if levels is not None:
         levels["description"] += (
-            f". Model {shape.version}: calibrated for {shape.intervals_horizon} steps"
+            f". Model {shape.version} has no calibrated intervals (422)"
+            if shape.intervals_horizon is None
+            else f". Model {shape.version}: calibrated for {shape.intervals_horizon} steps"
         )
     if "history" not in schema["properties"]:
         return schema

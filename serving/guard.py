@@ -10,7 +10,8 @@ import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from serving.contract import OPEN_PATHS, error_response
+from serving.bodies import error_response
+from serving.contract import OPEN_PATHS
 
 
 class RequestGuard:

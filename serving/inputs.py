@@ -1,6 +1,6 @@
 """The checks a request's schema cannot state: its window and timestamps against the model.
 
-The schema (``serving.contract``) bounds rows, channels and timestamps by the configured
+The schema (``serving.bodies``) bounds rows, channels and timestamps by the configured
 limits; only the served model knows how many rows and channels a window needs, and only the
 timestamps themselves say whether they are evenly spaced. A request that fails here answers
 422 (a stored Feast window that fails answers 409: it is the store's, not the caller's).
@@ -9,12 +9,13 @@ timestamps themselves say whether they are evenly spaced. A request that fails h
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from llata_core.timestamps import extend_timestamps
-from serving.contract import RequestError
+from serving.bodies import HistoryWindow, RequestError
 
 
 def fit_window(
@@ -74,3 +75,42 @@ def future_timestamps(timestamps: list[str], rows: int, horizon: int) -> list[st
     except ValueError as exc:
         raise RequestError(422, str(exc)) from exc
     return [ts.isoformat() for ts in future]
+
+
+def fit_request_window(
+    history: list[list[float]],
+    timestamps: list[str] | None,
+    input_size: int,
+    channels: tuple[str, ...],
+    horizon: int,
+) -> tuple[np.ndarray, list[str] | None]:
+    """A request's window fitted to the model (:func:`fit_window`) and, when the request has
+    timestamps, its forecast's timestamps (:func:`future_timestamps`).
+
+    Raises:
+        RequestError: 422, the model cannot take the window or its timestamps.
+    """
+    window = fit_window(history, input_size, channels)
+    if timestamps is None:
+        return window, None
+    return window, future_timestamps(timestamps, len(history), horizon)
+
+
+def fit_request_windows(
+    windows: Sequence[HistoryWindow], input_size: int, channels: tuple[str, ...], horizon: int
+) -> list[tuple[np.ndarray, list[str] | None]]:
+    """:func:`fit_request_window` for each of a ``/forecast_batch`` request's windows, in order.
+
+    Raises:
+        RequestError: 422 for the first window the model cannot take, named by its index
+            (``windows[3]: history has 5 steps, ...``).
+    """
+    fitted = []
+    for i, window in enumerate(windows):
+        try:
+            fitted.append(
+                fit_request_window(window.history, window.timestamps, input_size, channels, horizon)
+            )
+        except RequestError as problem:
+            raise RequestError(problem.status, f"windows[{i}]: {problem.message}") from None
+    return fitted

@@ -13,6 +13,12 @@ Endpoints:
                            carries the forecast's timestamps; with ``levels`` (percent) it
                            carries one conformal interval per level (``{"level", "lower",
                            "upper"}``, bounds shaped like the forecast, data units).
+    POST /forecast_batch   ``{"windows": [{"history": [[...]], "timestamps": [...]?}, ...],
+                           "horizon": int?, "levels": [...]?}`` -> ``{"forecasts": [{"forecast",
+                           "channels", "horizon", "timestamps"?, "intervals"?}, ...],
+                           "model_version"}``: up to LLATA_MAX_WINDOWS windows, each as
+                           /forecast takes one, forecast together by one model version; the
+                           forecasts in the windows' order.
     POST /forecast_series  ``{"series_id": "...", "horizon": int?, "levels": [...]?}``:
                            forecasts the series' context window read from the Feast online
                            store.
@@ -28,7 +34,7 @@ reaches: 200 once that one serves a model. After the first promotion, a worker t
 polled yet checks the registry when a request (or /readyz) reaches it, and a request waits for
 a load already under way, so no request is refused once any worker is ready. Every worker
 reports the version it serves in ``llata_model_serving{version}`` on /metrics
-(``serving/watcher.py`` keeps the model loaded). Both forecast endpoints go through one
+(``serving/watcher.py`` keeps the model loaded). Every forecast endpoint goes through one
 adaptive batcher (``serving/batching.py``).
 
 Errors answer JSON ``{"error": "..."}`` (schema errors add a ``"detail"`` list): 400 the body
@@ -37,8 +43,8 @@ breaks the published schema (bad JSON, wrong types, NaN/inf, ragged rows, limits
 incompatible with the model, 413 body too large, 415 not JSON, 422 a schema-valid body the
 model cannot forecast (channels, too short, timestamps not one per row or uneven, non-finite
 forecast, levels asked of a model without calibrated intervals or beyond its calibrated
-horizon), 501 no feature store configured, 503 no production model (with the reason) or
-overloaded.
+horizon; /forecast_batch names the window, ``windows[3]: ...``), 501 no feature store
+configured, 503 no production model (with the reason) or overloaded.
 
 Configuration: environment variables, listed in ``serving/settings.py`` and read once per
 worker. The server binds 127.0.0.1:3000 unless told otherwise: ``bentoml serve
@@ -59,6 +65,7 @@ import bentoml
 import numpy as np
 import orjson
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 with bentoml.importing():
@@ -66,19 +73,22 @@ with bentoml.importing():
     import torch
 
     from serving.batching import Outcome, WindowBatcher
-    from serving.contract import (
-        ContractRoutes,
+    from serving.bodies import (
+        BatchForecastResponse,
+        BatchRequest,
         ForecastRequest,
         ForecastResponse,
+        HistoryWindow,
         ModelInfo,
         RequestError,
         SeriesForecastResponse,
         SeriesRequest,
+        WindowForecast,
         error_response,
-        openapi_document,
     )
+    from serving.contract import ContractRoutes, openapi_document
     from serving.guard import RequestGuard
-    from serving.inputs import fit_window, future_timestamps
+    from serving.inputs import fit_request_window, fit_request_windows, fit_window
     from serving.registry import DEFAULT_MODEL_NAME, Registry
     from serving.settings import serving_settings
     from serving.watcher import ModelWatcher, ServedModel
@@ -101,19 +111,40 @@ def _answer(
     series_id: str | None = None,
     window_end: str | None = None,
 ) -> Response:
-    """The 200 answer of a forecast endpoint as JSON: ``ForecastResponse``, or with
-    ``series_id`` ``SeriesForecastResponse``; the response model names the fields, their
-    order and which are required.
-
-    Written by orjson straight from the float64 arrays: building the response model first
-    validates every number again, which cost more than the model call of a small model
-    (the numbers read back the same). Absent fields are omitted, never ``null``: BentoML
-    1.4.40's HTTP client (``bentoml.SyncHTTPClient``) decodes answers by schema and fails on
-    ``null`` where the schema has an optional list.
-    """
-    assert result.forecast is not None  # the batcher raises for an outcome without one
+    """The 200 answer of a one-window forecast endpoint: ``ForecastResponse``, or with
+    ``series_id`` ``SeriesForecastResponse``."""
     schema = ForecastResponse if series_id is None else SeriesForecastResponse
-    values: dict[str, Any] = {
+    values = {
+        **_window_values(result, channels, horizon, timestamps),
+        "model_version": result.model_version,
+        "series_id": series_id,
+        "window_end": window_end,
+    }
+    return _json(_body(schema, values))
+
+
+def _batch_answer(
+    results: list[Outcome],
+    channels: tuple[str, ...],
+    horizon: int,
+    timestamps: list[list[str] | None],
+) -> Response:
+    """The 200 answer of ``/forecast_batch``: ``BatchForecastResponse``, one
+    ``WindowForecast`` per window in order, and the one version that made them all."""
+    forecasts = [
+        _body(WindowForecast, _window_values(result, channels, horizon, stamps))
+        for result, stamps in zip(results, timestamps, strict=True)
+    ]
+    values = {"forecasts": forecasts, "model_version": results[0].model_version}
+    return _json(_body(BatchForecastResponse, values))
+
+
+def _window_values(
+    result: Outcome, channels: tuple[str, ...], horizon: int, timestamps: list[str] | None
+) -> dict[str, Any]:
+    """One window's forecast, as the fields of ``WindowForecast`` (None: absent)."""
+    assert result.forecast is not None  # the batcher raises for an outcome without one
+    return {
         "forecast": _numbers(result.forecast),
         "channels": list(channels),
         "horizon": horizon,
@@ -123,19 +154,36 @@ def _answer(
             for level, low in result.lower.items()  # the levels asked, in their order
         ]
         or None,
-        "model_version": result.model_version,
-        "series_id": series_id,
-        "window_end": window_end,
     }
+
+
+def _body(schema: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as a ``schema`` answer: the response model names the fields, their order and
+    which are required; a None value is an absent field, omitted, never ``null``.
+
+    Answers are not built as response models: that validates every number again, which cost
+    more than the model call of a small model (the numbers read back the same). Absent fields
+    are omitted because BentoML 1.4.40's HTTP client (``bentoml.SyncHTTPClient``) decodes
+    answers by schema and fails on ``null`` where the schema has an optional list.
+
+    Raises:
+        RuntimeError: A required field has no value, or a value has no field.
+    """
+    left = dict(values)
     body = {}
     for name, field in schema.model_fields.items():
-        value = values.pop(name, None)
+        value = left.pop(name, None)
         if value is not None:
             body[name] = value
         elif field.is_required():
             raise RuntimeError(f"the {schema.__name__} answer lacks its required {name!r}")
-    if any(value is not None for value in values.values()):
-        raise RuntimeError(f"{schema.__name__} has no field for {sorted(values)}")
+    if any(value is not None for value in left.values()):
+        raise RuntimeError(f"{schema.__name__} has no field for {sorted(left)}")
+    return body
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """An answer written by orjson straight from the float64 arrays in it."""
     return Response(
         orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
     )
@@ -242,11 +290,22 @@ class ForecastService:
             feature_store=self.settings.feature_repo is not None,
         )
 
-    async def _serving(self) -> ServedModel | None:
-        # Half of BentoML's traffic timeout: a load that takes longer answers 503 (documented)
-        # rather than BentoML's 504.
-        wait = _TRAFFIC_TIMEOUT_SECONDS / 2
-        return await anyio.to_thread.run_sync(lambda: self.watcher.serving(wait_seconds=wait))
+    async def _served(self) -> ServedModel:
+        """The served model; while there is none, the registry is asked now, or a load already
+        under way is waited for.
+
+        Raises:
+            RequestError: 503 with the reason and ``Retry-After``: no model is served.
+        """
+        served = self.watcher.current
+        if served is None:
+            # Half of BentoML's traffic timeout: a load that takes longer answers 503
+            # (documented) rather than BentoML's 504.
+            wait = _TRAFFIC_TIMEOUT_SECONDS / 2
+            served = await anyio.to_thread.run_sync(lambda: self.watcher.serving(wait_seconds=wait))
+        if served is None:
+            raise RequestError(503, self.watcher.unavailable_reason, retry_after=5)
+        return served
 
     # ------------------------------------------------------------------ public endpoints
 
@@ -259,21 +318,53 @@ class ForecastService:
         levels: list[float] | None = None,
     ) -> Response:
         """Forecast one history window (steps x channels, data units)."""
-        served = self.watcher.current or await self._serving()
-        if served is None:
-            return error_response(503, self.watcher.unavailable_reason, retry_after=5)
         try:
+            served = await self._served()
             fc = served.forecaster
-            window = fit_window(history, fc.input_size, fc.channels)
             steps = horizon or fc.horizon
+            window, future = fit_request_window(
+                history, timestamps, fc.input_size, fc.channels, steps
+            )
             checked = served.interval_levels(levels, steps)
-            future = None
-            if timestamps is not None:
-                future = future_timestamps(timestamps, len(history), steps)
             result = await self._batcher.forecast(window, steps, served.version, checked)
         except RequestError as problem:
-            return error_response(problem.status, problem.message)
+            return problem.answer()
         return _answer(result, fc.channels, steps, timestamps=future)
+
+    @bentoml.api(
+        route="/forecast_batch", input_spec=BatchRequest, output_spec=BatchForecastResponse
+    )
+    async def forecast_batch(
+        self,
+        windows: list[HistoryWindow],
+        horizon: int | None = None,
+        levels: list[float] | None = None,
+    ) -> Response:
+        """Forecast several history windows in one request, all with one model version."""
+        # The windows are checked against one served version and submitted together, so they
+        # share model calls; a window is answered by the version it was checked against, or,
+        # once that one is gone (two swaps within the request), by the current one. The rare
+        # request whose windows came back from two versions is forecast again.
+        for _ in range(2):
+            try:
+                served = await self._served()
+                fc = served.forecaster
+                steps = horizon or fc.horizon
+                checked = served.interval_levels(levels, steps)
+                fitted = fit_request_windows(windows, fc.input_size, fc.channels, steps)
+                results = await self._batcher.forecast_many(
+                    [window for window, _ in fitted], steps, served.version, checked
+                )
+            except RequestError as problem:
+                return problem.answer()
+            for i, result in enumerate(results):
+                if result.error:
+                    return error_response(result.status, f"windows[{i}]: {result.error}")
+            if len({result.model_version for result in results}) == 1:
+                return _batch_answer(results, fc.channels, steps, [stamps for _, stamps in fitted])
+        return error_response(
+            503, "the production model changed twice while this request was forecast; retry"
+        )
 
     @bentoml.api(
         route="/forecast_series", input_spec=SeriesRequest, output_spec=SeriesForecastResponse
@@ -285,15 +376,13 @@ class ForecastService:
         if self._store is None:  # a lasting configuration problem comes before a passing one
             status, message = self._store_problem or (503, "feature store unavailable")
             return error_response(status, message)
-        served = self.watcher.current or await self._serving()
-        if served is None:
-            return error_response(503, self.watcher.unavailable_reason, retry_after=5)
-        fc = served.forecaster
-        steps = horizon or fc.horizon
         try:  # the caller's levels, checked before the store is read: a 422, not a 409
+            served = await self._served()
+            fc = served.forecaster
+            steps = horizon or fc.horizon
             checked = served.interval_levels(levels, steps)
         except RequestError as problem:
-            return error_response(problem.status, problem.message)
+            return problem.answer()
         from features.store import UnknownSeriesError, read_context_window
 
         loop = asyncio.get_running_loop()
@@ -330,9 +419,10 @@ class ForecastService:
     @model_app.get("/model", response_model=ModelInfo)
     async def model_info(self) -> ModelInfo | JSONResponse:
         """Describe the production model being served."""
-        served = self.watcher.current or await self._serving()
-        if served is None:
-            return error_response(503, self.watcher.unavailable_reason, retry_after=5)
+        try:
+            served = await self._served()
+        except RequestError as problem:
+            return problem.answer()
         return served.info()
 
 

@@ -1,7 +1,7 @@
 """The server's settings: one frozen object, read from environment variables once per worker.
 
 Variables (each worker process reads them the first time ``serving_settings()`` is called,
-which is when ``serving.contract`` is imported: BentoML builds the request schemas from it
+which is when ``serving.bodies`` is imported: BentoML builds the request schemas from it
 at import, so the limits must be known by then):
 
     BENTOML_HOME              BentoML home holding the model store (default ``~/bentoml``).
@@ -17,6 +17,9 @@ at import, so the limits must be known by then):
     LLATA_MAX_CHANNELS        most channels accepted (default 512).
     LLATA_MAX_HORIZON         largest horizon accepted; beyond the trained horizon the model is
                               rolled out recursively (default 720).
+    LLATA_MAX_WINDOWS         most windows in one ``/forecast_batch`` request (default 64, as
+                              many as one model call takes by default); the request body must
+                              still fit LLATA_MAX_REQUEST_BYTES.
     LLATA_POLL_SECONDS        how often the production alias is polled (default 2).
     LLATA_MAX_RETRY_SECONDS   a version that failed to load is tried again after one poll,
                               then after a back-off doubling up to this (default 600): a
@@ -101,6 +104,7 @@ class Limits:
     max_steps: int
     max_channels: int
     max_horizon: int
+    max_windows: int
     max_timestamp_chars: int = 64
 
 
@@ -145,6 +149,7 @@ class ServingSettings:
                 max_steps=env_int("LLATA_MAX_STEPS", 10_000),
                 max_channels=env_int("LLATA_MAX_CHANNELS", 512),
                 max_horizon=env_int("LLATA_MAX_HORIZON", 720),
+                max_windows=env_int("LLATA_MAX_WINDOWS", 64),
             ),
             model_name=os.environ.get("LLATA_MODEL_NAME") or None,
             registry_dir=os.environ.get("LLATA_REGISTRY_DIR") or None,

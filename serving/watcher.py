@@ -21,7 +21,8 @@ import bentoml
 import numpy as np
 
 from llata_core.forecaster import Forecaster
-from serving.contract import IntervalCalibration, ModelInfo, ModelShape, RequestError
+from serving.bodies import IntervalCalibration, ModelInfo, RequestError
+from serving.contract import ModelShape
 from serving.registry import Registry
 
 logger = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from tests.test_serving import (
     INPUT_SIZE,
     MAX_HORIZON,
     MAX_STEPS,
+    MAX_WINDOWS,
     TOKEN,
     _history,
     build_artifacts,
@@ -71,7 +72,9 @@ class Running:
         return dict(r.json())
 
 
-def _start(root: Path, *, token: str | None, feature_repo: bool, workers: int) -> Iterator[Running]:
+def start_server(
+    root: Path, *, token: str | None, feature_repo: bool, workers: int
+) -> Iterator[Running]:
     """Registers and promotes version "a", then starts a server on it."""
     home = root / "bentoml"
     artifact = build_artifacts(root / "artifacts")["a"]
@@ -104,13 +107,13 @@ def _start(root: Path, *, token: str | None, feature_repo: bool, workers: int) -
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("deployed")
-    yield from _start(root, token=TOKEN, feature_repo=True, workers=2)
+    yield from start_server(root, token=TOKEN, feature_repo=True, workers=2)
 
 
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("bare")
-    yield from _start(root, token=None, feature_repo=False, workers=1)
+    yield from start_server(root, token=None, feature_repo=False, workers=1)
 
 
 def _statuses(document: dict[str, Any], path: str, method: str) -> set[int]:
@@ -164,10 +167,22 @@ def test_document_states_every_enforced_limit(deployed: Running) -> None:
     }
     assert schemas["ErrorBody"]["properties"]["detail"]["type"] == "array"
     assert schemas["ErrorBody"]["required"] == ["error"]
+    # /forecast_batch: 1 to MAX_WINDOWS windows, each held to /forecast's rules for a window.
+    batch = schemas["BatchRequest"]["properties"]
+    assert (batch["windows"]["minItems"], batch["windows"]["maxItems"]) == (1, MAX_WINDOWS)
+    assert batch["windows"]["items"] == {"$ref": "#/components/schemas/HistoryWindow"}
+    window = schemas["HistoryWindow"]["properties"]
+    assert window["history"] == history
+    assert window["timestamps"] == request["properties"]["timestamps"]
+    assert batch["horizon"]["anyOf"][0] == horizon and batch["levels"]["anyOf"][0] == levels
+    assert schemas["BatchForecastResponse"]["required"] == ["forecasts", "model_version"]
+    forecasts = schemas["BatchForecastResponse"]["properties"]["forecasts"]
+    assert forecasts["items"] == {"$ref": "#/components/schemas/WindowForecast"}
 
 
 def test_without_a_model_the_document_states_the_server_limits_only() -> None:
-    from serving.contract import LIMITS, openapi_document
+    from serving.bodies import LIMITS
+    from serving.contract import openapi_document
 
     document = openapi_document(shape=None, auth=False, feature_store=True)
     history = document["components"]["schemas"]["ForecastRequest"]["properties"]["history"]
@@ -184,6 +199,8 @@ def test_document_lists_every_status_each_endpoint_answers(
     refused = {400, 413, 415, 500, 503}
 
     assert _statuses(full, "/forecast", "post") == {200, 401, 422} | refused
+    assert _statuses(full, "/forecast_batch", "post") == {200, 401, 422} | refused
+    assert _statuses(lean, "/forecast_batch", "post") == {200, 422} | refused
     assert _statuses(full, "/forecast_series", "post") == {200, 401, 404, 409, 422} | refused
     assert _statuses(full, "/model", "get") == {200, 401, 500, 503}
     assert _statuses(full, "/readyz", "get") == {200, 503}
@@ -252,7 +269,7 @@ def test_schemathesis_finds_no_contract_violation_on_the_deployed_server(
 ) -> None:
     report = _schemathesis(deployed, tmp_path, also_expected=[])
 
-    assert "7 selected / 7 total" in report and "Fuzzing" in report and "Coverage" in report
+    assert "8 selected / 8 total" in report and "Fuzzing" in report and "Coverage" in report
 
 
 def test_schemathesis_finds_no_contract_violation_on_the_bare_server(
@@ -261,7 +278,7 @@ def test_schemathesis_finds_no_contract_violation_on_the_bare_server(
     # 501 is this server's documented, lasting answer to every /forecast_series call.
     report = _schemathesis(bare, tmp_path, also_expected=["501"])
 
-    assert "7 selected / 7 total" in report
+    assert "8 selected / 8 total" in report
 
 
 # BentoML 1.4.40's client builds its models through a pydantic hook deprecated in 2.11.
@@ -286,10 +303,16 @@ def test_bentoml_python_client(deployed: Running) -> None:
             client.forecast_series(series_id="atlantis")
         with pytest.raises(BentoMLException) as beyond:
             client.forecast(history=history.tolist(), horizon=9, levels=[80])
+        batch = client.forecast_batch(
+            windows=[{"history": history.tolist()}, {"history": history[:-2].tolist()}],
+            horizon=3,
+        )
 
     expected = Forecaster.load(deployed.artifact).predict(history, horizon=3)
     np.testing.assert_allclose(answer["forecast"], expected, rtol=1e-5, atol=1e-5)
     assert answer["model_version"] == deployed.version and "timestamps" not in answer
+    assert batch["model_version"] == deployed.version and len(batch["forecasts"]) == 2
+    np.testing.assert_allclose(batch["forecasts"][0]["forecast"], expected, rtol=1e-5, atol=1e-5)
     assert dated["timestamps"][0] == "2024-01-02T16:00:00"
     assert stored["series_id"] == "north" and np.array(stored["forecast"]).shape == (2, 3)
     assert too_short.value.error_code == 422 and "needs at least 32" in str(too_short.value)

@@ -48,6 +48,7 @@ CHANNELS = ("a", "b", "c")
 INPUT_SIZE, HORIZON = 32, 8  # tiny_overrides
 TOKEN = "test-token-4f9d"
 MAX_BYTES, MAX_STEPS, MAX_CHANNELS, MAX_HORIZON = 65_536, 200, 16, 64
+MAX_WINDOWS = 4  # per /forecast_batch request
 POLL_SECONDS = 0.3
 START_TIMEOUT = 120.0
 SERIES = ("north", "south")
@@ -172,6 +173,7 @@ def server_env(home: Path, **settings: str) -> dict[str, str]:
         "LLATA_MAX_STEPS": str(MAX_STEPS),
         "LLATA_MAX_CHANNELS": str(MAX_CHANNELS),
         "LLATA_MAX_HORIZON": str(MAX_HORIZON),
+        "LLATA_MAX_WINDOWS": str(MAX_WINDOWS),
         "LLATA_POLL_SECONDS": str(POLL_SECONDS),
         "LLATA_TORCH_THREADS": "1",
         "LLATA_WORKERS": str(WORKERS),
@@ -696,7 +698,7 @@ def test_hot_swap_under_concurrent_requests(server: Server) -> None:
     history = _history(32, seed=7)
     expected = {name: Forecaster.load(server.artifacts[name]).predict(history) for name in VERSIONS}
     assert not np.allclose(expected["a"], expected["b"], atol=1e-3)
-    batches_before = _batch_stats(server)
+    batches_before = batch_stats(server.url)
     stop = threading.Event()
     seen: list[list[tuple[str, np.ndarray]]] = [[] for _ in range(6)]
     failures: list[str] = []
@@ -749,7 +751,7 @@ def test_hot_swap_under_concurrent_requests(server: Server) -> None:
         assert switch > 0 and set(versions[:switch]) == {old} and set(versions[switch:]) == {new}
         for version, forecast in answers:
             np.testing.assert_allclose(forecast, by_version[version], rtol=1e-5, atol=1e-5)
-    calls, windows = (b - a for a, b in zip(batches_before, _batch_stats(server), strict=True))
+    calls, windows = (b - a for a, b in zip(batches_before, batch_stats(server.url), strict=True))
     assert windows > calls > 0, "concurrent requests were never batched together"
 
 
@@ -780,9 +782,9 @@ def _wait_current(server: Server) -> str:
     return str(r.json()["model_version"])
 
 
-def _batch_stats(server: Server) -> tuple[float, float]:
-    """(model calls, windows) through the batcher so far."""
-    text = requests.get(f"{server.url}/metrics", timeout=10).text
+def batch_stats(url: str) -> tuple[float, float]:
+    """(model calls, windows) through the batchers of all workers so far."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
     return (
         _metric(text, "llata_batch_windows_count"),
         _metric(text, "llata_batch_windows_sum"),

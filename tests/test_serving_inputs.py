@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.contract import RequestError
-from serving.inputs import fit_window
+from serving.bodies import HistoryWindow, RequestError
+from serving.inputs import fit_request_windows, fit_window
 
 CHANNELS = ("a", "b", "c")
 
@@ -32,4 +32,21 @@ def test_fit_window_keeps_the_last_rows_as_float64_from_lists_and_arrays() -> No
 def test_fit_window_refuses_a_window_the_model_cannot_take(rows, message) -> None:
     with pytest.raises(RequestError, match=message) as caught:
         fit_window(rows, 4, CHANNELS)
+    assert caught.value.status == 422
+
+
+def test_fit_request_windows_names_the_window_it_refuses() -> None:
+    good = HistoryWindow(history=[[1.0, 2.0, 3.0]] * 4, timestamps=None)
+    dated = HistoryWindow(
+        history=[[1.0, 2.0, 3.0]] * 4, timestamps=[f"2024-01-01T0{h}:00:00" for h in range(4)]
+    )
+    short = HistoryWindow(history=[[1.0, 2.0, 3.0]] * 3, timestamps=None)
+
+    fitted = fit_request_windows([good, dated], 4, CHANNELS, 2)
+    with pytest.raises(RequestError, match=r"^windows\[1\]: history has 3 steps") as caught:
+        fit_request_windows([good, short, good], 4, CHANNELS, 2)
+
+    assert [window.shape for window, _ in fitted] == [(4, 3), (4, 3)]
+    future = ["2024-01-01T04:00:00", "2024-01-01T05:00:00"]
+    assert [stamps for _, stamps in fitted] == [None, future]
     assert caught.value.status == 422

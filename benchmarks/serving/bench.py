@@ -23,7 +23,12 @@ One run measures, on the same machine state:
    of the p50s is the price (target: at most 1.10).
 
 `--levels-only` measures step 5 alone (one server, a few minutes) and writes
-`results_levels.json` unless `--out` says otherwise.
+`results_levels.json` unless `--out` says otherwise. `--batch N` measures `/forecast_batch`
+alone (`batch.py`: one default server, each request N different test windows; windows/s and
+request latency at concurrency 16, single-window requests to the same server in alternating
+slices, and one batch request against the in-process `predict_batch` of its windows) and
+writes `results_batch.json` unless `--out` says otherwise. `harness.py` holds what the modes
+share (servers, load generator, statistics, the machine).
 
 Every non-2xx answer is counted. The servers run on 127.0.0.1 with a private BENTOML_HOME in
 which the artifact is registered and promoted, as the pipeline does it.
@@ -31,22 +36,18 @@ which the artifact is registered and promoted, as the pipeline does it.
     LLATA_HOME=.llata HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serving/bench.py \\
         --artifact /tmp/serve_model --out benchmarks/serving/results.json
     ... bench.py --artifact /tmp/serve_model --levels-only   # intervals' price alone
+    ... bench.py --artifact /tmp/serve_model --batch 16      # /forecast_batch, 16 windows
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
 import os
-import platform
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,21 +57,36 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import pandas as pd
-import requests
 import torch
 
-from llata_core.backbone import prepare_backbone
-from llata_core.forecaster import Forecaster
-from llata_core.jobs import evaluate_forecaster
-from llata_core.model import LlataModel
-from serving.registry import Registry
+if not __package__:
+    # Run as `python benchmarks/serving/bench.py`: the repository root makes this script's
+    # sibling modules importable as `benchmarks.serving.*`.
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.serving.batch import batch_mode  # noqa: E402
+from benchmarks.serving.harness import (  # noqa: E402
+    ETTH1,
+    TEST_START,
+    ServerProcess,
+    Target,
+    busy_processes,
+    finish,
+    interleaved,
+    load_slice,
+    load_values,
+    machine,
+    post,
+    start_server,
+    stats,
+    throughput,
+)
+from llata_core.backbone import prepare_backbone  # noqa: E402
+from llata_core.forecaster import Forecaster  # noqa: E402
+from llata_core.jobs import evaluate_forecaster  # noqa: E402
+from llata_core.model import LlataModel  # noqa: E402
 
 log = logging.getLogger("bench.serving")
-ROOT = Path(__file__).resolve().parents[2]
-ETTH1 = ROOT.parent / "shared" / "data" / "ETTh1.csv.gz"
-# ETTh1's standard split: 12/4/4 months of hours; the first test forecast starts here.
-TEST_START = 12 * 30 * 24 + 4 * 30 * 24
 LEVELS = [80, 95]
 SERVERS = {
     "batching_on": {},
@@ -78,32 +94,6 @@ SERVERS = {
     "batching_on_1_worker": {"LLATA_WORKERS": "1"},
     "batching_on_fp32": {"LLATA_PRECISION": "fp32"},
 }
-
-
-def load_values(path: Path, channels: tuple[str, ...]) -> np.ndarray:
-    return pd.read_csv(path).loc[:, list(channels)].to_numpy(np.float64)
-
-
-def stats(seconds: list[float] | np.ndarray) -> dict[str, float]:
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    return {
-        "n": int(ms.size),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "mean_ms": round(float(ms.mean()), 2),
-    }
-
-
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Times each function once per round, rotating the order every round."""
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 # --------------------------------------------------------------------------- in process
@@ -171,82 +161,6 @@ def in_process(artifact: Path, values: np.ndarray, rounds: int) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """`bentoml serve` in its own process group (no --host: the service binds 127.0.0.1)."""
-
-    def __init__(self, label: str, home: Path, workdir: Path, env: dict[str, str]) -> None:
-        self.label = label
-        self.env = env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [
-            str(Path(sys.executable).with_name("bentoml")),
-            "serve",
-            "serving.service:Forecaster",
-            "--port",
-            str(self.port),
-        ]
-        self._log = (workdir / f"server-{label}.log").open("wb")
-        self.proc = subprocess.Popen(
-            self.command,
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "BENTOML_HOME": str(home),
-                "BENTOML_DO_NOT_TRACK": "True",
-                "HF_HUB_OFFLINE": "1",
-                **env,
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 300) -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.label}: bentoml serve exited with {self.proc.returncode}"
-                )
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    return time.monotonic() - start
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.label}: not ready after {timeout} s")
-
-    def batch_stats(self) -> tuple[float, float]:
-        """(model calls, windows) so far, from the service's `llata_batch_windows` histogram."""
-        found = {"llata_batch_windows_count": 0.0, "llata_batch_windows_sum": 0.0}
-        for line in requests.get(f"{self.url}/metrics", timeout=10).text.splitlines():
-            name = line.split("{")[0].split(" ")[0]
-            if name in found:
-                found[name] += float(line.rsplit(" ", 1)[1])
-        return found["llata_batch_windows_count"], found["llata_batch_windows_sum"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> int:
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-        await r.read()
-        return r.status
 
 
 async def latency_rounds(
@@ -330,106 +244,6 @@ async def levels_latency(
     return out
 
 
-async def load_slice(url: str, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
-    statuses: dict[int, int] = {}
-    latencies: list[float] = []
-    timeout = aiohttp.ClientTimeout(total=120)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        stop_at = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            while time.perf_counter() < stop_at:
-                start = time.perf_counter()
-                try:
-                    status = await post(session, url, body)
-                except aiohttp.ClientError:
-                    status = -1
-                latencies.append(time.perf_counter() - start)
-                statuses[status] = statuses.get(status, 0) + 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    return {"wall": wall, "statuses": statuses, "latencies": latencies}
-
-
-def throughput(
-    servers: list[ServerProcess], body: bytes, concurrency: int, duration: float, segments: int
-) -> dict[str, Any]:
-    """Concurrency `concurrency`, `duration` s per server, in alternating slices."""
-    runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in servers}
-    before = {s.label: s.batch_stats() for s in servers}
-    for _ in range(segments):
-        for s in servers:
-            runs[s.label].append(
-                asyncio.run(load_slice(f"{s.url}/forecast", body, concurrency, duration / segments))
-            )
-    out: dict[str, Any] = {}
-    for s in servers:
-        wall = sum(r["wall"] for r in runs[s.label])
-        statuses: dict[int, int] = {}
-        for r in runs[s.label]:
-            for k, v in r["statuses"].items():
-                statuses[k] = statuses.get(k, 0) + v
-        ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
-        calls, windows = (b - a for a, b in zip(before[s.label], s.batch_stats(), strict=True))
-        out[s.label] = {
-            "concurrency": concurrency,
-            "seconds": round(wall, 1),
-            "windows_per_s": round(ok / wall, 1),
-            "per_slice_windows_per_s": [
-                round(sum(v for k, v in r["statuses"].items() if 200 <= k < 300) / r["wall"], 1)
-                for r in runs[s.label]
-            ],
-            "requests": sum(statuses.values()),
-            "non_2xx": sum(statuses.values()) - ok,
-            "statuses": {str(k): v for k, v in sorted(statuses.items())},
-            "latency": stats([x for r in runs[s.label] for x in r["latencies"]]),
-            "model_calls": calls,
-            "mean_batch": round(windows / calls, 2) if calls else None,
-        }
-    return out
-
-
-# --------------------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-
-
-def busy_processes() -> list[str]:
-    """Processes using >= 5% CPU now (other than this one): the machine's contention."""
-    lines = subprocess.run(
-        ["ps", "-eo", "pcpu,pid,args", "--sort=-pcpu", "--no-headers"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.splitlines()
-    out = []
-    for line in lines[:10]:
-        pcpu, pid, *args = line.split()
-        if float(pcpu) >= 5.0 and int(pid) != os.getpid():
-            out.append(f"{pcpu}% {' '.join(args)[:100]}")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, required=True, help="ETTh1 model artifact dir")
@@ -446,14 +260,30 @@ def main() -> None:
         help="only what intervals cost: one server, plain vs levels requests (step 5)",
     )
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only /forecast_batch: one server, each request N windows (step 6)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="default: results.json, or results_levels.json with --levels-only",
+        help="default: results.json, results_levels.json with --levels-only, "
+        "results_batch.json with --batch",
     )
     args = parser.parse_args()
+    if args.levels_only and args.batch is not None:
+        parser.error("--levels-only and --batch are separate runs")
+    if args.batch is not None and args.batch < 1:
+        parser.error("--batch needs at least one window a request")
     if args.out is None:
-        name = "results_levels.json" if args.levels_only else "results.json"
+        name = "results.json"
+        if args.levels_only:
+            name = "results_levels.json"
+        elif args.batch is not None:
+            name = "results_batch.json"
         args.out = Path(__file__).with_name(name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.monotonic()
@@ -489,6 +319,10 @@ def main() -> None:
         "request_bytes": len(body),
         "intervals": described["intervals"],
     }
+    if args.batch is not None:
+        summary = batch_mode(fc, args.artifact, values, threads, args, result)
+        finish(result, args.out, t0, summary)
+        return
 
     if not args.levels_only:
         log.info("in-process measurements (%d torch threads)", threads)
@@ -501,16 +335,9 @@ def main() -> None:
             for label, extra in SERVERS.items():
                 if args.levels_only and label != "batching_on":
                     continue
-                # One BENTOML_HOME per server: BentoML keeps its Prometheus files under it and
-                # a second server on the same home wipes the first one's.
-                home = workdir / label
-                registry = Registry(bentoml_home=home)
-                tag = registry.register(args.artifact, metadata={"benchmark": "serving"})
-                registry.promote(tag, score=None, margin=0.0, force=True)
                 env = {"LLATA_POLL_SECONDS": "5", "LLATA_TORCH_THREADS": str(threads), **extra}
-                servers.append(ServerProcess(label, home, workdir, env))
-                startup = servers[-1].wait_ready()  # one at a time: start-ups compete for CPU
-                log.info("%s ready in %.0f s", label, startup)
+                # One at a time: start-ups compete for CPU.
+                servers.append(start_server(label, args.artifact, workdir, env))
             if fc.intervals is not None:
                 log.info("levels %s against none at concurrency 1: %d rounds", LEVELS, args.rounds)
                 result["latency_levels_c1"] = asyncio.run(
@@ -536,7 +363,10 @@ def main() -> None:
                 asyncio.run(load_slice(f"{s.url}/forecast", body, args.concurrency, 5))
             log.info("throughput at concurrency %d", args.concurrency)
             result["throughput"] = throughput(
-                servers, body, args.concurrency, args.duration, args.segments
+                [Target(s.label, s, "/forecast", body) for s in servers],
+                args.concurrency,
+                args.duration,
+                args.segments,
             )
             result["servers"] = {
                 s.label: {"env": s.env, "command": shlex.join(s.command)} for s in servers
@@ -582,16 +412,6 @@ def levels_summary(result: dict[str, Any]) -> dict[str, Any]:
         "in_process_levels_over_plain_p50": levels["in_process_levels_over_plain_p50"],
         "levels_non_2xx": levels["non_2xx"],
     }
-
-
-def finish(result: dict[str, Any], out: Path, t0: float, summary: dict[str, Any]) -> None:
-    result["summary"] = summary
-    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    result["busy_processes_after"] = busy_processes()
-    result["wall_s"] = round(time.monotonic() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
