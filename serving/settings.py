@@ -12,7 +12,8 @@ at import, so the limits must be known by then):
                               imported only when this is set).
     LLATA_API_TOKEN           bearer token required on every endpoint except /livez, /readyz,
                               /healthz and /metrics (optional; unset means no auth).
-    LLATA_MAX_REQUEST_BYTES   request body limit in bytes (default 1048576).
+    LLATA_MAX_REQUEST_BYTES   request body limit in bytes (default 8388608, 8 MiB: room for
+                              LLATA_MAX_WINDOWS windows of 512 x 7 values at 17 digits).
     LLATA_MAX_STEPS           most history rows accepted (default 10000).
     LLATA_MAX_CHANNELS        most channels accepted (default 512).
     LLATA_MAX_HORIZON         largest horizon accepted; beyond the trained horizon the model is
@@ -145,7 +146,7 @@ class ServingSettings:
         feature_repo = os.environ.get("LLATA_FEATURE_REPO") or None
         return cls(
             limits=Limits(
-                max_request_bytes=env_int("LLATA_MAX_REQUEST_BYTES", 1 << 20),
+                max_request_bytes=env_int("LLATA_MAX_REQUEST_BYTES", 8 << 20),
                 max_steps=env_int("LLATA_MAX_STEPS", 10_000),
                 max_channels=env_int("LLATA_MAX_CHANNELS", 512),
                 max_horizon=env_int("LLATA_MAX_HORIZON", 720),
