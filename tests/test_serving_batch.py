@@ -84,7 +84,9 @@ def test_each_window_is_answered_as_forecast_answers_it_alone(
         assert list(answer) == [k for k in single if k != "model_version"]
         assert answer["channels"] == list(CHANNELS)
         assert answer["horizon"] == asked.get("horizon", HORIZON)
-        np.testing.assert_allclose(answer["forecast"], single["forecast"], rtol=1e-6, atol=1e-6)
+        # Alike to float32 rounding: a model call on 4 windows and one on 1 may round the last
+        # bit differently (measured 2e-6 on values near 1 after a 20-step roll-out).
+        np.testing.assert_allclose(answer["forecast"], single["forecast"], rtol=1e-5, atol=1e-5)
         expected = fc.predict(window, horizon=answer["horizon"], levels=levels or None)
         point = expected.point if levels else expected
         np.testing.assert_allclose(answer["forecast"], point, rtol=1e-5, atol=1e-5)
@@ -94,7 +96,7 @@ def test_each_window_is_answered_as_forecast_answers_it_alone(
             for interval, its_alone in pairs:
                 for side in ("lower", "upper"):
                     got, bound = interval[side], getattr(expected, side)[interval["level"]]
-                    np.testing.assert_allclose(got, its_alone[side], rtol=1e-6, atol=1e-6)
+                    np.testing.assert_allclose(got, its_alone[side], rtol=1e-5, atol=1e-5)
                     np.testing.assert_allclose(got, bound, rtol=1e-5, atol=1e-5)
     assert body["forecasts"][1]["timestamps"] == alone[1]["timestamps"]
     assert all("timestamps" not in body["forecasts"][i] for i in (0, 2, 3))
