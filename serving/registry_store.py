@@ -164,7 +164,7 @@ class VersionStore:
             ValueError: The metadata cannot be stored.
         """
         src = Path(artifact_dir)
-        verify_manifest(src)
+        files = verify_manifest(src)
         metrics = read_metrics(src)
         name = headline_metric(metrics)
         check_metrics(src, metrics, REQUIRED_METRICS if name == "mse" else (name,))
@@ -179,7 +179,7 @@ class VersionStore:
         ) as model:
             staging = Path(model.path)  # a temp dir until the block exits, not the store
             try:
-                copy_artifact(src, staging)
+                copy_artifact(src, staging, files)
             except BaseException:
                 # BentoML re-raises without saving, but leaves its staging dir to a GC
                 # finaliser; remove it now so a failed large copy does not fill /tmp.

@@ -260,25 +260,27 @@ def manifest_digest(path: str | os.PathLike[str]) -> str:
     return file_sha256(Path(path) / MANIFEST_NAME)
 
 
-def copy_artifact(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> dict[str, str]:
-    """Copy a verified artifact's files into the directory `dst`, the manifest last, and
-    verify the copy: a copy that fails part-way (a full disk) raises, and `dst` is then the
-    caller's to remove.
+def copy_artifact(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], files: Mapping[str, str]
+) -> None:
+    """Copy an artifact's files into the directory `dst`, the manifest last, and verify the
+    copy: a copy that fails part-way (a full disk) raises, and `dst` is then the caller's to
+    remove.
 
-    Returns:
-        The manifest's `files` mapping, as `verify_manifest` returns it.
+    Args:
+        src: The artifact directory, already checked by `verify_manifest`.
+        dst: An existing directory.
+        files: What `verify_manifest(src)` returned (the source is not read twice).
 
     Raises:
-        ArtifactError: `src` is incomplete or tampered, or the copy does not match.
+        ArtifactError: The copy does not match the manifest.
         OSError: A file could not be copied.
     """
     source, target = Path(src), Path(dst)
-    files = verify_manifest(source)
     for rel in [*sorted(files), MANIFEST_NAME]:
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source / rel, target / rel)
     verify_manifest(target)
-    return files
 
 
 def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
