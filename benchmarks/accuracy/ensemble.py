@@ -47,21 +47,6 @@ log = logging.getLogger("ensemble")
 WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-class WeightedMean(nn.Module):
-    """`w * first(x[-L1:]) + (1 - w) * second(x[-L2:])` over windows cut for the longer input."""
-
-    def __init__(self, first: nn.Module, first_input: int, second: nn.Module, second_input: int):
-        super().__init__()
-        self.first, self.second = first, second
-        self.first_input, self.second_input = first_input, second_input
-        self.weight = 0.5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, L, M] -> [B, H, M]
-        a = self.first(x[:, -self.first_input :, :]).float()
-        b = self.second(x[:, -self.second_input :, :]).float()
-        return self.weight * a + (1.0 - self.weight) * b
-
-
 class Only(nn.Module):
     """One member through the shared windows: its last `input_size` rows."""
 
@@ -69,8 +54,20 @@ class Only(nn.Module):
         super().__init__()
         self.model, self.input_size = model, input_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, L, M] -> [B, H, M]
         return self.model(x[:, -self.input_size :, :]).float()
+
+
+class WeightedMean(nn.Module):
+    """`w * first(x) + (1 - w) * second(x)` over windows cut for the longer input."""
+
+    def __init__(self, first: Only, second: Only):
+        super().__init__()
+        self.first, self.second = first, second
+        self.weight = 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.first(x) + (1.0 - self.weight) * self.second(x)
 
 
 def combine(first: Cell, second: Cell, params: Path) -> dict:
@@ -101,7 +98,7 @@ def combine(first: Cell, second: Cell, params: Path) -> dict:
                     f"{through[split]} through the shared ones: the targets differ"
                 )
         scores[cell.key] = mine
-    mean = WeightedMean(a.model, a.input_size, b.model, b.input_size).eval()
+    mean = WeightedMean(Only(a.model, a.input_size), Only(b.model, b.input_size)).eval()
     val_by_weight = {}
     for w in WEIGHTS:
         mean.weight = w
