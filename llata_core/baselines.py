@@ -2,7 +2,9 @@
 
 They follow the forecaster contract (`forward(x [B, L, M], distill) -> LlataOutput`) so the
 same `fit`, `evaluate`, artifact and serving code handle them; they have no teacher, so
-the distillation terms never apply. Both are channel-independent.
+the distillation terms never apply. Both are channel-independent. With `model.seasonal_base`
+they forecast the correction to the window's seasonal naive forecast, and their output
+maps start at zero, so an untrained baseline is exactly seasonal naive.
 
 References:
     Zeng et al., "Are Transformers Effective for Time Series Forecasting?" (DLinear),
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llata_core.config import LlataConfig
-from llata_core.model import LlataOutput, instance_norm
+from llata_core.model import LlataOutput, instance_norm, output_level
 
 
 class Baseline(nn.Module):
@@ -61,6 +63,10 @@ class DLinear(Baseline):
         self.kernel = cfg.model.baseline.moving_avg
         self.trend = nn.Linear(L, H)
         self.seasonal = nn.Linear(L, H)
+        if cfg.model.seasonal_base:
+            for layer in (self.trend, self.seasonal):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def moving_average(self, x: torch.Tensor) -> torch.Tensor:
         """The trend of the decomposition: `[B, L, M] -> [B, L, M]`, each step the mean of
@@ -73,10 +79,14 @@ class DLinear(Baseline):
         return F.avg_pool1d(padded, self.kernel, stride=1).transpose(1, 2)  # [B, L, M]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        trend = self.moving_average(x)  # [B, L, M]
-        seasonal = x - trend
+        if self.cfg.model.baseline.dlinear_norm:
+            z, mean, std = instance_norm(x)  # [B, L, M]
+        else:  # the reference DLinear maps raw values: its level is zero
+            z, mean, std = x, torch.zeros(()), torch.ones(())
+        trend = self.moving_average(z)  # [B, L, M]
+        seasonal = z - trend
         y = self.trend(trend.transpose(1, 2)) + self.seasonal(seasonal.transpose(1, 2))
-        return y.transpose(1, 2)  # [B, H, M]
+        return y.transpose(1, 2) * std + output_level(x, mean, self.cfg)  # [B, H, M]
 
 
 class PatchTST(Baseline):
@@ -107,6 +117,9 @@ class PatchTST(Baseline):
         )
         self.encoder = nn.TransformerEncoder(layer, b.layers, enable_nested_tensor=False)
         self.head = nn.Linear(n_patches * b.d_model, H)
+        if cfg.model.seasonal_base:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         B, _, M = x.shape
@@ -117,7 +130,7 @@ class PatchTST(Baseline):
         tokens = self.embed(patches).reshape(B * M, -1, self.embed.out_features)  # [B*M, P, d]
         z = self.encoder(self.drop(tokens + self.position))  # [B*M, P, d]
         y = self.head(z.reshape(B, M, -1))  # [B, M, H]
-        return y.transpose(1, 2) * std + mean  # [B, H, M]
+        return y.transpose(1, 2) * std + output_level(x, mean, self.cfg)  # [B, H, M]
 
 
 BASELINES: dict[str, type[Baseline]] = {"dlinear": DLinear, "patchtst": PatchTST}

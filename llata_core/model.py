@@ -52,6 +52,28 @@ def instance_norm(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return (x - mean) / std, mean, std
 
 
+def seasonal_base(x: torch.Tensor, horizon: int, period: int) -> torch.Tensor:
+    """The seasonal naive forecast of each window: its last `period` points repeated.
+
+    `[B, L, M] -> [B, H, M]`, step `k` is `x[:, L - period + k % period]`, the numpy
+    `shortterm.seasonal_naive` on a window. A window with fewer than `period` real points
+    (left-padded with zeros) repeats some padding; every M4 Hourly series is far longer.
+    """
+    period = min(period, x.shape[1])
+    season = x[:, -period:]  # [B, m, M]
+    repeats = -(-horizon // period)
+    return season.repeat(1, repeats, 1)[:, :horizon]  # [B, H, M]
+
+
+def output_level(x: torch.Tensor, mean: torch.Tensor, cfg: LlataConfig) -> torch.Tensor:
+    """What a model's de-normalised output is added to: the window's mean `[B, 1, M]`, or
+    with `model.seasonal_base` its seasonal naive forecast `[B, H, M]` (the network then
+    forecasts the correction to seasonal naive)."""
+    if not cfg.model.seasonal_base:
+        return mean
+    return seasonal_base(x, cfg.data.horizon, cfg.data.seasonality or 1)
+
+
 class InputEncoder(nn.Module):
     """Channel as token: each channel's window is embedded, then one transformer layer mixes
     channels. Shared by both branches (the teacher reads its output through the match)."""
@@ -181,6 +203,9 @@ class LlataModel(nn.Module):
         self.time_proj = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(n_levels))
         self.text_proj = nn.ModuleList(nn.Linear(d, d, bias=False) for _ in range(n_levels))
         self.head = nn.Linear(d, cfg.data.horizon)
+        if cfg.model.seasonal_base:  # start from seasonal naive: the correction is zero
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def projection_parameters(self) -> list[nn.Parameter]:
         """The feature-loss projections `A_k, B_k` (trained at their own learning rate)."""
@@ -204,12 +229,13 @@ class LlataModel(nn.Module):
         tokens = x_norm.transpose(1, 2)  # [B, M, L]
         h_time = self.encoder(tokens)  # [B, M, d]
         out_time, feats_time = self.student(h_time)  # [B, M, d]
-        y_time = self.head(out_time).transpose(1, 2) * std + mean  # [B, H, M]
+        level = output_level(x, mean, self.cfg)  # [B, 1, M] or [B, H, M]
+        y_time = self.head(out_time).transpose(1, 2) * std + level  # [B, H, M]
         if not distill:
             return LlataOutput(y_time)
         h_text = self.match(h_time, self.principal)  # [B, M, d]
         out_text, feats_text = self.teacher(h_text)  # [B, M, d]
-        y_text = self.head(out_text).transpose(1, 2) * std + mean  # [B, H, M]
+        y_text = self.head(out_text).transpose(1, 2) * std + level  # [B, H, M]
         f_time = tuple(p(f) for p, f in zip(self.time_proj, feats_time, strict=True))
         f_text = tuple(p(f) for p, f in zip(self.text_proj, feats_text, strict=True))
         return LlataOutput(y_time, y_text, f_time, f_text)
@@ -255,9 +281,11 @@ class ForecastModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, L, M]` history -> `[B, H, M]` forecast, same units as `x`."""
-        x_norm, mean, std = instance_norm(x.float())  # [B, L, M], statistics in fp32
+        x = x.float()
+        x_norm, mean, std = instance_norm(x)  # [B, L, M], statistics in fp32
         # The weights may be bf16 (`Forecaster.load(precision="bf16")`): the network runs in
         # their dtype, the normalisation and its inverse stay in fp32.
         h = self.encoder(x_norm.transpose(1, 2).to(self.head.weight.dtype))  # [B, M, d]
         out, _ = self.branch(h)  # [B, M, d]
-        return self.head(out).float().transpose(1, 2) * std + mean  # [B, H, M]
+        level = output_level(x, mean, self.cfg)  # [B, 1, M] or [B, H, M]
+        return self.head(out).float().transpose(1, 2) * std + level  # [B, H, M]
