@@ -2,8 +2,8 @@
 
 Real Prefect (the session's temporary server), Great Expectations, Feast and BentoML's
 model store in temporary homes. The M4 files are a generated 24-series Hourly subset in a
-temporary mirror (M4's format, `write_tiny_hourly`); the candidates are DLinear and the
-LLM-free LLaTA on a tiny backbone, one short epoch each.
+temporary mirror (M4's format, `write_tiny_hourly`); the candidates are DLinear, DLinear
+correcting seasonal naive and the LLM-free LLaTA on a tiny backbone, one short epoch each.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ N_SERIES = 24  # one calibration window per series: 95 % intervals need 19
 
 
 def m4_params(root: Path, **pipeline: Any) -> Path:
-    """The example params.m4-hourly.yaml with a tiny model and two quick candidates."""
+    """The example params.m4-hourly.yaml with a tiny model and three quick candidates."""
     raw = yaml.safe_load((REPO / "params.m4-hourly.yaml").read_text())
     raw["model"].update(
         backbone="tiny-llama", n_layers=2, n_principal=16, encoder_heads=4, encoder_ffn=64
@@ -57,6 +57,12 @@ def m4_params(root: Path, **pipeline: Any) -> Path:
     raw["pipeline"]["candidates"] = {
         "llata-no-llm": ["model.n_layers=0"],
         "dlinear": ["model.kind=dlinear", "train.lr=0.01"],
+        "dlinear-snaive": [
+            "model.kind=dlinear",
+            "model.seasonal_base=true",
+            "model.baseline.dlinear_norm=true",
+            "train.lr=0.01",
+        ],
     }
     raw["pipeline"]["series_selection"] = {"count": N_SERIES}
     raw["pipeline"]["selection"] = {"runner": {"kind": "thread"}}
@@ -119,6 +125,7 @@ def test_the_flow_registers_and_promotes_an_m4_model_judged_by_owa(m4_run: dict)
     assert {c["name"] for c in production.metadata["selection"]["candidates"]} == {
         "llata-no-llm",
         "dlinear",
+        "dlinear-snaive",
     }
 
     # The report speaks the task's metrics: OWA, SMAPE, MASE, never MSE.
