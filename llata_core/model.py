@@ -5,7 +5,9 @@ x [B, L, M] -> instance norm -> channel-as-token encoder -> h_time [B, M, d]
   teacher:  h_time -> cross-attention onto principal word embeddings -> h_text [B, M, d]
             -> frozen LLM blocks (+ residual) -> head -> y_text [B, H, M]
   both expose the hidden states of every level, projected by A_k / B_k for the feature loss.
-Inference keeps the student alone with LoRA merged (`ForecastModel`).
+Inference keeps the student alone with LoRA merged (`ForecastModel`). The head's output is
+de-normalised onto the window's mean, or with `model.seasonal_base` onto its seasonal naive
+forecast (`output_level`, shared with the baselines).
 
 References:
     Liu et al., "Taming Pre-trained LLMs for Generalised Time Series Forecasting via
