@@ -43,6 +43,28 @@ K_MAX = 3  # calibration windows per series, at most
 log = logging.getLogger("bench.shortterm.intervals")
 
 
+def one_horizon_back(full: ShortTermSplits, seed: int = 0) -> ShortTermSplits:
+    """The splits with each training series' last horizon as the test target."""
+    w, h = full.windows, full.windows.horizon
+    windows = ShortTermWindows(
+        [s[:-h] for s in w.train],
+        h,
+        seasonality=w.seasonality,
+        ids=w.ids,
+        test=[s[-h:] for s in w.train],
+        input_size=w.input_size,
+        history_size=w.history_size,
+    )
+    return ShortTermSplits(
+        windows,
+        windows.training_dataset(seed=seed),
+        identity_scaler(),
+        full.source,
+        full.origin,
+        full.sha256,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subset", default="Hourly")
@@ -61,25 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_params(args.params, overrides)
     full = load_short_term_splits(cfg.data, seed=args.seed)
     w = full.windows
-    # One horizon back: the training file without its last horizon is the "full" history.
-    train = [s[:-h] for s in w.train]
-    windows = ShortTermWindows(
-        train,
-        h,
-        seasonality=w.seasonality,
-        ids=w.ids,
-        test=[s[-h:] for s in w.train],
-        input_size=w.input_size,
-        history_size=w.history_size,
-    )
-    splits = ShortTermSplits(
-        windows,
-        windows.training_dataset(seed=args.seed),
-        identity_scaler(),
-        full.source,
-        full.origin,
-        full.sha256,
-    )
+    splits = one_horizon_back(full, args.seed)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         result = fit(cfg, splits, None, run_dir=Path(run_dir), progress=False)

@@ -26,12 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.shortterm.interval_forecasts import one_horizon_back
 from benchmarks.shortterm.run import INPUT_HORIZONS, SUBSETS
 from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.intervals import window_scale
 from llata_core.shortterm import (
+    CALIBRATION_HORIZONS,
     ShortTermWindows,
+    calibrate_forecasts,
+    interval_bounds,
     load_short_term_splits,
     random_walk_intervals,
 )
@@ -64,24 +68,13 @@ def sym_rank(n: int, level: float) -> int:
     return min(n, math.ceil(Fraction(n + 1) * Fraction(repr(level)) / 100))
 
 
-def window_rmse(windows: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
-    """`[N, 1, 1]` root mean squared seasonal difference over each window's observed points."""
-    x = windows[:, :, 0].astype(np.float64)
-    ok = mask[:, :, 0] > 0
-    pairs = ok[:, m:] & ok[:, :-m]
-    sq = ((x[:, m:] - x[:, :-m]) ** 2 * pairs).sum(1) / np.maximum(pairs.sum(1), 1)
-    out = np.sqrt(sq)
-    mae = window_scale(windows, m, mask)[:, 0, 0]
-    return np.where(out > 0, out, mae)[:, None, None]
-
-
 def scales(histories: list[np.ndarray], input_size: int, m: int) -> dict[str, np.ndarray]:
     inputs = ShortTermWindows(histories, 1, input_size=input_size).test_inputs()
     x, mask = inputs.insample.numpy(), inputs.insample_mask.numpy()
     full = [np.mean(np.abs(h[m:] - h[:-m])) for h in histories]
     return {
         "mae": window_scale(x, m, mask)[:, 0, 0],
-        "rmse": window_rmse(x, mask, m)[:, 0, 0],
+        "rmse": window_scale(x, m, mask, "seasonal-rmse")[:, 0, 0],
         "hist-mae": np.maximum(np.array(full), 1e-8),
     }
 
@@ -118,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     h = SUBSETS[args.subset]
-    cfg = load_params(None, [f"data.dataset=M4-{args.subset}"])
+    size = INPUT_HORIZONS["dlinear_snaive"] * h
+    cfg = load_params(None, [f"data.dataset=M4-{args.subset}", f"data.input_size={size}"])
     w = load_short_term_splits(cfg.data).windows
-    m, size = w.seasonality, INPUT_HORIZONS["dlinear_snaive"] * h
+    m = w.seasonality
     data = np.load(OUT / f"interval_forecasts_{args.subset}.npz")
     y = data["targets"][0]
     hist0 = [s[: len(s) - h] for s in w.train]  # the interval-validation window's history
@@ -154,6 +148,19 @@ def main(argv: list[str] | None = None) -> int:
             lo[lv], hi[lv] = conformal_bounds(point, sc[0][scale], cal, lv, kind, r)
         key = (fc, f"K{k_cal}_{kind}_{scale}_{'step' if r == 0 else f'pool{r}'}")
         rows.append({"forecaster": fc, "method": key[1], **score(lo, hi)})
+    # What `llata calibrate` does (`calibrate_forecasts`, `interval_bounds`) on the same
+    # forecasts, one horizon back: it must reproduce its row of the grid.
+    back = one_horizon_back(load_short_term_splits(cfg.data))
+    windows = [data["model"][k] for k in range(1, CALIBRATION_HORIZONS + 1)]
+    scores = calibrate_forecasts(windows, back)
+    key = ("model", f"library (calibrate_forecasts: {scores.normalizer}, {scores.n} windows)")
+    rows.append(
+        {
+            "forecaster": "model",
+            "method": key[1],
+            **score(*interval_bounds(data["model"][0], scores, back, LEVELS)),
+        }
+    )
     write_json(OUT / f"interval_sweep_{args.subset}.json", rows, trailing_newline=False)
     print("| forecaster | method | MSIS 95 | ACD 95 | coverage 95 | coverage 80 |")
     print("|---|---|---|---|---|---|")

@@ -50,11 +50,14 @@ from llata_core.shortterm.series import (
     select_series,
 )
 from llata_core.shortterm.task import (
+    CALIBRATION_HORIZONS,
+    INTERVAL_NORMALIZER,
     VALUE_CHANNEL,
     Benchmark,
     Predict,
     ShortTermSplit,
     ShortTermSplits,
+    benchmark_calibration_forecasts,
     benchmark_forecasts,
     bounds_scores,
     calibrate_forecasts,
@@ -63,6 +66,7 @@ from llata_core.shortterm.task import (
     interval_bounds,
     interval_scores,
     load_short_term_splits,
+    model_calibration_forecasts,
     model_forecasts,
     score_forecasts,
     score_model,
@@ -76,6 +80,10 @@ from llata_core.shortterm.windows import (
 )
 
 __all__ = [
+    "CALIBRATION_HORIZONS",
+    "INTERVAL_NORMALIZER",
+    "benchmark_calibration_forecasts",
+    "model_calibration_forecasts",
     "M4_EPOCH",
     "M4_SUBSETS",
     "VALUE_CHANNEL",
