@@ -497,3 +497,28 @@ def test_calibration_windows_step_back_one_horizon_at_a_time() -> None:
     np.testing.assert_array_equal(w.calibration_targets(3), [[4.0, 5.0]])  # too short: left out
     assert [len(h) for h in w.calibration_histories(3)] == [4]
     assert w.calibration_inputs(3).insample.shape == (1, 4, 1)
+
+
+def test_series_too_short_for_older_windows_calibrate_on_what_they_have() -> None:
+    """Series of `horizon + 1 .. 2 * horizon` training points have no window before the
+    held-out one: calibration uses that one alone instead of failing."""
+    from llata_core.shortterm import (
+        ShortTermSplits,
+        ShortTermWindows,
+        benchmark_calibration_forecasts,
+        calibrate_forecasts,
+        calibration_backs,
+        identity_scaler,
+    )
+
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=n) + 10 for n in (5, 6, 7, 8)]  # horizon 4: 5 to 8 points
+    windows = ShortTermWindows(series, 4, seasonality=2, input_size=4)
+    splits = ShortTermSplits(
+        windows, windows.training_dataset(), identity_scaler(), "file", "generated", ""
+    )
+    assert list(calibration_backs(windows)) == [1]
+    scores = calibrate_forecasts(benchmark_calibration_forecasts("naive1", splits), splits)
+    assert scores.n == 4
+    longer = ShortTermWindows([*series, np.arange(20.0)], 4, seasonality=2, input_size=4)
+    assert list(calibration_backs(longer)) == [1, 2, 3]

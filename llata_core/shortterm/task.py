@@ -261,14 +261,19 @@ def _benchmark(
     return np.stack([naive2(h, w.horizon, w.seasonality) for h in histories])
 
 
+def calibration_backs(w: ShortTermWindows) -> range:
+    """The calibration windows `k = 1 ..` (`ShortTermWindows.calibration_histories(k)`): up
+    to `CALIBRATION_HORIZONS`, as far back as the longest series has a point before the
+    window (window 1, the held-out horizon, always exists)."""
+    longest = max(len(s) for s in w.train)
+    return range(1, min(CALIBRATION_HORIZONS, (longest - 1) // w.horizon) + 1)
+
+
 def benchmark_calibration_forecasts(method: Benchmark, splits: ShortTermSplits) -> list[np.ndarray]:
     """A benchmark's forecasts of the calibration windows, what `calibrate_forecasts` takes:
     element `k - 1` is `[n_k, H]`, from each `calibration_histories(k)`."""
     w = splits.windows
-    return [
-        _benchmark(method, w.calibration_histories(k), w)
-        for k in range(1, CALIBRATION_HORIZONS + 1)
-    ]
+    return [_benchmark(method, w.calibration_histories(k), w) for k in calibration_backs(w)]
 
 
 def score_forecasts(
@@ -320,7 +325,7 @@ def model_calibration_forecasts(
     model.eval()
     return [
         forecast_series(model, w.calibration_inputs(k), batch_size=batch_size, device=device)
-        for k in range(1, CALIBRATION_HORIZONS + 1)
+        for k in calibration_backs(w)
     ]
 
 
@@ -353,17 +358,18 @@ def calibrate_forecasts(
     Args:
         forecasts: element `k - 1` holds the `[n_k, H]` forecasts of
             `calibration_inputs(k)` (`model_calibration_forecasts`,
-            `benchmark_calibration_forecasts`), `k = 1 .. CALIBRATION_HORIZONS`.
+            `benchmark_calibration_forecasts`), `k` in `calibration_backs`.
     """
     w = splits.windows
-    if len(forecasts) != CALIBRATION_HORIZONS:
+    backs = calibration_backs(w)
+    if len(forecasts) != len(backs):
         raise ValueError(
-            f"{len(forecasts)} calibration windows of forecasts; expected {CALIBRATION_HORIZONS}"
+            f"{len(forecasts)} calibration windows of forecasts; these series have {len(backs)}"
         )
-    inputs = [w.calibration_inputs(k) for k in range(1, CALIBRATION_HORIZONS + 1)]
+    inputs = [w.calibration_inputs(k) for k in backs]
     return calibrate_series(
         np.concatenate(forecasts),
-        np.concatenate([w.calibration_targets(k) for k in range(1, CALIBRATION_HORIZONS + 1)]),
+        np.concatenate([w.calibration_targets(k) for k in backs]),
         np.concatenate([i.insample.numpy() for i in inputs]),
         w.seasonality,
         mask=np.concatenate([i.insample_mask.numpy() for i in inputs]),
