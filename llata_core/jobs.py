@@ -284,7 +284,7 @@ def calibrate_job(
 
     Raises:
         ValueError: data that is not the data the model was trained on. A short-term model
-            is calibrated on its own series (`seasonal-mae` scores, one window per series).
+            is calibrated on its own series (`seasonal-rmse` scores, three windows per series).
     """
     fc = Forecaster.load(model_dir)
     data = fc.config.data
@@ -312,8 +312,8 @@ def calibrate_job(
 
 
 def _calibrate_short_term(fc: Forecaster, model_dir: Path) -> CalibrationOutcome:
-    """`calibrate_job` for a model of many series: `seasonal-mae` scores from each series'
-    held-out horizon, checked on the test targets (coverage, MSIS and ACD at 95 %)."""
+    """`calibrate_job` for a model of many series: `seasonal-rmse` scores from each series'
+    last training horizons, checked on the test targets (coverage, MSIS and ACD at 95 %)."""
     task = ShortTermTask.for_model(fc)
     if task.fingerprint() != fc.metrics.get("eval_split_hash", task.fingerprint()):
         raise ValueError(
@@ -321,9 +321,10 @@ def _calibrate_short_term(fc: Forecaster, model_dir: Path) -> CalibrationOutcome
             "held-out horizons would not be the ones the model was selected on"
         )
     scores, _, checked = task.calibrated(fc.model)
-    log.info("calibrated on %d series; test %s", scores.n, checked)
+    n_series = len(task.splits.windows.ids)
+    log.info("calibrated on %d windows of %d series; test %s", scores.n, n_series, checked)
     add_intervals(model_dir, scores, {"calibration_windows": scores.n, **checked})
-    return CalibrationOutcome(model_dir, scores, checked, scores.n, "test_series")
+    return CalibrationOutcome(model_dir, scores, checked, n_series, "test_series")
 
 
 def recalibrate_job(

@@ -375,3 +375,150 @@ def test_bounds_of_several_levels_are_each_levels_own(scaled: bool) -> None:
         np.testing.assert_array_equal(lower[level], point - q)
         np.testing.assert_array_equal(upper[level], point + q)
     assert bounds(point, scores, (), window) == ({}, {})  # no level answerable: no bounds
+
+
+def test_window_scale_rmse_is_the_root_mean_squared_seasonal_difference() -> None:
+    x = np.array(
+        [
+            [1.0, 2.0, 3.0, 1.0, 2.0, 5.0],  # seasonal diffs (m = 3): 0, 0, 2
+            [5.0, 5.0, 5.0, 5.0, 5.0, 5.0],  # flat: 1% of the level, as for the MAE
+        ]
+    )[:, :, None]
+    rmse = window_scale(x, 3, None, "seasonal-rmse")
+    np.testing.assert_allclose(rmse.ravel(), [math.sqrt(4 / 3), 0.05])
+    np.testing.assert_allclose(window_scale(x, 3).ravel(), [2 / 3, 0.05])  # MAE unchanged
+    with pytest.raises(ValueError, match="no window scale"):
+        window_scale(x, 3, None, "none")
+
+
+def test_rmse_scores_round_trip_and_answer_with_the_rmse_scale(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 48, 1)) * rng.uniform(1, 100, size=(30, 1, 1))  # [n, L, 1]
+    scale = window_scale(x, 24, None, "seasonal-rmse")
+    residuals = rng.normal(size=(30, 4, 1)) * scale
+    scores = ConformalScores.from_residuals(
+        residuals, scale=scale, seasonality=24, normalizer="seasonal-rmse"
+    )
+    scores.save(tmp_path / "s.safetensors")
+    back = ConformalScores.load(tmp_path / "s.safetensors")
+    assert (back.normalizer, back.seasonality) == ("seasonal-rmse", 24)
+    assert back.describe()["normalizer"] == "seasonal-rmse"
+    np.testing.assert_array_equal(back.scores, scores.scores)
+    np.testing.assert_allclose(back.scale_of(x), scale)
+    assert not np.allclose(back.scale_of(x), window_scale(x, 24))  # not the MAE
+    with pytest.raises(ValueError, match="normalizer is 'none'"):
+        ConformalScores.from_residuals(residuals, scale=scale, normalizer="none")
+    with pytest.raises(ValueError, match="seasonal-rmse scores need"):
+        ConformalScores.from_residuals(residuals, normalizer="seasonal-rmse")
+
+
+def test_scores_written_before_rmse_load_and_answer_as_before(tmp_path) -> None:
+    """A `seasonal-mae` file exactly as the code before `seasonal-rmse` wrote it (same
+    metadata keys and values) still loads and scales by each window's seasonal MAE."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    sorted_scores = np.sort(np.abs(rng.normal(size=(40, 4, 1))), axis=0).astype(np.float32)
+    metadata = {
+        "format": "1",
+        "method": "split-conformal-absolute-residual",
+        "normalizer": "seasonal-mae",
+        "seasonality": "24",
+        "split": "val",
+        "data_fingerprint": "abc",
+        "calibrated_at": "2026-12-02T00:00:00Z",
+    }
+    save_file({"scores": sorted_scores}, str(tmp_path / "old.safetensors"), metadata=metadata)
+    old = ConformalScores.load(tmp_path / "old.safetensors")
+    assert old.normalizer == "seasonal-mae"
+    x = rng.normal(size=(2, 48, 1))
+    point = np.zeros((2, 4, 1))
+    _, upper = bounds(point, old, (80,), old.scale_of(x))
+    np.testing.assert_allclose(upper[80], old.half_width(80)[None] * window_scale(x, 24))
+
+
+def test_short_term_calibration_covers_skewed_noise_at_nominal() -> None:
+    """The short-term calibration (`calibrate_forecasts`: the last three training horizons
+    of each series, `seasonal-rmse` scale) around the noise-free forecast of series whose
+    noise is skewed (centred exponential, all its tail above the forecast) and whose scales
+    are unrelated: test coverage is nominal within sampling error at 80 % and 95 %."""
+    from llata_core.shortterm import (
+        CALIBRATION_HORIZONS,
+        ShortTermSplits,
+        ShortTermWindows,
+        calibrate_forecasts,
+        identity_scaler,
+        interval_bounds,
+    )
+
+    rng = np.random.default_rng(11)
+    n_series, horizon, m, length = 2000, 12, 12, 120
+    level_of = 10 ** rng.uniform(0, 3, size=n_series)  # [N]
+    t = np.arange(length + horizon)
+    pattern = 5 + np.sin(2 * np.pi * t / m)
+    noise = rng.exponential(size=(n_series, t.size)) - 1.0  # mean 0, skewed
+    y = level_of[:, None] * (pattern + 0.3 * noise)  # [N, T]
+    truth = level_of[:, None] * pattern
+    windows = ShortTermWindows(
+        list(y[:, :length]), horizon, seasonality=m, test=list(y[:, length:]), input_size=48
+    )
+    splits = ShortTermSplits(
+        windows, windows.training_dataset(), identity_scaler(), "file", "generated", ""
+    )
+    forecasts = [
+        truth[:, length - k * horizon : length - (k - 1) * horizon]
+        for k in range(1, CALIBRATION_HORIZONS + 1)
+    ]
+    scores = calibrate_forecasts(forecasts, splits)
+    assert (scores.normalizer, scores.n) == ("seasonal-rmse", CALIBRATION_HORIZONS * n_series)
+    lower, upper = interval_bounds(truth[:, length:], scores, splits, (80, 95))
+    test_y = y[:, length:]
+    for level in (80, 95):
+        p = level / 100
+        # Series-level correlation (one scale per series) widens the spread; 5 binomial
+        # standard errors over series leave room for it.
+        se = math.sqrt(p * (1 - p) / n_series)
+        got = coverage(test_y, lower[level], upper[level])
+        assert abs(got - p) < 5 * se, (level, got)
+        # The skew shows in where the misses fall: more above the upper bound than below
+        # the lower one (symmetric scores cover in total, not in each tail).
+        above = np.mean(test_y > upper[level]) / max(np.mean(test_y < lower[level]), 1e-9)
+        assert above > 1.5, (level, above)
+
+
+def test_calibration_windows_step_back_one_horizon_at_a_time() -> None:
+    from llata_core.shortterm import ShortTermWindows
+
+    series = [np.arange(10.0), np.arange(100.0, 105.0)]  # the second: two horizons + 1
+    w = ShortTermWindows(series, 2)
+    np.testing.assert_array_equal(w.calibration_targets(1), w.validation_targets())
+    assert [len(h) for h in w.calibration_histories(1)] == [8, 3]
+    np.testing.assert_array_equal(w.calibration_targets(2), [[6.0, 7.0], [101.0, 102.0]])
+    np.testing.assert_array_equal(w.calibration_targets(3), [[4.0, 5.0]])  # too short: left out
+    assert [len(h) for h in w.calibration_histories(3)] == [4]
+    assert w.calibration_inputs(3).insample.shape == (1, 4, 1)
+
+
+def test_series_too_short_for_older_windows_calibrate_on_what_they_have() -> None:
+    """Series of `horizon + 1 .. 2 * horizon` training points have no window before the
+    held-out one: calibration uses that one alone instead of failing."""
+    from llata_core.shortterm import (
+        ShortTermSplits,
+        ShortTermWindows,
+        benchmark_calibration_forecasts,
+        calibrate_forecasts,
+        calibration_backs,
+        identity_scaler,
+    )
+
+    rng = np.random.default_rng(0)
+    series = [rng.normal(size=n) + 10 for n in (5, 6, 7, 8)]  # horizon 4: 5 to 8 points
+    windows = ShortTermWindows(series, 4, seasonality=2, input_size=4)
+    splits = ShortTermSplits(
+        windows, windows.training_dataset(), identity_scaler(), "file", "generated", ""
+    )
+    assert list(calibration_backs(windows)) == [1]
+    scores = calibrate_forecasts(benchmark_calibration_forecasts("naive1", splits), splits)
+    assert scores.n == 4
+    longer = ShortTermWindows([*series, np.arange(20.0)], 4, seasonality=2, input_size=4)
+    assert list(calibration_backs(longer)) == [1, 2, 3]

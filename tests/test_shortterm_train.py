@@ -280,19 +280,20 @@ def test_llata_train_and_evaluate_end_to_end(
         direct = fc.model(torch.tensor(history[-96:][None], dtype=torch.float32))[0].numpy()
     np.testing.assert_allclose(fc.predict(history), direct, rtol=1e-5)
 
-    # Intervals: seasonal-MAE-normalised scores, one calibration window per series, so a
-    # series' half-width scales with its own recent variation; 12 series answer 80 %, not 95 %.
-    assert fc.intervals is not None and fc.intervals.normalizer == "seasonal-mae"
-    assert (fc.intervals.n, fc.intervals.seasonality) == (12, 24)
-    assert saved["calibration_windows"] == 12 and 0 <= saved["coverage_80"] <= 1
-    assert "coverage_95" not in saved
+    # Intervals: seasonal-RMSE-normalised scores, the last three training horizons of each
+    # series, so a series' half-width scales with its own recent variation; 36 windows
+    # answer 95 %, not 99 %.
+    assert fc.intervals is not None and fc.intervals.normalizer == "seasonal-rmse"
+    assert (fc.intervals.n, fc.intervals.seasonality) == (36, 24)
+    assert saved["calibration_windows"] == 36 and 0 <= saved["coverage_80"] <= 1
+    assert 0 <= saved["coverage_95"] <= 1 and saved["msis_95"] > 0
     for scale in (1.0, 10.0):
         bands = fc.predict(history * scale, levels=(80,))
         window = history[-96:][None] * scale  # [1, L, 1]
-        half = fc.intervals.half_width(80) * window_scale(window, 24)[0]
+        half = fc.intervals.half_width(80) * window_scale(window, 24, None, "seasonal-rmse")[0]
         np.testing.assert_allclose(bands.upper[80] - bands.point, half, rtol=1e-4)
-    with pytest.raises(ForecastInputError, match="needs at least 19 calibration windows"):
-        fc.predict(history, levels=(95,))
+    with pytest.raises(ForecastInputError, match="needs at least 99 calibration windows"):
+        fc.predict(history, levels=(99,))
     (model / "intervals.safetensors").unlink()  # an artifact from before M4 intervals ...
     manifest = json.loads((model / "manifest.json").read_text())
     del manifest["files"]["intervals.safetensors"]
@@ -300,9 +301,9 @@ def test_llata_train_and_evaluate_end_to_end(
     assert Forecaster.load(model).intervals is None
     assert main(["calibrate", "--model", str(model)]) == 0  # ... calibrates without training
     summary = json.loads(capsys.readouterr().out)
-    assert summary["calibration_windows"] == 12 and summary["test_series_windows"] == 12
+    assert summary["calibration_windows"] == 36 and summary["test_series_windows"] == 12
     assert summary["coverage_80"] == pytest.approx(saved["coverage_80"])
-    assert Forecaster.load(model).intervals.normalizer == "seasonal-mae"  # type: ignore[union-attr]
+    assert Forecaster.load(model).intervals.normalizer == "seasonal-rmse"  # type: ignore[union-attr]
 
 
 def test_dlinear_and_a_long_format_file_with_padding(

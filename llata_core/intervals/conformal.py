@@ -48,8 +48,10 @@ MAX_LEVELS = 5
 DEFAULT_LEVELS = (80.0, 95.0)
 METHOD = "split-conformal-absolute-residual"
 
-Normalizer = Literal["none", "seasonal-mae"]
-NORMALIZERS: tuple[Normalizer, ...] = ("none", "seasonal-mae")
+Normalizer = Literal["none", "seasonal-mae", "seasonal-rmse"]
+NORMALIZERS: tuple[Normalizer, ...] = ("none", "seasonal-mae", "seasonal-rmse")
+# The power `p` of each window scale, `(mean_t |x_t - x_{t-m}|^p)^(1/p)`.
+_SCALE_POWER: dict[str, int] = {"seasonal-mae": 1, "seasonal-rmse": 2}
 
 
 def validate_levels(levels: Iterable[float]) -> tuple[float, ...]:
@@ -125,8 +127,11 @@ class ConformalScores:
             residual divided by its input window's seasonal-naive mean absolute error
             (`window_scale`), for panels of many series on unrelated scales (M4), where one
             absolute width would be too wide for small series and too narrow for large
-            ones; the half-width is then `q * window_scale(window)`.
-        seasonality: the period of the `seasonal-mae` scale (1 for `none`).
+            ones; the half-width is then `q * window_scale(window)`. `seasonal-rmse`: the
+            same with the window's root mean squared seasonal difference, which widens
+            the intervals of series whose changes come in spikes (what short-term models
+            calibrate with; see `llata_core.shortterm.calibrate_forecasts`).
+        seasonality: the period of a seasonal scale (1 for `none`).
     """
 
     scores: np.ndarray
@@ -160,6 +165,7 @@ class ConformalScores:
         *,
         scale: np.ndarray | None = None,
         seasonality: int = 1,
+        normalizer: Normalizer | None = None,
         split: str = "val",
         data_fingerprint: str = "",
         calibrated_at: str = "",
@@ -169,22 +175,29 @@ class ConformalScores:
         Args:
             residuals: `[n, horizon, channels]`.
             scale: `[n, 1, channels]` per-window scales (`window_scale` of each calibration
-                input with `seasonality`); with them the scores are `seasonal-mae`
+                input with `seasonality` and `normalizer`); with them the scores are
                 normalised, without them absolute.
             seasonality: the period `scale` was computed with.
+            normalizer: how `scale` was computed: `seasonal-mae` (the default with a
+                scale) or `seasonal-rmse`; `none` (the default without).
         """
         residuals = np.asarray(residuals, dtype=np.float64)
         if residuals.ndim != 3:
             raise ValueError(f"residuals must be [n, horizon, channels], got {residuals.shape}")
-        normalizer: Normalizer = "none"
         if scale is not None:
             scale = np.asarray(scale, dtype=np.float64)
             if scale.shape != (residuals.shape[0], 1, residuals.shape[2]):
                 raise ValueError(f"scale {scale.shape} does not fit residuals {residuals.shape}")
             residuals = residuals / scale
-            normalizer = "seasonal-mae"
-        elif seasonality != 1:
-            raise ValueError("a seasonality is given only with a scale")
+            normalizer = normalizer or "seasonal-mae"
+            if normalizer == "none":
+                raise ValueError("a window scale is given, but the normalizer is 'none'")
+        else:
+            if seasonality != 1:
+                raise ValueError("a seasonality is given only with a scale")
+            if normalizer not in (None, "none"):
+                raise ValueError(f"{normalizer} scores need each calibration window's scale")
+            normalizer = "none"
         scores = np.sort(np.abs(residuals).astype(np.float32), axis=0)  # [n, H, M]
         return cls(scores, split, data_fingerprint, calibrated_at, normalizer, seasonality)
 
@@ -209,11 +222,11 @@ class ConformalScores:
 
     def scale_of(self, windows: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
         """What `bounds` needs for these input windows `[B, L, M]` (scaled axis): their
-        `window_scale` for `seasonal-mae` scores (only points where `mask` is 1 count, for
+        `window_scale` for normalised scores (only points where `mask` is 1 count, for
         left-padded windows), None for absolute ones."""
         if self.normalizer == "none":
             return None
-        return window_scale(windows, self.seasonality, mask)
+        return window_scale(windows, self.seasonality, mask, self.normalizer)
 
     def answerable(self, levels: Iterable[float]) -> tuple[float, ...]:
         """The levels these scores have enough windows for (95% needs 19), in order."""
@@ -344,24 +357,33 @@ class IntervalForecast:
 
 
 def window_scale(
-    windows: np.ndarray, seasonality: int, mask: np.ndarray | None = None
+    windows: np.ndarray,
+    seasonality: int,
+    mask: np.ndarray | None = None,
+    normalizer: Normalizer = "seasonal-mae",
 ) -> np.ndarray:
-    """Seasonal-naive mean absolute error of each input window: the `seasonal-mae` scale.
+    """Seasonal-naive error of each input window: the scale of normalised scores.
 
-    `mean_t |x_t - x_{t-m}|` over the window's observed points (`mask` 1), per channel: the
-    denominator of MASE, taken over what the model sees, so that calibration, evaluation and
-    serving compute it from the same points. A window with no seasonal pair uses `m = 1`;
-    a window whose differences are all zero (a flat history) falls back to its first
-    differences, then to 1% of its mean level (at least 1e-8), so that a width is never 0.
+    `seasonal-mae`: `mean_t |x_t - x_{t-m}|` over the window's observed points (`mask` 1),
+    per channel, the denominator of MASE. `seasonal-rmse`: `sqrt(mean_t (x_t - x_{t-m})^2)`,
+    the `sigma` of seasonal naive's textbook normal intervals. Both are taken over what the
+    model sees, so that calibration, evaluation and serving compute them from the same
+    points. A window with no seasonal pair uses `m = 1`; a window whose differences are all
+    zero (a flat history) falls back to its first differences, then to 1% of its mean
+    level (at least 1e-8), so that a width is never 0.
 
     Args:
         windows: `[B, L, M]` inputs.
         seasonality: the period `m`.
         mask: `[B, L, M]` or `[B, L, 1]`, 1 where observed (left padding is 0); default all.
+        normalizer: `seasonal-mae` or `seasonal-rmse`.
 
     Returns:
         `[B, 1, M]` float64, positive.
     """
+    if normalizer not in _SCALE_POWER:
+        raise ValueError(f"no window scale for normalizer {normalizer!r}")
+    power = _SCALE_POWER[normalizer]
     x = np.asarray(windows, dtype=np.float64)
     if x.ndim != 3:
         raise ValueError(f"windows must be [batch, steps, channels], got {x.shape}")
@@ -372,9 +394,9 @@ def window_scale(
             continue
         pairs = observed[:, lag:] & observed[:, :-lag]
         n = pairs.sum(axis=1, keepdims=True)
-        total = (np.abs(x[:, lag:] - x[:, :-lag]) * pairs).sum(axis=1, keepdims=True)
-        mae = np.divide(total, n, out=np.zeros_like(total), where=n > 0)
-        out = np.where(out > 0, out, mae)
+        total = (np.abs(x[:, lag:] - x[:, :-lag]) ** power * pairs).sum(axis=1, keepdims=True)
+        mean = np.divide(total, n, out=np.zeros_like(total), where=n > 0) ** (1.0 / power)
+        out = np.where(out > 0, out, mean)
     n_obs = observed.sum(axis=1, keepdims=True)
     level = np.divide(
         (np.abs(x) * observed).sum(axis=1, keepdims=True),
@@ -401,7 +423,7 @@ def bounds(
         scores: the model's conformal scores.
         levels: percent.
         scale: `[..., 1, channels]` `window_scale` of each forecast's input window; required
-            by `seasonal-mae` scores, refused by absolute ones.
+            by normalised scores, refused by absolute ones.
     """
     h = point.shape[-2]
     if h > scores.horizon:
@@ -431,22 +453,25 @@ def calibrate_series(
     seasonality: int,
     *,
     mask: np.ndarray | None = None,
+    normalizer: Normalizer = "seasonal-mae",
     split: str = "val",
     data_fingerprint: str = "",
     calibrated_at: str = "",
 ) -> ConformalScores:
-    """`seasonal-mae` scores of a model over a panel of univariate series (M4).
+    """Normalised scores of a model over a panel of univariate series (M4).
 
-    One calibration window per series: the forecast of its held-out last horizon from the
-    input before it. Each residual is divided by that input's `window_scale`, so series on
-    unrelated scales share one set of scores per horizon step, and a new series' interval is
-    as wide, relative to its own recent variation, as the calibration series' errors were.
+    Each calibration window is the forecast of a held-out horizon of a series from the
+    input before it (one or more per series). Each residual is divided by that input's
+    `window_scale`, so series on unrelated scales share one set of scores per horizon step,
+    and a new series' interval is as wide, relative to its own recent variation, as the
+    calibration series' errors were.
 
     Args:
         forecasts, targets: `[N, H]` forecasts and actuals of the held-out horizons.
         inputs: `[N, L, 1]` the input windows the forecasts were made from.
         seasonality: the period `m` of the scale.
         mask: `[N, L, 1]` 1 on observed points (0 on left padding).
+        normalizer: `seasonal-mae` or `seasonal-rmse` (`window_scale`).
     """
     forecasts = np.asarray(forecasts, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -454,8 +479,9 @@ def calibrate_series(
         raise ValueError(f"forecasts {forecasts.shape} and targets {targets.shape} must be [N, H]")
     return ConformalScores.from_residuals(
         (targets - forecasts)[:, :, None],  # [N, H, 1]
-        scale=window_scale(inputs, seasonality, mask),  # [N, 1, 1]
+        scale=window_scale(inputs, seasonality, mask, normalizer),  # [N, 1, 1]
         seasonality=seasonality,
+        normalizer=normalizer,
         split=split,
         data_fingerprint=data_fingerprint,
         calibrated_at=calibrated_at,

@@ -50,19 +50,24 @@ from llata_core.shortterm.series import (
     select_series,
 )
 from llata_core.shortterm.task import (
+    CALIBRATION_HORIZONS,
+    INTERVAL_NORMALIZER,
     VALUE_CHANNEL,
     Benchmark,
     Predict,
     ShortTermSplit,
     ShortTermSplits,
+    benchmark_calibration_forecasts,
     benchmark_forecasts,
     bounds_scores,
     calibrate_forecasts,
+    calibration_backs,
     forecast_series,
     identity_scaler,
     interval_bounds,
     interval_scores,
     load_short_term_splits,
+    model_calibration_forecasts,
     model_forecasts,
     score_forecasts,
     score_model,
@@ -76,6 +81,10 @@ from llata_core.shortterm.windows import (
 )
 
 __all__ = [
+    "CALIBRATION_HORIZONS",
+    "INTERVAL_NORMALIZER",
+    "benchmark_calibration_forecasts",
+    "model_calibration_forecasts",
     "M4_EPOCH",
     "M4_SUBSETS",
     "VALUE_CHANNEL",
@@ -115,6 +124,7 @@ __all__ = [
     "random_walk_intervals",
     "model_forecasts",
     "calibrate_forecasts",
+    "calibration_backs",
     "interval_bounds",
     "interval_scores",
     "bounds_scores",

@@ -302,6 +302,28 @@ class ShortTermWindows:
         """`[N, horizon]` float64: each series' held-out last `horizon` training points."""
         return np.stack([s[-self.horizon :] for s in self.train])
 
+    def calibration_histories(self, back: int) -> tuple[np.ndarray, ...]:
+        """Each series before its `back`-th last training horizon: `back=1` gives the
+        training parts (the validation input's history), `back=2` the horizon before, and
+        so on. Only series with at least one point before that horizon are included, in
+        order; `calibration_targets(back)` gives their targets."""
+        if back < 1:
+            raise ValueError(f"back must be >= 1, got {back}")
+        cut = back * self.horizon
+        return tuple(s[: s.shape[0] - cut] for s in self.train if s.shape[0] > cut)
+
+    def calibration_targets(self, back: int) -> np.ndarray:
+        """`[n, horizon]` float64: the `back`-th last training horizon of each series that
+        `calibration_histories(back)` includes (`back=1`: `validation_targets()`)."""
+        if back < 1:
+            raise ValueError(f"back must be >= 1, got {back}")
+        cut, h = back * self.horizon, self.horizon
+        return np.stack([s[len(s) - cut : len(s) - cut + h] for s in self.train if len(s) > cut])
+
+    def calibration_inputs(self, back: int) -> ShortTermInputs:
+        """The `input_size` points before each `calibration_targets(back)` window."""
+        return _stack_inputs(self.calibration_histories(back), self.input_size)
+
     def test_inputs(self) -> ShortTermInputs:
         """The last `input_size` points of each full training series."""
         return _stack_inputs(self.train, self.input_size)

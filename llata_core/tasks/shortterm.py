@@ -2,9 +2,9 @@
 
 Training draws random windows from every series; validation is the SMAPE of each series'
 held-out last horizon; the test scores are SMAPE, MASE and OWA against Naive2, and OWA is
-the headline (M4's ranking metric). Conformal scores are `seasonal-mae` normalised (one
-calibration window per series, `llata_core.shortterm.calibrate_forecasts`): absolute
-residuals pooled over series of very different scales would not be exchangeable.
+the headline (M4's ranking metric). Conformal scores are `seasonal-rmse` normalised (the
+last three training horizons of each series, `llata_core.shortterm.calibrate_forecasts`):
+absolute residuals pooled over series of very different scales would not be exchangeable.
 
 References:
     Makridakis et al., "The M4 Competition", International Journal of Forecasting 2020
@@ -35,6 +35,7 @@ from llata_core.shortterm import (
     interval_bounds,
     interval_scores,
     load_short_term_splits,
+    model_calibration_forecasts,
     model_forecasts,
     score_forecasts,
     score_model,
@@ -130,10 +131,11 @@ class ShortTermTask:
         return validate
 
     def calibrate(self, model: nn.Module, *, batch_size: int = 512) -> ConformalScores:
-        """The model's conformal scores from its forecasts of each series' held-out horizon."""
-        val = model_forecasts(model, self.splits, "val", batch_size=batch_size)
+        """The model's conformal scores from its forecasts of each series' last training
+        horizons (`llata_core.shortterm.calibrate_forecasts`)."""
+        windows = model_calibration_forecasts(model, self.splits, batch_size=batch_size)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return calibrate_forecasts(val, self.splits, calibrated_at=stamp)
+        return calibrate_forecasts(windows, self.splits, calibrated_at=stamp)
 
     def calibrated(
         self, model: nn.Module, *, batch_size: int = 512
