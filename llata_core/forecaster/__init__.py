@@ -1,14 +1,16 @@
 """The model artifact and the `Forecaster` that serves it.
 
-Two rooms: `artifact` is the one place that knows an artifact's files and format (write,
-verify, read, add intervals); `predict` builds the inference model from what it read and
-answers forecasts. Everything outside this package imports the names below from
-`llata_core.forecaster`, never from the two modules.
+Three rooms: `artifact` is the one place that knows an artifact's files and format (write,
+verify, read, add intervals), `combined` the layout of a combination of trained models
+(members in sub-directories, one manifest), and `predict` builds the inference model from
+what they read and answers forecasts. Everything outside this package imports the names
+below from `llata_core.forecaster`, never from the three modules.
 """
 
 from llata_core.forecaster.artifact import (
     ARTIFACT_FILES,
     CALIBRATION_FILES,
+    COMBINATION_KIND,
     FORMAT_VERSION,
     INTERVALS_FILE,
     MANIFEST_NAME,
@@ -16,6 +18,7 @@ from llata_core.forecaster.artifact import (
     ArtifactError,
     ArtifactRecord,
     add_intervals,
+    artifact_kind,
     check_metrics,
     copy_artifact,
     headline_metric,
@@ -28,21 +31,31 @@ from llata_core.forecaster.artifact import (
     verify_artifact,
     verify_manifest,
 )
+from llata_core.forecaster.combined import (
+    CombinationContents,
+    MemberEntry,
+    read_combination,
+    save_combination,
+)
 from llata_core.forecaster.predict import Forecaster, ForecastInputError, IntervalsUnavailableError
 
 __all__ = [
     "ARTIFACT_FILES",
     "FORMAT_VERSION",
     "CALIBRATION_FILES",
+    "COMBINATION_KIND",
     "INTERVALS_FILE",
     "MANIFEST_NAME",
     "ArtifactContents",
     "ArtifactError",
     "ArtifactRecord",
+    "CombinationContents",
     "ForecastInputError",
     "Forecaster",
     "IntervalsUnavailableError",
+    "MemberEntry",
     "add_intervals",
+    "artifact_kind",
     "check_metrics",
     "copy_artifact",
     "headline_metric",
@@ -50,8 +63,10 @@ __all__ = [
     "manifest_digest",
     "read_artifact",
     "read_artifact_record",
+    "read_combination",
     "read_metrics",
     "save_artifact",
+    "save_combination",
     "verify_artifact",
     "verify_manifest",
 ]
