@@ -130,6 +130,7 @@ def test_the_artifact_format_is_read_only_through_the_forecaster_package() -> No
     inner = (
         "llata_core.forecaster.artifact",
         "llata_core.forecaster.combined",
+        "llata_core.forecaster.metrics",
         "llata_core.forecaster.predict",
     )
     outside = sorted(

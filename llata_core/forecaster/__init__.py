@@ -1,10 +1,11 @@
 """The model artifact and the `Forecaster` that serves it.
 
-Three rooms: `artifact` is the one place that knows an artifact's files and format (write,
+Four rooms: `artifact` is the one place that knows an artifact's files and format (write,
 verify, read, add intervals), `combined` the layout of a combination of trained models
-(members in sub-directories, one manifest), and `predict` builds the inference model from
-what they read and answers forecasts. Everything outside this package imports the names
-below from `llata_core.forecaster`, never from the three modules.
+(members in sub-directories, one manifest), `metrics` its metrics.json for callers that
+compare artifacts, and `predict` builds the inference model from what they read and answers
+forecasts. Everything outside this package imports the names
+below from `llata_core.forecaster`, never from its modules.
 """
 
 from llata_core.forecaster.artifact import (
@@ -19,14 +20,11 @@ from llata_core.forecaster.artifact import (
     ArtifactRecord,
     add_intervals,
     artifact_kind,
-    check_metrics,
     copy_artifact,
-    headline_metric,
     is_artifact,
     manifest_digest,
     read_artifact,
     read_artifact_record,
-    read_metrics,
     save_artifact,
     verify_artifact,
     verify_manifest,
@@ -37,6 +35,7 @@ from llata_core.forecaster.combined import (
     read_combination,
     save_combination,
 )
+from llata_core.forecaster.metrics import check_metrics, headline_metric, read_metrics
 from llata_core.forecaster.predict import Forecaster, ForecastInputError, IntervalsUnavailableError
 
 __all__ = [

@@ -16,15 +16,15 @@ half-written model; reading checks the manifest and never unpickles anything. An
 without conformal scores loads and refuses interval levels; `add_intervals` (`llata
 calibrate`) rewrites it, atomically, with its scores.
 
-Everything else reads an artifact through this module's functions (`read_artifact`,
-`read_metrics`, `read_artifact_record`), never by file name. Building a model from what
+Everything else reads an artifact through this package's functions (`read_artifact`,
+`read_artifact_record`, `read_metrics` in `llata_core.forecaster.metrics`), never by file
+name. Building a model from what
 is read is `Forecaster.load`'s job (`llata_core.forecaster.predict`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -330,59 +330,6 @@ def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{root}: artifact format {config.get('format_version')} is not {FORMAT_VERSION}"
         )
     return config
-
-
-def read_metrics(path: str | os.PathLike[str], required: Sequence[str] = ()) -> dict[str, Any]:
-    """An artifact's evaluation metrics, read without building its model.
-
-    For callers that store or compare artifacts (the registry) and must not know the
-    artifact's file names. The manifest is the caller's to check (`verify_manifest`).
-
-    Args:
-        path: The artifact directory.
-        required: Metrics that must be present as finite numbers (e.g. `("mse", "mae")`).
-
-    Returns:
-        The metrics, as `save_artifact` and `add_intervals` wrote them.
-
-    Raises:
-        ArtifactError: The metrics are not a JSON object, or a required one is missing or
-            not a finite number.
-    """
-    root = Path(path)
-    metrics = read_json_object(root, "metrics.json")
-    check_metrics(root, metrics, required)
-    return metrics
-
-
-def check_metrics(root: Path, metrics: Mapping[str, Any], required: Sequence[str]) -> None:
-    """`read_metrics`'s check of metrics already read: each `required` one is a finite number.
-
-    Raises:
-        ArtifactError: naming the artifact directory `root` and the metric.
-    """
-    for key in required:
-        value = metrics.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ArtifactError(f"{root}: metrics.json needs a numeric {key!r}")
-        if not math.isfinite(value):
-            raise ArtifactError(f"{root}: metrics.json {key!r} is not finite ({value})")
-
-
-def headline_metric(metrics: Mapping[str, Any]) -> str:
-    """The metric an artifact is judged by: its `metric` key (`mse` long-term, `owa` for
-    M4; lower is better for both), `mse` for artifacts written before artifacts named it.
-
-    Raises:
-        ArtifactError: the artifact says its headline is higher-is-better, which no gate
-            here compares.
-    """
-    if metrics.get("lower_is_better", True) is not True:
-        raise ArtifactError(f"headline metric {metrics.get('metric')!r} is not lower-is-better")
-    name = metrics.get("metric", "mse")
-    if not isinstance(name, str) or not name:
-        raise ArtifactError(f"metrics.json 'metric' must name a metric, got {name!r}")
-    return name
 
 
 def read_json_object(root: Path, name: str) -> dict[str, Any]:
