@@ -385,7 +385,7 @@ def _combination(tmp_path: Path, weight: float = 0.3) -> tuple[Path, Path, Path]
         model.weights,
         model.cfg,
         SCALER,
-        {"mse": 0.4, "metric": "mse", "score": 0.4},
+        {"mse": 0.4, "mae": 0.3, "metric": "mse", "score": 0.4},
         metadata={"candidate": "long+short", "data_sha256": "abc"},
         intervals=_scores(),
     )
