@@ -396,6 +396,9 @@ def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rul
     # grid); its cost is both members'.
     assert combo.val_score <= first.val_score
     assert combo.input_size == 48 and combo.overrides == ()
+    # The Feast context window serves every candidate (the longest lookback), so it holds
+    # the combination's longest member's rows too.
+    assert cfg.max_input_size == combo.input_size
     assert combo.train_seconds == pytest.approx(first.train_seconds + second.train_seconds)
     assert combo.parameters == first.parameters + second.parameters
     assert combo.serving_ms_per_window == pytest.approx(
