@@ -149,13 +149,15 @@ class Combination(nn.Module):
         return mix(self.weights, forecasts)
 
     def describe_members(self) -> list[dict[str, object]]:
-        """Each member's name, family, lookback and weight (for `GET /model`)."""
+        """Each member's name, family, lookback and weight (for `GET /model`; the weight
+        rounded to 10 decimals for people: `1 - 0.7` is 0.30000000000000004 in floats, and
+        the forward keeps that exact value)."""
         return [
             {
                 "name": name,
                 "kind": kind,
                 "input_size": size,
-                "weight": weight,
+                "weight": round(weight, 10),
             }
             for name, kind, size, weight in zip(
                 self.names, self.kinds, self.input_sizes, self.weights, strict=True

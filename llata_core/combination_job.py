@@ -94,7 +94,7 @@ def combine_job(
     )
     metrics = {
         **evaluation.metrics,
-        "weights": dict(zip(model.names, model.weights, strict=True)),
+        "weights": {m["name"]: m["weight"] for m in model.describe_members()},
         f"val_{val_metric}_by_weight": {f"{w:.1f}": v for w, v in choice.by_weight.items()},
         "train_seconds": sum(float(fc.metrics.get("train_seconds", 0.0)) for _, fc in loaded),
         "eval_split_hash": task.fingerprint(),
