@@ -297,7 +297,7 @@ def cmd_pipeline_backbone(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_train(args: argparse.Namespace) -> int:
-    from flows.stages import train_stage
+    from flows.selection_stages import train_stage
 
     cfg = _config(args)
     selection = train_stage(cfg)

@@ -140,9 +140,14 @@ class SelectionParams(_Frozen):
             about one seed's spread (ETTh1-96 test MSE moves by up to 0.004 on 0.386 with
             the seed alone; see benchmarks/RESULTS.md).
         runner: The task runner that trains the candidates in parallel.
+        combine: Whether the two best candidates by validation also compete as their
+            combination, the weighted mean of their forecasts with the weight chosen on
+            validation (`llata_core.combination`); none is added when a member alone is
+            best.
     """
 
     tolerance: float = Field(0.01, ge=0.0, lt=1.0)
+    combine: bool = True
     runner: RunnerParams = RunnerParams()
 
 

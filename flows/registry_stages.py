@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from flows.config import PipelineConfig
 from flows.dvc_state import dvc_revision
-from flows.stages import data_lineage, lineage_record, read_selection
+from flows.selection_stages import read_selection
+from flows.stages import data_lineage, lineage_record
 
 if TYPE_CHECKING:
     from llata_core.jobs import CalibrationOutcome

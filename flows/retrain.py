@@ -2,11 +2,11 @@
 evaluate -> register -> promote, and its report as Prefect artifacts.
 
 Orchestration only: every task is a typed wrapper around one function of `flows.stages`,
-`flows.evaluate` or `flows.registry_stages` (the same functions the `llata` commands and
-the DVC stages call). Retries are declared only on tasks that do I/O (fetching data, the
-Feast stores, the backbone cache, the model store and registry lock, the Prefect API), and
-they retry only on I/O errors; training and evaluation are deterministic, so retrying them
-would only repeat a failure.
+`flows.selection_stages`, `flows.evaluate` or `flows.registry_stages` (the same functions
+the `llata` commands and the DVC stages call). Retries are declared only on tasks that do
+I/O (fetching data, the Feast stores, the backbone cache, the model store and registry lock,
+the Prefect API), and they retry only on I/O errors; training and evaluation are
+deterministic, so retrying them would only repeat a failure.
 
 Failure rules, which the tests exercise:
 
@@ -41,7 +41,7 @@ from prefect.states import Failed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from flows import evaluate, registry_stages, stages
+from flows import evaluate, registry_stages, selection_stages, stages
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.datasource import PullResult, pull_raw_data
 from flows.params import DEFAULT_PARAMS_FILE, RunnerParams
@@ -233,7 +233,7 @@ def train_candidates(cfg: PipelineConfig, threads: int | None) -> list[Candidate
 @io_task(retries=1, delay=2)
 def select_model(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selection:
     """The winner by validation score (then serving cost) becomes `artifacts/model`."""
-    selection = stages.select_stage(cfg, reports)
+    selection = selection_stages.select_stage(cfg, reports)
     get_run_logger().info("selected %s", selection.reason)
     return selection
 

@@ -33,7 +33,7 @@ def print_run_summary(cfg: PipelineConfig, result: object, seconds: float) -> No
     if result.synthetic_data:
         print("  !!! trained on SYNTHETIC data (no real source was reachable) !!!")
     print(f"  data        {cfg.shown(layout.raw_data)} ({result.data_source})")
-    from flows.stages import read_selection
+    from flows.selection_stages import read_selection
 
     selection = read_selection(cfg)
     if selection is not None:

@@ -4,10 +4,11 @@ Each function is one step of DESIGN section 3 over a `PipelineConfig`: it reads 
 previous step's files, calls the library (`features` for Great Expectations and Feast,
 `llata_core` for training) and writes its own files into the layout. The steps after
 training live beside it: `flows.evaluate` (test metrics and plots) and
-`flows.registry_stages` (register, promote, recalibrate). `llata validate|features|pipeline
-train|pipeline evaluate` (which `dvc.yaml` runs) and the Prefect tasks in `flows.retrain`
-are thin wrappers around these functions, so `dvc repro` and the flow produce the same
-files from the same params.
+`flows.registry_stages` (register, promote, recalibrate); choosing among the trained
+candidates (and their combination) is `flows.selection_stages`. `llata
+validate|features|pipeline train|pipeline evaluate` (which `dvc.yaml` runs) and the Prefect
+tasks in `flows.retrain` are thin wrappers around these functions, so `dvc repro` and the
+flow produce the same files from the same params.
 
 Every file is written atomically (temp file + rename; llata_core does the same for the
 model), so a step that dies leaves the previous complete output or none, never half of one.
@@ -39,7 +40,10 @@ if TYPE_CHECKING:
 
     from features.frame import FrameSpec
     from features.validation import ValidationReport
-    from llata_core.selection import CandidateReport, Selection
+    from llata_core.config import DataConfig
+    from llata_core.data import SeriesFrame
+    from llata_core.selection import CandidateReport
+    from llata_core.tasks import ForecastTask
 
 logger = logging.getLogger(__name__)
 
@@ -387,34 +391,13 @@ def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
     The series keeps the raw data's lineage: a model trained on synthetic data says so in
     its metadata (`synthetic_data: true`), whichever entry point trained it.
     """
-    from llata_core.data import series_from_frame
-    from llata_core.forecaster import Forecaster
     from llata_core.jobs import train_job
-    from llata_core.selection import CandidateReport, count_parameters, serving_ms_per_window
 
     layout = cfg.layout
     model_cfg = cfg.candidate(name)
-    if not layout.training_frame.is_file():
-        raise FileNotFoundError(
-            f"training frame not found: {layout.training_frame}; run the features stage first"
-        )
-    lineage = json.loads(layout.lineage.read_text(encoding="utf-8"))
-    # Many series are read by the short-term task itself (`data.dataset` is the training
-    # frame, `data.series_column` its series), the same way evaluation re-reads them.
-    series = None
-    if not cfg.short_term:
-        series = series_from_frame(
-            pd.read_parquet(layout.training_frame),
-            model_cfg.data,
-            origin=str(layout.training_frame),
-            source="synthetic" if lineage.get("synthetic_data") else "file",
-            # The file's hash, which is what `load_series` computes when evaluate_job
-            # reloads it: the evaluation split fingerprint then matches between training
-            # and scoring.
-            sha256=file_sha256(layout.training_frame),
-        )
+    series, lineage = training_series(cfg, model_cfg.data)
     extra = {
-        **{k: v for k, v in lineage.items() if k != "built_at"},
+        **lineage,
         "candidate": name,
         "candidate_overrides": list(cfg.params.candidates[name]),
         "pipeline_profile": cfg.profile,
@@ -429,26 +412,19 @@ def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
         extra_metadata=extra,
     )
     assert outcome.metrics is not None  # one process
-    fc = Forecaster.load(outcome.artifact)
-    windows = outcome.task.sample_inputs(256)
-    val_metric = outcome.task.val_metric
-    report = CandidateReport(
-        name=name,
-        overrides=tuple(cfg.params.candidates[name]),
-        model_kind=model_cfg.model.kind,
-        input_size=model_cfg.data.input_size,
-        val_score=float(outcome.metrics[f"val_{val_metric}"]),
-        val_metric=val_metric,
-        test_score=float(outcome.metrics[val_metric]),
-        train_seconds=float(outcome.fit.seconds),
-        parameters=count_parameters(fc.model),
-        serving_ms_per_window=serving_ms_per_window(fc.model, windows),
-        artifact=str(outcome.artifact.relative_to(layout.root)),
+    report = candidate_report(
+        cfg,
+        name,
+        tuple(cfg.params.candidates[name]),
+        outcome.artifact,
+        outcome.task,
+        outcome.metrics,
+        float(outcome.fit.seconds),
     )
     logger.info(
         "candidate %s: val %s %.4f, %d parameters, %.3g ms/window, trained in %.0fs",
         name,
-        val_metric.upper(),
+        report.val_metric.upper(),
         report.val_score,
         report.parameters,
         report.serving_ms_per_window,
@@ -457,36 +433,70 @@ def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
     return report
 
 
-def select_stage(cfg: PipelineConfig, reports: list[CandidateReport]) -> Selection:
-    """Choose the winner by validation score (then cost), make it `artifacts/model` and
-    its run `artifacts/run`, and write `reports/candidates.json`.
+def training_series(
+    cfg: PipelineConfig, data: DataConfig
+) -> tuple[SeriesFrame | None, dict[str, Any]]:
+    """The features stage's training frame as a candidate's series, and its lineage (what
+    the candidate records in its metadata).
 
-    The directories are replaced whole (a copy into a temp sibling, then a rename), so a
-    failure leaves the previous model, never half of one.
+    Many series are read by the short-term task itself (`data.dataset` is the training
+    frame, `data.series_column` its series), the same way evaluation re-reads them: the
+    series is then None. A series keeps the raw data's lineage: a model trained on synthetic
+    data says so in its metadata (`synthetic_data: true`), whichever entry point trained it.
+
+    Raises:
+        FileNotFoundError: the features stage has not run.
     """
-    from llata_core.atomic import replace_directory
-    from llata_core.selection import select_candidate
+    from llata_core.data import series_from_frame
 
     layout = cfg.layout
-    selection = select_candidate(reports, cfg.params.selection.tolerance)
-    source = layout.candidate_dir(selection.winner)
-    replace_directory(source / "model", layout.model_dir)
-    replace_directory(source / "run", layout.run_dir)
-    write_json(layout.selection, selection.to_dict())
-    logger.info("selected %s: %s", selection.winner, selection.reason)
-    return selection
+    if not layout.training_frame.is_file():
+        raise FileNotFoundError(
+            f"training frame not found: {layout.training_frame}; run the features stage first"
+        )
+    lineage = json.loads(layout.lineage.read_text(encoding="utf-8"))
+    series = None
+    if not cfg.short_term:
+        series = series_from_frame(
+            pd.read_parquet(layout.training_frame),
+            data,
+            origin=str(layout.training_frame),
+            source="synthetic" if lineage.get("synthetic_data") else "file",
+            # The file's hash, which is what `load_series` computes when evaluate_job
+            # reloads it: the evaluation split fingerprint then matches between training
+            # and scoring.
+            sha256=file_sha256(layout.training_frame),
+        )
+    return series, {k: v for k, v in lineage.items() if k != "built_at"}
 
 
-def read_selection(cfg: PipelineConfig) -> Selection | None:
-    """The last selection `select_stage` wrote, if any."""
-    from llata_core.selection import Selection
+def candidate_report(
+    cfg: PipelineConfig,
+    name: str,
+    overrides: tuple[str, ...],
+    artifact: Path,
+    task: ForecastTask,
+    metrics: dict[str, Any],
+    train_seconds: float,
+) -> CandidateReport:
+    """A trained candidate's scores (validation chooses, test is reported) and costs
+    (training seconds, parameters and serving ms per window, measured here on a batch of
+    its validation windows)."""
+    from llata_core.forecaster import Forecaster
+    from llata_core.selection import CandidateReport, count_parameters, serving_ms_per_window
 
-    if not cfg.layout.selection.is_file():
-        return None
-    return Selection.from_dict(json.loads(cfg.layout.selection.read_text(encoding="utf-8")))
-
-
-def train_stage(cfg: PipelineConfig) -> Selection:
-    """Train every candidate one after another, then select (the DVC stage and
-    `llata pipeline train`; the Prefect flow trains them in parallel tasks instead)."""
-    return select_stage(cfg, [train_candidate_stage(cfg, name) for name in cfg.candidates])
+    fc = Forecaster.load(artifact)
+    val_metric = task.val_metric
+    return CandidateReport(
+        name=name,
+        overrides=overrides,
+        model_kind=str(fc.describe()["kind"]),
+        input_size=fc.input_size,
+        val_score=float(metrics[f"val_{val_metric}"]),
+        val_metric=val_metric,
+        test_score=float(metrics[val_metric]),
+        train_seconds=train_seconds,
+        parameters=count_parameters(fc.model),
+        serving_ms_per_window=serving_ms_per_window(fc.model, task.sample_inputs(256)),
+        artifact=str(artifact.relative_to(cfg.layout.root)),
+    )

@@ -217,11 +217,27 @@ class IntervalCalibration(BaseModel):
     calibrated_at: str
 
 
+class CombinationMember(BaseModel):
+    """One model of a served combination (``Forecaster.describe()["members"]``)."""
+
+    name: str = Field(description="the candidate it was trained as")
+    kind: str = Field(description="its family: llata, dlinear, patchtst")
+    input_size: int = Field(description="its lookback: it reads the window's last rows")
+    weight: float = Field(description="its weight in the mean (the weights sum to 1)")
+
+
 class ModelInfo(BaseModel):
     """Answer of ``GET /model``."""
 
     model_version: str
     tag: str
+    kind: str = Field(
+        description="the model family (llata, dlinear, patchtst), or combination: the weighted "
+        "mean of `members`' forecasts, input_size then being the longest member's"
+    )
+    members: list[CombinationMember] | None = Field(
+        default=None, description="a combination's models and weights; null for one model"
+    )
     backbone: str
     n_layers: int
     precision: str

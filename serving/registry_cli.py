@@ -151,6 +151,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
         f"{lineage['channels']}, frequency {lineage['frequency']}, "
         f"{'GENERATED' if lineage['synthetic'] else 'real'} data"
     )
+    members = info.metadata.get("members")
+    if info.metadata.get("model_kind") == "combination" and isinstance(members, list):
+        print("  combination " + members_line(members))
     selection = info.metadata.get("selection")
     if isinstance(selection, dict):
         print("  candidates  (chosen on validation; * = winner)")
@@ -160,6 +163,17 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print("  candidates  (not recorded: registered without a candidate selection)")
     print("  full metadata: llata registry show --json " + info.version)
     return 0
+
+
+def members_line(members: Sequence[Any]) -> str:
+    """A combination's members as `llata registry show` prints them: each one's name,
+    family, lookback and weight."""
+    return " + ".join(
+        f"{m.get('weight', '?')} x {m.get('name', '?')} ({m.get('kind', '?')}, lookback "
+        f"{m.get('input_size', '?')})"
+        for m in members
+        if isinstance(m, dict)
+    )
 
 
 def _indent(text: str, prefix: str) -> str:

@@ -49,6 +49,8 @@ class ServedModel:
         return ModelInfo(
             model_version=self.version,
             tag=self.tag,
+            kind=str(described["kind"]),
+            members=described.get("members"),
             backbone=str(described["backbone"]),
             n_layers=int(described["n_layers"]),
             precision=self.forecaster.precision,

@@ -329,6 +329,7 @@ def test_sign_flip_p_is_exact() -> None:
 
 def test_a_combination_of_two_lookbacks_is_chosen_on_validation(matrix: Path) -> None:
     from benchmarks.accuracy import ensemble
+    from llata_core.combination import WEIGHT_GRID
 
     first = run.parse_cell("sine.csv:8:dlinear:0:L64")  # the other reads 32 rows
     second = run.parse_cell("sine.csv:8:dlinear:0")
@@ -339,7 +340,7 @@ def test_a_combination_of_two_lookbacks_is_chosen_on_validation(matrix: Path) ->
     )
     assert stored == json.loads(json.dumps(result))
     by_weight = {float(w): v for w, v in result["val_mse_by_weight"].items()}
-    assert set(by_weight) == set(ensemble.WEIGHTS)
+    assert set(by_weight) == set(WEIGHT_GRID)
     # The weight is the validation's choice, and weights 1 and 0 are the members alone, so
     # the combination is never worse on validation than the better member.
     assert result["best_val_mse"] == min(by_weight.values())

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from llata_core.backbone import prepare_backbone
+from llata_core.combination import Combination, Member
 from llata_core.config import config_from_dict, resolve_precision
 from llata_core.data import Scaler
 from llata_core.forecaster import (
@@ -21,7 +22,12 @@ from llata_core.forecaster import (
     ForecastInputError,
     IntervalsUnavailableError,
     add_intervals,
+    artifact_kind,
+    copy_artifact,
+    read_artifact_record,
     save_artifact,
+    save_combination,
+    verify_manifest,
 )
 from llata_core.intervals import ConformalScores, IntervalForecast, window_scale
 from llata_core.model import LlataModel
@@ -338,3 +344,127 @@ def test_loading_scores_never_unpickles(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr("pickle.loads", forbidden)
     monkeypatch.setattr("torch.load", forbidden)
     Forecaster.load(path).predict(_history(), levels=(80,))
+
+
+# --------------------------------------------------------------------------- combinations
+
+
+def _member(tmp_path: Path, name: str, input_size: int, seed: int, **data: object) -> Path:
+    """A tiny DLinear artifact (random weights: members differ by their seed)."""
+    from llata_core.baselines import build_baseline
+
+    horizon = int(data.pop("horizon", 8))  # type: ignore[call-overload]
+    scaler = data.pop("scaler", SCALER)
+    cfg = config_from_dict(
+        tiny_overrides(model__kind="dlinear", data__input_size=input_size, data__horizon=horizon)
+    )
+    torch.manual_seed(seed)
+    model = build_baseline(cfg).to_inference()
+    return save_artifact(
+        tmp_path / name,
+        model,
+        scaler,  # type: ignore[arg-type]
+        {"mse": 0.5, "train_seconds": 2.0},
+        metadata={"data_sha256": "abc", "candidate": name},
+    )
+
+
+SCALER = Scaler(CHANNELS, np.array([10.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0]))
+
+
+def _combination(tmp_path: Path, weight: float = 0.3) -> tuple[Path, Path, Path]:
+    long, short = _member(tmp_path, "long", 40, 1), _member(tmp_path, "short", 32, 2)
+    fa, fb = Forecaster.load(long), Forecaster.load(short)
+    model = Combination(
+        [Member("long", fa.model, fa.scaler), Member("short", fb.model, fb.scaler)],
+        (weight, 1.0 - weight),
+    )
+    path = save_combination(
+        tmp_path / "combo",
+        [("long", long), ("short", short)],
+        model.weights,
+        model.cfg,
+        SCALER,
+        {"mse": 0.4, "mae": 0.3, "metric": "mse", "score": 0.4},
+        metadata={"candidate": "long+short", "data_sha256": "abc"},
+        intervals=_scores(),
+    )
+    return path, long, short
+
+
+def test_a_combination_forecasts_the_weighted_mean_of_its_members_in_data_units(
+    tmp_path: Path,
+) -> None:
+    path, long, short = _combination(tmp_path, weight=0.3)
+    fc, fa, fb = Forecaster.load(path), Forecaster.load(long), Forecaster.load(short)
+    assert fc.input_size == 40 and fc.horizon == 8 and fc.channels == CHANNELS
+    history = _history(50)  # each member reads its own last rows of it
+    expected = 0.3 * fa.predict(history) + 0.7 * fb.predict(history)
+    np.testing.assert_allclose(fc.predict(history), expected, rtol=1e-6, atol=1e-9)
+    batch = fc.predict_batch(np.stack([history, history[::-1]]))
+    np.testing.assert_allclose(batch[0], expected, rtol=1e-6, atol=1e-9)
+    # Its intervals are its own scores' (the members were saved without any).
+    assert fa.intervals is None and fb.intervals is None
+    bands = fc.predict(history, levels=(80, 95))
+    np.testing.assert_allclose(bands.point, expected, rtol=1e-6, atol=1e-9)
+    for level in (80, 95):
+        half = _scores().half_width(level) * SCALER.std
+        np.testing.assert_allclose(bands.upper[level] - bands.point, half, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(bands.point - bands.lower[level], half, rtol=1e-6, atol=1e-9)
+    described = fc.describe()
+    assert described["kind"] == "combination" and described["input_size"] == 40
+    assert described["members"] == [
+        {"name": "long", "kind": "dlinear", "input_size": 40, "weight": 0.3},
+        {"name": "short", "kind": "dlinear", "input_size": 32, "weight": 0.7},
+    ]
+    with pytest.raises(ForecastInputError, match="at least 40"):
+        fc.predict(history[-35:])
+
+
+def test_a_combination_round_trips_copies_and_catches_a_tampered_member(tmp_path: Path) -> None:
+    path, _, _ = _combination(tmp_path)
+    files = verify_manifest(path)
+    assert {"members/long/model.safetensors", "members/short/manifest.json"} <= set(files)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["kind"] == artifact_kind(path) == "combination"
+    history = _history(50)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    copy_artifact(path, copy, files)
+    np.testing.assert_array_equal(
+        Forecaster.load(copy).predict(history), Forecaster.load(path).predict(history)
+    )
+    record = read_artifact_record(copy)
+    assert record.config["data"]["input_size"] == 40 and record.channels == CHANNELS
+    assert record.metadata["candidate"] == "long+short"
+    # Recalibrating rewrites the combination's own scores and keeps its kind and members.
+    add_intervals(copy, _scores(seed=3), {"calibration_windows": 40})
+    assert artifact_kind(copy) == "combination"
+    np.testing.assert_array_equal(
+        Forecaster.load(copy).predict(history), Forecaster.load(path).predict(history)
+    )
+    # A member's file changed after writing fails the whole, by name.
+    weights = path / "members" / "short" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ArtifactError, match="members/short/model.safetensors does not match"):
+        Forecaster.load(path)
+    # A single model's manifest keeps its old form.
+    assert "kind" not in json.loads((tmp_path / "long" / "manifest.json").read_text())
+
+
+def test_members_that_cannot_be_averaged_are_refused_naming_both(tmp_path: Path) -> None:
+    base = Forecaster.load(_member(tmp_path, "base", 32, 1))
+    other_scale = Scaler(CHANNELS, np.array([11.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0]))
+    other_channels = Scaler(("a", "b", "d"), SCALER.mean, SCALER.std)
+    cases = {
+        "scaled differently": _member(tmp_path, "rescaled", 32, 2, scaler=other_scale),
+        "different horizons": _member(tmp_path, "longer", 32, 2, horizon=12),
+        "different channels": _member(tmp_path, "renamed", 32, 2, scaler=other_channels),
+    }
+    for message, path in cases.items():
+        fc = Forecaster.load(path)
+        members = [Member("base", base.model, base.scaler), Member(path.name, fc.model, fc.scaler)]
+        with pytest.raises(ValueError, match=f"'base' and '{path.name}' .*{message}"):
+            Combination(members, (0.5, 0.5))
+    with pytest.raises(ValueError, match="sum to 1"):
+        Combination([Member("base", base.model, base.scaler)], (0.9,))

@@ -159,3 +159,52 @@ def test_calibrate_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", "--help"])
     assert exc.value.code == 0 and "usage: llata calibrate" in capsys.readouterr().out
+
+
+def test_a_combination_is_calibrated_on_its_own_residuals_and_recalibrates(
+    sine_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llata_core.combination import Combination, Member
+    from llata_core.combination_job import combine_job
+    from llata_core.jobs import train_job
+
+    members = []
+    for name, lookback in (("long", 48), ("short", 32)):
+        cfg = config_from_dict(
+            tiny_overrides(
+                data__dataset=str(sine_csv),
+                data__input_size=lookback,
+                model__kind="dlinear",
+                train__epochs=1,
+            )
+        )
+        out = train_job(cfg, out_dir=tmp_path / name / "model", run_dir=tmp_path / name / "run")
+        members.append((name, out.artifact))
+    outcome = combine_job((members[0], members[1]), out_dir=tmp_path / "combo")
+    assert outcome.artifact is not None and not outcome.choice.alone  # 0.2 / 0.8 here
+    fc = Forecaster.load(outcome.artifact)
+    assert fc.intervals is not None and fc.input_size == 48
+    loaded = [Forecaster.load(path) for _, path in members]
+    model = Combination(
+        [Member(n, m.model, m.scaler) for (n, _), m in zip(members, loaded, strict=True)],
+        outcome.choice.weights,
+    )
+    splits = make_splits(load_series(fc.config.data), fc.config.data, scaler=fc.scaler)
+    own = calibrate(model, splits.val)
+    np.testing.assert_allclose(fc.intervals.scores, own.scores, rtol=1e-6, atol=1e-7)
+    for member in loaded:  # a member's scores are not the combination's
+        assert member.intervals is not None
+        assert not np.allclose(member.intervals.scores[-1], own.scores[-1])
+    metrics = json.loads((outcome.artifact / "metrics.json").read_text())
+    assert metrics["val_mse"] == pytest.approx(outcome.choice.score)
+    assert metrics["val_mse"] <= min(outcome.choice.by_weight[0.0], outcome.choice.by_weight[1.0])
+    assert metrics["train_seconds"] == pytest.approx(
+        sum(m.metrics["train_seconds"] for m in loaded)
+    )
+
+    assert main(["calibrate", "--model", str(outcome.artifact)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["calibration_windows"] == own.n
+    again = Forecaster.load(outcome.artifact)
+    assert again.describe()["kind"] == "combination"
+    np.testing.assert_allclose(again.intervals.scores, own.scores, rtol=1e-6, atol=1e-7)

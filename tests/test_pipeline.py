@@ -354,7 +354,8 @@ def test_data_pull_order_url_then_mirror_then_synthetic(
 def test_synthetic_data_is_recorded_in_the_model_metadata(
     tmp_path: Path, local_benchmark: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.stages import features_stage, train_stage
+    from flows.selection_stages import train_stage
+    from flows.stages import features_stage
 
     monkeypatch.delenv("LLATA_DATA_MIRROR")  # and the URL serves nothing
     params = write_params(tmp_path / "ws", tiny_params(**SINE_PIPELINE))
@@ -369,6 +370,61 @@ def test_synthetic_data_is_recorded_in_the_model_metadata(
     assert metadata["synthetic_data"] is True
     assert metadata["data_source"] == "synthetic"
     assert metadata["raw_data_source"] == "synthetic"
+
+
+def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rule(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from flows.selection_stages import select_stage, train_stage
+    from flows.stages import features_stage
+    from llata_core.forecaster import Forecaster
+    from llata_core.selection import select_candidate
+
+    dlinear = ["model.kind=dlinear", "loss.task=mse", "train.lr=0.005", "train.epochs=3"]
+    candidates = {"dlinear-48": [*dlinear, "data.input_size=48"], "dlinear": dlinear}
+    params = sine_workspace(tmp_path / "ws", candidates=candidates)
+    cfg = load_pipeline_config(params)
+    features_stage(cfg)
+    selection = train_stage(cfg)
+    *singles, combo = selection.candidates
+    first, second = sorted(singles, key=lambda c: c.val_score)
+    assert [c.name for c in singles] == ["dlinear-48", "dlinear"]
+    assert combo.name == f"{first.name}+{second.name}" and combo.model_kind == "combination"
+    # Its score is the validation split's choice of weight (the members alone are on the
+    # grid); its cost is both members'.
+    assert combo.val_score <= first.val_score
+    assert combo.input_size == 48 and combo.overrides == ()
+    # The Feast context window serves every candidate (the longest lookback), so it holds
+    # the combination's longest member's rows too.
+    assert cfg.max_input_size == combo.input_size
+    assert combo.train_seconds == pytest.approx(first.train_seconds + second.train_seconds)
+    assert combo.parameters == first.parameters + second.parameters
+    assert combo.serving_ms_per_window == pytest.approx(
+        first.serving_ms_per_window + second.serving_ms_per_window
+    )
+    fc = Forecaster.load(cfg.root / combo.artifact)
+    assert fc.describe()["kind"] == "combination" and fc.input_size == 48
+    assert [m["name"] for m in fc.describe()["members"]] == [first.name, second.name]
+    assert fc.metadata["candidate"] == combo.name
+    # One rule chooses among all of them, on validation: test scores never move it.
+    rule = select_candidate(selection.candidates, cfg.params.selection.tolerance)
+    assert selection.winner == rule.winner
+    flipped = [replace(c, test_score=-(c.test_score or 0.0)) for c in selection.candidates]
+    assert select_candidate(flipped, cfg.params.selection.tolerance).winner == rule.winner
+    assert read_artifact_record(cfg.layout.model_dir).metadata["candidate"] == selection.winner
+    assert (cfg.layout.run_dir / "history.jsonl").is_file()
+    # Within the tolerance the cheaper single model wins, by the same rule.
+    level = replace(combo, val_score=first.val_score * 0.999)
+    assert select_candidate([*singles, level], 0.01).winner != combo.name
+    assert select_candidate([*singles, level], 0.0).winner == combo.name
+
+    off = load_pipeline_config(params, overrides=["pipeline.selection.combine=false"])
+    assert [c.name for c in select_stage(off, list(singles)).candidates] == [
+        "dlinear-48",
+        "dlinear",
+    ]
 
 
 # --------------------------------------------------------------------------- stages

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
+import numpy as np
 import pytest
 from bentoml._internal.models import ModelStore
 from bentoml._internal.utils.analytics import usage_stats
@@ -661,3 +662,57 @@ def test_recalibration_of_another_model_is_refused(home: Path, tmp_path: Path) -
     decision = reg.promote(other, score=never_scored, margin=0.0)
     assert not decision.promoted and "weights or scaler differ" in decision.reason
     assert reg.production_tag() == retrained
+
+
+def test_a_combination_registers_promotes_and_loads_from_the_registry(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A combination artifact (members in sub-directories) through the same registry:
+    stored whole, gated by lineage and score, promoted, and served from its stored copy."""
+    from llata_core.forecaster import Forecaster, read_artifact_record
+    from tests.test_artifact import _combination, _history
+
+    source, _, _ = _combination(tmp_path / "made", weight=0.3)
+    reg = Registry()
+    prod = register(reg, tmp_path, "prod", 0.5, lineage=REAL_LINEAGE)
+    reg.promote(prod, score=metrics_mse, margin=0.0)
+    record = read_artifact_record(source)
+    members = [
+        {"name": "long", "kind": "dlinear", "input_size": 40, "weight": 0.3},
+        {"name": "short", "kind": "dlinear", "input_size": 32, "weight": 0.7},
+    ]
+    meta = {
+        **record.metadata,
+        "model_kind": "combination",
+        "members": members,
+        "eval_split_hash": "split-a",
+        "data_lineage": REAL_LINEAGE,
+    }
+    tag = reg.register(source, metadata=meta)
+    stored = reg.get(tag).path
+    assert set(verify_manifest(stored)) == set(verify_manifest(source))
+    other = reg.register(
+        source, metadata={**meta, "data_lineage": {**REAL_LINEAGE, "frequency": "d"}}
+    )
+    refused = reg.promote(other, score=metrics_mse, margin=0.0)
+    assert not refused.promoted and "differs from production's in frequency" in refused.reason
+
+    decision = reg.promote(tag, score=metrics_mse, margin=0.05)  # 0.4 against 0.5
+    assert decision.promoted and reg.production_tag() == tag
+    served = Forecaster.load(reg.production().path)
+    assert served.describe()["members"] == members
+    history = _history(50)
+    np.testing.assert_array_equal(served.predict(history), Forecaster.load(source).predict(history))
+
+    code, out, _ = run_cli(capsys, "show", "production")
+    assert code == 0
+    assert (
+        "combination 0.3 x long (dlinear, lookback 40) + 0.7 x short (dlinear, lookback 32)" in out
+    )
+
+    # A member's weights changed in the store: the version no longer loads.
+    weights = stored / "members" / "long" / "model.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0" * 4)
+    with pytest.raises(ArtifactError, match="members/long/model.safetensors"):
+        Forecaster.load(stored)

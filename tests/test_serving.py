@@ -110,6 +110,43 @@ def build_artifacts(root: Path) -> dict[str, Path]:
     return artifacts
 
 
+COMBINATION_LOOKBACK = INPUT_SIZE + 8  # its DLinear member's; the store holds that many rows
+COMBINATION_WEIGHT = 0.6  # of version "a", the LLaTA member
+
+
+def build_combination(root: Path, artifacts: dict[str, Path]) -> Path:
+    """Version "a" (LLaTA, lookback 32) and an untrained DLinear of a longer lookback,
+    weighted 0.6 / 0.4, with the combination's own conformal scores."""
+    from llata_core.baselines import build_baseline
+    from llata_core.combination import Combination, Member
+    from llata_core.forecaster import save_combination
+
+    cfg = config_from_dict(
+        tiny_overrides(model__kind="dlinear", data__input_size=COMBINATION_LOOKBACK)
+    )
+    torch.manual_seed(7)
+    scaler = Scaler(CHANNELS, MEAN, STD)
+    dlinear = save_artifact(
+        root / "dlinear", build_baseline(cfg).to_inference(), scaler, {"mse": 0.6}
+    )
+    members = [("a", artifacts["a"]), ("dlinear", dlinear)]
+    loaded = [Forecaster.load(path) for _, path in members]
+    model = Combination(
+        [Member(n, fc.model, fc.scaler) for (n, _), fc in zip(members, loaded, strict=True)],
+        (COMBINATION_WEIGHT, 1.0 - COMBINATION_WEIGHT),
+    )
+    return save_combination(
+        root / "combo",
+        members,
+        model.weights,
+        model.cfg,
+        scaler,
+        {"mse": 0.45, "mae": 0.35},
+        metadata={"data_sha256": "hash-combo", "trained_at": "2024-01-01T00:00:00+00:00"},
+        intervals=calibration_scores(),
+    )
+
+
 def _series_frame() -> pd.DataFrame:
     rng = np.random.default_rng(3)
     parts = []
@@ -216,8 +253,12 @@ def prepare_series_repo(root: Path) -> pd.DataFrame:
     from features.validation import FrameSpec
 
     frame = _series_frame()
+    # As long a window as the longest lookback served (the combination's DLinear member).
     prepare_feature_repo(
-        root, frame, FrameSpec(min_rows=INPUT_SIZE, series_column="series_id"), INPUT_SIZE
+        root,
+        frame,
+        FrameSpec(min_rows=COMBINATION_LOOKBACK, series_column="series_id"),
+        COMBINATION_LOOKBACK,
     )
     return frame
 
@@ -242,6 +283,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("serving")
     home = root / "bentoml"
     artifacts = build_artifacts(root / "artifacts")
+    artifacts["combo"] = build_combination(root / "artifacts", artifacts)
     frame = prepare_series_repo(root / "feature_repo")
     with pytest.MonkeyPatch.context() as patch:
         # BentoML stages new models under tempfile's dir and posts usage events by default.
@@ -860,3 +902,55 @@ def test_server_binds_loopback_only_by_default(server: Server) -> None:
                 if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
                     listening.append(address)
     assert listening == ["0100007F"], listening  # 127.0.0.1, little-endian hex
+
+
+def test_a_combination_is_served_exactly_like_its_forecaster(server: Server) -> None:
+    """A combination artifact promoted through the registry: /forecast, /forecast_series,
+    /forecast_batch and GET /model answer as `Forecaster.load(...)` does."""
+    version = _serve(server, "combo")
+    try:
+        fc = Forecaster.load(server.artifacts["combo"])
+        s = server.session()
+        history = _history(50, seed=4)
+        r = s.post(f"{server.url}/forecast", json={"history": history.tolist(), "levels": [80]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = fc.predict(history, levels=(80,))
+        assert body["model_version"] == version
+        np.testing.assert_allclose(body["forecast"], expected.point, rtol=1e-5, atol=1e-5)
+        lower, upper = _bounds(body)[80.0]
+        np.testing.assert_allclose(lower, expected.lower[80], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(upper, expected.upper[80], rtol=1e-5, atol=1e-5)
+        # The weighted mean of its members, each reading its own last rows.
+        a, dlinear = (Forecaster.load(fc.path / "members" / n) for n in ("a", "dlinear"))
+        mean = COMBINATION_WEIGHT * a.predict(history) + (1 - COMBINATION_WEIGHT) * dlinear.predict(
+            history
+        )
+        np.testing.assert_allclose(body["forecast"], mean, rtol=1e-5, atol=1e-5)
+
+        short = s.post(f"{server.url}/forecast", json={"history": history[-32:].tolist()})
+        assert short.status_code == 422 and "at least 40" in short.json()["error"]
+
+        rows = server.frame[server.frame["series_id"] == "north"]
+        window = rows[list(CHANNELS)].to_numpy()[-COMBINATION_LOOKBACK:]
+        r = s.post(f"{server.url}/forecast_series", json={"series_id": "north"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["forecast"], fc.predict(window), rtol=1e-5, atol=1e-5)
+
+        windows = np.stack([history, history[::-1]])
+        r = s.post(
+            f"{server.url}/forecast_batch",
+            json={"windows": [{"history": w.tolist()} for w in windows]},
+        )
+        assert r.status_code == 200, r.text
+        got = np.array([f["forecast"] for f in r.json()["forecasts"]])
+        np.testing.assert_allclose(got, fc.predict_batch(windows), rtol=1e-5, atol=1e-5)
+
+        info = s.get(f"{server.url}/model").json()
+        assert info["kind"] == "combination" and info["input_size"] == COMBINATION_LOOKBACK
+        assert info["members"] == [
+            {"name": "a", "kind": "llata", "input_size": INPUT_SIZE, "weight": 0.6},
+            {"name": "dlinear", "kind": "dlinear", "input_size": 40, "weight": 0.4},
+        ]
+    finally:
+        _serve(server, "a")

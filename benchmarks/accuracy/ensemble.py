@@ -12,9 +12,11 @@ its own (the splits start `input_size` rows before their border, so every lookba
 futures), which this script checks: each member's MSE through the shared windows must equal its
 MSE on its own splits.
 
-The weight `w` of the first member (the second gets `1 - w`) is the best validation MSE on a
-grid from 0 to 1 in steps of 0.1, so the combination can also pick either member alone; test
-is scored once, with that weight, and never used to choose. The result file
+The combination is `llata_core.combination.Combination`, the model production serves, and the
+weight is chosen by its `choose_weight`: the weight `w` of the first member (the second gets
+`1 - w`) is the best validation MSE on a grid from 0 to 1 in steps of 0.1, so the combination
+can also pick either member alone; test is scored once, with that weight, and never used to
+choose. The result file
 `results/ensembles/<DATASET>_<H>_ens_<member>+<member>_s<SEED>.json` records the members' own
 validation and test MSE beside the combination's.
 """
@@ -29,14 +31,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.accuracy import run as matrix  # noqa: E402
 from benchmarks.accuracy.run import Cell, parse_cell, train_cell  # noqa: E402
 from llata_core.atomic import write_json  # noqa: E402
+from llata_core.combination import Combination, Member, check_members, choose_weight  # noqa: E402
 from llata_core.config import load_params  # noqa: E402
 from llata_core.evaluate import evaluate  # noqa: E402
 from llata_core.forecaster import Forecaster  # noqa: E402
@@ -44,30 +45,6 @@ from llata_core.jobs import provenance  # noqa: E402
 from llata_core.tasks.longterm import LongTermTask  # noqa: E402
 
 log = logging.getLogger("ensemble")
-WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
-
-
-class Only(nn.Module):
-    """One member through the shared windows: its last `input_size` rows."""
-
-    def __init__(self, model: nn.Module, input_size: int):
-        super().__init__()
-        self.model, self.input_size = model, input_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, L, M] -> [B, H, M]
-        return self.model(x[:, -self.input_size :, :]).float()
-
-
-class WeightedMean(nn.Module):
-    """`w * first(x) + (1 - w) * second(x)` over windows cut for the longer input."""
-
-    def __init__(self, first: Only, second: Only):
-        super().__init__()
-        self.first, self.second = first, second
-        self.weight = 0.5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * self.first(x) + (1.0 - self.weight) * self.second(x)
 
 
 def combine(first: Cell, second: Cell, params: Path) -> dict:
@@ -78,9 +55,9 @@ def combine(first: Cell, second: Cell, params: Path) -> dict:
         Forecaster.load(train_cell(c, load_params(params, c.overrides([]))))
         for c in (first, second)
     ]
-    a, b = members
-    if not (np.allclose(a.scaler.mean, b.scaler.mean) and np.allclose(a.scaler.std, b.scaler.std)):
-        raise ValueError("the members were scaled differently: their forecasts cannot be averaged")
+    cells = (first, second)
+    pair = [Member(c.key, fc.model, fc.scaler) for c, fc in zip(cells, members, strict=True)]
+    check_members(pair)  # same horizon, channels and scaler, or a message naming both
     own = {
         c.key: LongTermTask.for_model(fc).splits
         for c, fc in zip((first, second), members, strict=True)
@@ -88,9 +65,10 @@ def combine(first: Cell, second: Cell, params: Path) -> dict:
     longest = max(members, key=lambda fc: fc.input_size)
     shared = LongTermTask.for_model(longest).splits  # windows of the longest lookback
     scores: dict[str, dict[str, float]] = {}
-    for cell, fc in zip((first, second), members, strict=True):
+    for cell, fc, member in zip((first, second), members, pair, strict=True):
         mine = {s: evaluate(fc.model, getattr(own[cell.key], s)).mse for s in ("val", "test")}
-        through = {s: evaluate(Only(fc.model, fc.input_size), getattr(shared, s)).mse for s in mine}
+        alone = Combination([member], (1.0,))  # the member through the shared windows
+        through = {s: evaluate(alone, getattr(shared, s)).mse for s in mine}
         for split in mine:  # the same futures, whatever the lookback
             if not np.isclose(mine[split], through[split], rtol=1e-6, atol=0.0):
                 raise AssertionError(
@@ -98,14 +76,9 @@ def combine(first: Cell, second: Cell, params: Path) -> dict:
                     f"{through[split]} through the shared ones: the targets differ"
                 )
         scores[cell.key] = mine
-    mean = WeightedMean(Only(a.model, a.input_size), Only(b.model, b.input_size)).eval()
-    val_by_weight = {}
-    for w in WEIGHTS:
-        mean.weight = w
-        val_by_weight[w] = evaluate(mean, shared.val).mse
-    best = min(WEIGHTS, key=lambda w: (val_by_weight[w], abs(w - 0.5)))
-    mean.weight = best
-    test = evaluate(mean, shared.test)
+    choice = choose_weight(*pair, lambda model: evaluate(model, shared.val).mse)
+    val_by_weight, best = choice.by_weight, choice.weight
+    test = evaluate(Combination(pair, choice.weights).eval(), shared.test)
     name = f"ens_{first.variant}-L{first.lookback}+{second.variant}-L{second.lookback}"
     payload = {
         "cell": f"{first.dataset}_{first.horizon}_{name}_s{first.seed}",

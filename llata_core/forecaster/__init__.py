@@ -1,14 +1,17 @@
 """The model artifact and the `Forecaster` that serves it.
 
-Two rooms: `artifact` is the one place that knows an artifact's files and format (write,
-verify, read, add intervals); `predict` builds the inference model from what it read and
-answers forecasts. Everything outside this package imports the names below from
-`llata_core.forecaster`, never from the two modules.
+Four rooms: `artifact` is the one place that knows an artifact's files and format (write,
+verify, read, add intervals), `combined` the layout of a combination of trained models
+(members in sub-directories, one manifest), `metrics` its metrics.json for callers that
+compare artifacts, and `predict` builds the inference model from what they read and answers
+forecasts. Everything outside this package imports the names
+below from `llata_core.forecaster`, never from its modules.
 """
 
 from llata_core.forecaster.artifact import (
     ARTIFACT_FILES,
     CALIBRATION_FILES,
+    COMBINATION_KIND,
     FORMAT_VERSION,
     INTERVALS_FILE,
     MANIFEST_NAME,
@@ -16,33 +19,42 @@ from llata_core.forecaster.artifact import (
     ArtifactError,
     ArtifactRecord,
     add_intervals,
-    check_metrics,
+    artifact_kind,
     copy_artifact,
-    headline_metric,
     is_artifact,
     manifest_digest,
     read_artifact,
     read_artifact_record,
-    read_metrics,
     save_artifact,
     verify_artifact,
     verify_manifest,
 )
+from llata_core.forecaster.combined import (
+    CombinationContents,
+    MemberEntry,
+    read_combination,
+    save_combination,
+)
+from llata_core.forecaster.metrics import check_metrics, headline_metric, read_metrics
 from llata_core.forecaster.predict import Forecaster, ForecastInputError, IntervalsUnavailableError
 
 __all__ = [
     "ARTIFACT_FILES",
     "FORMAT_VERSION",
     "CALIBRATION_FILES",
+    "COMBINATION_KIND",
     "INTERVALS_FILE",
     "MANIFEST_NAME",
     "ArtifactContents",
     "ArtifactError",
     "ArtifactRecord",
+    "CombinationContents",
     "ForecastInputError",
     "Forecaster",
     "IntervalsUnavailableError",
+    "MemberEntry",
     "add_intervals",
+    "artifact_kind",
     "check_metrics",
     "copy_artifact",
     "headline_metric",
@@ -50,8 +62,10 @@ __all__ = [
     "manifest_digest",
     "read_artifact",
     "read_artifact_record",
+    "read_combination",
     "read_metrics",
     "save_artifact",
+    "save_combination",
     "verify_artifact",
     "verify_manifest",
 ]

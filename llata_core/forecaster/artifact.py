@@ -8,20 +8,23 @@ An artifact is one self-contained directory:
     intervals.safetensors  (optional) sorted conformal scores [n, horizon, channels], which
                        give calibrated prediction intervals (`llata_core.intervals`)
     manifest.json      SHA-256 of every file above
+A combination of trained models (`llata_core.combination`) is an artifact too, of kind
+`combination` (`llata_core.forecaster.combined`): its members are complete artifacts in
+sub-directories, and its one manifest names every file, the members' included.
 It is written to a temporary sibling and renamed into place, so a crash never leaves a
 half-written model; reading checks the manifest and never unpickles anything. An artifact
 without conformal scores loads and refuses interval levels; `add_intervals` (`llata
 calibrate`) rewrites it, atomically, with its scores.
 
-Everything else reads an artifact through this module's functions (`read_artifact`,
-`read_metrics`, `read_artifact_record`), never by file name. Building a model from what
+Everything else reads an artifact through this package's functions (`read_artifact`,
+`read_artifact_record`, `read_metrics` in `llata_core.forecaster.metrics`), never by file
+name. Building a model from what
 is read is `Forecaster.load`'s job (`llata_core.forecaster.predict`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -48,6 +51,14 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ARTIFACT_FILES = ("config.json", "model.safetensors", "scaler.json", "metrics.json")
+# The kinds of artifact a manifest names (`kind`; a manifest without one is a single model)
+# and the files each must have at its top level.
+MODEL_KIND = "model"
+COMBINATION_KIND = "combination"
+REQUIRED_FILES = {
+    MODEL_KIND: ARTIFACT_FILES,
+    COMBINATION_KIND: ("config.json", "scaler.json", "metrics.json"),
+}
 INTERVALS_FILE = "intervals.safetensors"
 # What `add_intervals` rewrites; every other file (config, weights, scaler) decides the point
 # forecasts, so two artifacts that agree on those forecast alike.
@@ -61,18 +72,22 @@ class ArtifactError(ValueError):
     """
 
 
-def _write_manifest(root: Path, names: Sequence[str]) -> None:
-    manifest = {"files": {name: file_sha256(root / name) for name in names}}
+def _write_manifest(root: Path, names: Sequence[str], kind: str) -> None:
+    files = {name: file_sha256(root / name) for name in names}
+    # A single model's manifest keeps the form it always had, so old readers read it.
+    manifest = {"files": files} if kind == MODEL_KIND else {"kind": kind, "files": files}
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
 
 
-def _build_dir(dest: Path, fill: Callable[[Path], Sequence[str]]) -> Path:
+def build_artifact_dir(
+    dest: Path, fill: Callable[[Path], Sequence[str]], kind: str = MODEL_KIND
+) -> Path:
     """Fill a temporary sibling of `dest` (`fill` returns the files to list in the manifest),
     write its manifest and swap it into place; on any failure `dest` is untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
-        _write_manifest(tmp, fill(tmp))
+        _write_manifest(tmp, fill(tmp), kind)
         swap_directory(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -109,7 +124,7 @@ def save_artifact(
     if dest.exists() and not overwrite:
         raise ArtifactError(f"{dest} exists; pass overwrite=True to replace it")
     if intervals is not None:
-        _check_intervals(dest, intervals, model.cfg.data.horizon, len(scaler.channels))
+        check_intervals(dest, intervals, model.cfg.data.horizon, len(scaler.channels))
 
     def fill(tmp: Path) -> list[str]:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -131,10 +146,11 @@ def save_artifact(
         intervals.save(tmp / INTERVALS_FILE)
         return [*ARTIFACT_FILES, INTERVALS_FILE]
 
-    return _build_dir(dest, fill)
+    return build_artifact_dir(dest, fill)
 
 
-def _check_intervals(root: Path, scores: ConformalScores, horizon: int, n_channels: int) -> None:
+def check_intervals(root: Path, scores: ConformalScores, horizon: int, n_channels: int) -> None:
+    """Refuse conformal scores that do not cover the model's horizon and channels."""
     if (scores.horizon, scores.n_channels) != (horizon, n_channels):
         raise ArtifactError(
             f"{root}: conformal scores cover {scores.horizon} steps x {scores.n_channels} "
@@ -171,7 +187,7 @@ def add_intervals(
         n_channels = len(raw["channels"])
     except (KeyError, TypeError, ValueError) as err:
         raise ArtifactError(f"{root}: config.json lacks the horizon or channels ({err})") from err
-    _check_intervals(root, scores, horizon, n_channels)
+    check_intervals(root, scores, horizon, n_channels)
 
     def fill(tmp: Path) -> list[str]:
         names = [name for name in files if name != INTERVALS_FILE]
@@ -187,7 +203,7 @@ def add_intervals(
         scores.save(tmp / INTERVALS_FILE)
         return [*names, INTERVALS_FILE]
 
-    return _build_dir(root, fill)
+    return build_artifact_dir(root, fill, artifact_kind(root))
 
 
 def _check_manifest_entry(root: Path, rel: str) -> None:
@@ -198,11 +214,40 @@ def _check_manifest_entry(root: Path, rel: str) -> None:
         raise ArtifactError(f"{root}: invalid file name {rel!r} in {MANIFEST_NAME}")
 
 
+def _read_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise ArtifactError(f"model directory not found: {root}")
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root}: {MANIFEST_NAME} is missing (incomplete artifact)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{root}: {MANIFEST_NAME} is not valid JSON ({err})") from err
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{root}: {MANIFEST_NAME} must be {{'files': {{name: sha256}}}}")
+    kind = manifest.get("kind", MODEL_KIND)
+    if kind not in REQUIRED_FILES:
+        raise ArtifactError(
+            f"{root}: {MANIFEST_NAME} names the artifact kind {kind!r}; "
+            f"known: {', '.join(REQUIRED_FILES)}"
+        )
+    return manifest
+
+
+def artifact_kind(path: str | os.PathLike[str]) -> str:
+    """`model` (one trained model) or `combination` (trained models and their weights), as
+    the manifest says; the manifest's files are `verify_manifest`'s to check."""
+    return str(_read_manifest(Path(path)).get("kind", MODEL_KIND))
+
+
 def verify_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
     """Check that an artifact directory is complete and matches its manifest.
 
-    The manifest (`{"files": {relative_name: sha256}}`) must list every file of
-    `ARTIFACT_FILES`; every listed file must exist with that hash. Files the manifest does
+    The manifest (`{"files": {relative_name: sha256}}`, with `"kind": "combination"` for a
+    combination) must list every file its kind requires (`REQUIRED_FILES`: a model's
+    `ARTIFACT_FILES`); every listed file, sub-directories included, must exist with that
+    hash. Files the manifest does
     not list are not part of the artifact (the registry does not copy them), so they are not
     an error here. Nothing is parsed beyond the manifest: see `verify_artifact`.
 
@@ -216,21 +261,13 @@ def verify_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
         ArtifactError: Naming the missing, unlisted or tampered file.
     """
     root = Path(path)
-    if not root.is_dir():
-        raise ArtifactError(f"model directory not found: {root}")
-    manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{root}: {MANIFEST_NAME} is missing (incomplete artifact)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ArtifactError(f"{root}: {MANIFEST_NAME} is not valid JSON ({err})") from err
-    files = manifest.get("files") if isinstance(manifest, dict) else None
+    manifest = _read_manifest(root)
+    files = manifest.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in files.items()
     ):
         raise ArtifactError(f"{root}: {MANIFEST_NAME} must be {{'files': {{name: sha256}}}}")
-    for name in ARTIFACT_FILES:
+    for name in REQUIRED_FILES[manifest.get("kind", MODEL_KIND)]:
         if not (root / name).is_file():
             raise ArtifactError(f"{root}: {name} is missing (incomplete artifact)")
         if name not in files:
@@ -287,7 +324,7 @@ def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the manifest (`verify_manifest`) and the artifact format; return `config.json`."""
     root = Path(path)
     verify_manifest(root)
-    config = _read_json_object(root, "config.json")
+    config = read_json_object(root, "config.json")
     if config.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{root}: artifact format {config.get('format_version')} is not {FORMAT_VERSION}"
@@ -295,60 +332,8 @@ def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-def read_metrics(path: str | os.PathLike[str], required: Sequence[str] = ()) -> dict[str, Any]:
-    """An artifact's evaluation metrics, read without building its model.
-
-    For callers that store or compare artifacts (the registry) and must not know the
-    artifact's file names. The manifest is the caller's to check (`verify_manifest`).
-
-    Args:
-        path: The artifact directory.
-        required: Metrics that must be present as finite numbers (e.g. `("mse", "mae")`).
-
-    Returns:
-        The metrics, as `save_artifact` and `add_intervals` wrote them.
-
-    Raises:
-        ArtifactError: The metrics are not a JSON object, or a required one is missing or
-            not a finite number.
-    """
-    root = Path(path)
-    metrics = _read_json_object(root, "metrics.json")
-    check_metrics(root, metrics, required)
-    return metrics
-
-
-def check_metrics(root: Path, metrics: Mapping[str, Any], required: Sequence[str]) -> None:
-    """`read_metrics`'s check of metrics already read: each `required` one is a finite number.
-
-    Raises:
-        ArtifactError: naming the artifact directory `root` and the metric.
-    """
-    for key in required:
-        value = metrics.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ArtifactError(f"{root}: metrics.json needs a numeric {key!r}")
-        if not math.isfinite(value):
-            raise ArtifactError(f"{root}: metrics.json {key!r} is not finite ({value})")
-
-
-def headline_metric(metrics: Mapping[str, Any]) -> str:
-    """The metric an artifact is judged by: its `metric` key (`mse` long-term, `owa` for
-    M4; lower is better for both), `mse` for artifacts written before artifacts named it.
-
-    Raises:
-        ArtifactError: the artifact says its headline is higher-is-better, which no gate
-            here compares.
-    """
-    if metrics.get("lower_is_better", True) is not True:
-        raise ArtifactError(f"headline metric {metrics.get('metric')!r} is not lower-is-better")
-    name = metrics.get("metric", "mse")
-    if not isinstance(name, str) or not name:
-        raise ArtifactError(f"metrics.json 'metric' must name a metric, got {name!r}")
-    return name
-
-
-def _read_json_object(root: Path, name: str) -> dict[str, Any]:
+def read_json_object(root: Path, name: str) -> dict[str, Any]:
+    """An artifact file that must hold a JSON object (`ArtifactError` otherwise)."""
     try:
         value = json.loads((root / name).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -469,7 +454,7 @@ def read_artifact(path: str | os.PathLike[str], *, device: str = "cpu") -> Artif
     except (KeyError, ValueError, SafetensorError) as err:
         raise ArtifactError(f"{root}: cannot read the artifact ({err})") from err
     if intervals is not None:
-        _check_intervals(root, intervals, cfg.data.horizon, len(scaler.channels))
+        check_intervals(root, intervals, cfg.data.horizon, len(scaler.channels))
     return ArtifactContents(
         config=cfg,
         backbone_config=backbone,

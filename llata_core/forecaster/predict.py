@@ -14,9 +14,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llata_core.combination import Combination, Member, scalers_agree
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Scaler
-from llata_core.forecaster.artifact import ArtifactError, read_artifact
+from llata_core.forecaster.artifact import (
+    COMBINATION_KIND,
+    ArtifactError,
+    artifact_kind,
+    read_artifact,
+)
+from llata_core.forecaster.combined import read_combination
 from llata_core.intervals import ConformalScores, IntervalForecast, bounds
 
 if TYPE_CHECKING:
@@ -49,7 +56,7 @@ class Forecaster:
 
     def __init__(
         self,
-        model: ForecastModel | BaselineForecastModel,
+        model: ForecastModel | BaselineForecastModel | Combination,
         scaler: Scaler,
         metrics: dict[str, Any],
         metadata: dict[str, Any],
@@ -92,14 +99,19 @@ class Forecaster:
                 `auto` (bf16 where the device computes it natively). Baselines always run
                 in fp32.
 
+        A combination artifact loads its members the same way and answers with their
+        weighted mean (`llata_core.combination.Combination`).
+
         Raises:
             ArtifactError: missing, incomplete, tampered or incompatible artifact.
         """
         from llata_core.baselines import build_baseline
         from llata_core.model import ForecastModel
 
-        precision = resolve_precision(precision, device)
         root = Path(path)
+        if artifact_kind(root) == COMBINATION_KIND:
+            return cls._load_combination(root, device=device, precision=precision)
+        precision = resolve_precision(precision, device)
         contents = read_artifact(root, device=device)
         cfg, backbone_config = contents.config, contents.pretrained_config()
         model = (
@@ -120,6 +132,27 @@ class Forecaster:
             contents.metadata,
             root,
             contents.intervals,
+        )
+
+    @classmethod
+    def _load_combination(cls, root: Path, *, device: str, precision: str) -> Forecaster:
+        """A combination artifact: its members loaded as artifacts, then their mean."""
+        contents = read_combination(root)
+        loaded = [
+            (m.name, cls.load(root / m.path, device=device, precision=precision))
+            for m in contents.members
+        ]
+        members = [Member(name, fc.model, fc.scaler) for name, fc in loaded]
+        try:
+            model = Combination(members, [m.weight for m in contents.members])
+        except ValueError as err:
+            raise ArtifactError(f"{root}: {err}") from err
+        if not scalers_agree(model.scaler, contents.scaler):
+            raise ArtifactError(f"{root}: scaler.json is not its members' scaler")
+        if model.cfg.data.input_size != contents.config.data.input_size:
+            raise ArtifactError(f"{root}: config.json's input size is not its longest member's")
+        return cls(
+            model, contents.scaler, contents.metrics, contents.metadata, root, contents.intervals
         )
 
     @property
@@ -308,9 +341,16 @@ class Forecaster:
         return self.predict_batch(arr[None], horizon, levels=levels)[0]
 
     def describe(self) -> dict[str, Any]:
-        """What `GET /model` and `llata forecast` tell about this model."""
+        """What `GET /model` and `llata forecast` tell about this model; a combination's
+        kind is `combination`, with each member's name, kind, lookback and weight."""
+        members = (
+            {"members": self.model.describe_members()}
+            if isinstance(self.model, Combination)
+            else {}
+        )
         return {
-            "kind": self.config.model.kind,
+            "kind": COMBINATION_KIND if members else self.config.model.kind,
+            **members,
             "backbone": self.config.model.backbone if self.config.model.kind == "llata" else None,
             "n_layers": self.config.model.n_layers,
             "precision": self.precision,
