@@ -17,6 +17,14 @@ channel, on the scaled axis like MSE.
     LLATA_DATA_MIRROR=../shared/data LLATA_BENCH_RUNS=~/.cache/llata/bench-runs \\
         python benchmarks/intervals/coverage.py ETTh1_96_dlinear_s2024_L512 ...
     python benchmarks/intervals/coverage.py --table
+
+A forecast combination's cell (`benchmarks/accuracy/ensemble.py` names them) has no saved model
+of its own: `--members FIRST SECOND` writes it first, through the library's one way to make a
+combination artifact (`llata_core.combination_job.combine_job`: weight on validation, the
+combination's own conformal scores), from the two member cells' saved models:
+
+    python benchmarks/intervals/coverage.py ETTh1_96_ens_dlinear-L512+llata-no-llm-L96_s2024 \\
+        --members ETTh1_96_dlinear_s2024_L512 ETTh1_96_llata-no-llm_s2024
 """
 
 from __future__ import annotations
@@ -130,13 +138,34 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def combine_members(key: str, members: list[str], runs: Path) -> None:
+    """Write the combination cell `key`'s model from its two members' saved models."""
+    from llata_core.combination_job import combine_job
+
+    pair = tuple((name, runs / name / "model") for name in members)
+    outcome = combine_job((pair[0], pair[1]), out_dir=runs / key / "model")
+    if outcome.artifact is None:
+        raise SystemExit(f"{key}: validation puts all the weight on one member; no combination")
+    log.info("%s: weight %.1f, validation %.4f", key, outcome.choice.weight, outcome.choice.score)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cells", nargs="*", help="accuracy-matrix cell keys with a saved model")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument(
+        "--members",
+        nargs=2,
+        metavar=("FIRST", "SECOND"),
+        help="one combination cell: write its model from these two member cells' models first",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     runs = Path(os.environ.get("LLATA_BENCH_RUNS", HERE.parent / "accuracy" / "runs"))
+    if args.members:
+        if len(args.cells) != 1:
+            ap.error("--members needs exactly one (combination) cell")
+        combine_members(args.cells[0], args.members, runs)
     for key in args.cells:
         if (RESULTS / f"{key}.json").is_file():
             log.info("skip %s (done)", key)
