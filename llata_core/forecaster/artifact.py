@@ -180,8 +180,7 @@ def add_intervals(
         ArtifactError: the artifact fails verification or the scores do not fit its model.
     """
     root = Path(path)
-    files = verify_manifest(root)
-    raw = verify_artifact(root)
+    raw, files = verified_artifact(root)
     try:
         horizon = int(raw["llata"]["data"]["horizon"])
         n_channels = len(raw["channels"])
@@ -322,14 +321,20 @@ def copy_artifact(
 
 def verify_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Check the manifest (`verify_manifest`) and the artifact format; return `config.json`."""
+    return verified_artifact(path)[0]
+
+
+def verified_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`verify_artifact`'s check, once: `config.json` and the files the manifest verified
+    (for readers that need both, so that no file is hashed twice)."""
     root = Path(path)
-    verify_manifest(root)
+    files = verify_manifest(root)
     config = read_json_object(root, "config.json")
     if config.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(
             f"{root}: artifact format {config.get('format_version')} is not {FORMAT_VERSION}"
         )
-    return config
+    return config, files
 
 
 def read_json_object(root: Path, name: str) -> dict[str, Any]:
@@ -439,9 +444,9 @@ def read_artifact(path: str | os.PathLike[str], *, device: str = "cpu") -> Artif
             scores that do not fit its model.
     """
     root = Path(path)
-    raw = verify_artifact(root)
+    raw, files = verified_artifact(root)
     # Only a file the manifest lists (and so has verified) is part of the artifact.
-    listed = INTERVALS_FILE in verify_manifest(root)
+    listed = INTERVALS_FILE in files
     try:
         cfg = LlataConfig.model_validate(raw["llata"])
         backbone = raw["backbone_config"] if cfg.model.kind == "llata" else None

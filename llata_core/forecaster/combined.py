@@ -37,6 +37,7 @@ from llata_core.forecaster.artifact import (
     check_intervals,
     copy_artifact,
     read_json_object,
+    verified_artifact,
     verify_artifact,
     verify_manifest,
 )
@@ -167,8 +168,7 @@ def read_combination(path: str | os.PathLike[str]) -> CombinationContents:
         ArtifactError: missing, incomplete, tampered or unreadable artifact.
     """
     root = Path(path)
-    raw = verify_artifact(root)
-    listed = verify_manifest(root)
+    raw, listed = verified_artifact(root)
     try:
         cfg = LlataConfig.model_validate(raw["llata"])
         scaler = Scaler.from_dict(read_json_object(root, "scaler.json"))
