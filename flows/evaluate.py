@@ -101,11 +101,7 @@ def _evaluate_short_term(cfg: PipelineConfig) -> EvaluationResult:
     fc = Forecaster.load(layout.model_dir)
     task = ShortTermTask.for_model(fc, cfg.model.data)
     trained = fc.metrics
-    evaluation = task.evaluate(
-        fc.model,
-        batch_size=cfg.model.train.eval_batch_size,
-        best_val_score=float(trained["val_smape"]),
-    )
+    evaluation = task.evaluate(fc.model, batch_size=cfg.model.train.eval_batch_size)
     scores = evaluation.metrics
     document = {
         "dataset": cfg.params.dataset,

@@ -89,9 +89,7 @@ def combine_job(
     if choice.alone:
         return CombineOutcome(choice, None, None, task)
     model = Combination([first, second], choice.weights).eval()
-    evaluation = task.evaluate(
-        model, batch_size=cfg.train.eval_batch_size, best_val_score=choice.score
-    )
+    evaluation = task.evaluate(model, batch_size=cfg.train.eval_batch_size)
     metrics = {
         **evaluation.metrics,
         "weights": {m["name"]: m["weight"] for m in model.describe_members()},

@@ -154,9 +154,7 @@ def train_job(
         state.wait_for_everyone()
         return TrainOutcome(out_dir, result, task)
     inference = result.model.to_inference()
-    evaluation = task.evaluate(
-        inference, batch_size=cfg.train.eval_batch_size, best_val_score=result.best_val_score
-    )
+    evaluation = task.evaluate(inference, batch_size=cfg.train.eval_batch_size)
     metrics = {
         **evaluation.metrics,
         "best_epoch": result.best_epoch,

@@ -160,14 +160,18 @@ class ForecastTask(Protocol):
         """
         ...
 
-    def evaluate(self, model: nn.Module, *, batch_size: int, best_val_score: float) -> Evaluation:
-        """Score a trained inference model for its artifact, in fp32.
+    def evaluate(self, model: nn.Module, *, batch_size: int) -> Evaluation:
+        """Score a trained inference model for its artifact, in fp32, validation included.
+
+        The validation score is measured again on the inference model, not taken from
+        training: training validates the training model's student, under bf16 autocast
+        where the precision says so, and selection compares this score with those of
+        models that never trained (a combination, `llata_core.combination_job`), which
+        only the inference model in fp32 gives alike.
 
         Args:
             model: the inference model (`[B, L, M] -> [B, H, M]`).
             batch_size: windows per forward pass; does not change the result.
-            best_val_score: the validation score training stopped on, recorded by a task
-                that does not score its validation split again.
         """
         ...
 

@@ -120,7 +120,7 @@ class LongTermTask:
 
         return validate
 
-    def evaluate(self, model: nn.Module, *, batch_size: int, best_val_score: float) -> Evaluation:
+    def evaluate(self, model: nn.Module, *, batch_size: int) -> Evaluation:
         """Validation and test MSE/MAE, and the conformal scores calibrated on validation
         (so that any artifact can answer interval levels) with their test coverage."""
         val = evaluate(model, self.splits.val, batch_size=batch_size)

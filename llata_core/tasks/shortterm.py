@@ -146,9 +146,10 @@ class ShortTermTask:
         test = model_forecasts(model, self.splits, "test", batch_size=batch_size)
         return intervals, test, interval_scores(test, intervals, self.splits)
 
-    def evaluate(self, model: nn.Module, *, batch_size: int, best_val_score: float) -> Evaluation:
+    def evaluate(self, model: nn.Module, *, batch_size: int) -> Evaluation:
         """Test SMAPE, MASE and OWA, the conformal scores and their test coverage (with
-        M4's MSIS and ACD at 95 %), and the validation SMAPE training stopped on."""
+        M4's MSIS and ACD at 95 %), and the validation SMAPE of the inference model."""
+        val = score_model(model, self.splits, "val", batch_size=batch_size)
         intervals, test, checked = self.calibrated(model, batch_size=batch_size)
         scores = score_forecasts(test, self.splits, "test") | checked
         log.info(
@@ -159,7 +160,7 @@ class ShortTermTask:
             len(self.splits.windows.ids),
             {k: round(v, 3) for k, v in scores.items() if k.startswith(("coverage", "msis"))},
         )
-        metrics = {**scores, "val_smape": best_val_score, "calibration_windows": intervals.n}
+        metrics = {**scores, "val_smape": val["smape"], "calibration_windows": intervals.n}
         return Evaluation(metrics, intervals)
 
     def score(
