@@ -8,6 +8,7 @@ combination artifact, as `llata_core.jobs.train_job` is its one way to make a mo
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,28 @@ class CombineOutcome:
     task: ForecastTask
 
 
+def check_trained_on(task: ForecastTask, members: Sequence[tuple[str, Forecaster]]) -> None:
+    """Refuse data that is not the data every member was trained on (the `data_sha256` its
+    artifact records; an artifact without one is not checked).
+
+    The scaler alone cannot tell: a short-term model's is the identity whatever its series
+    (`llata_core.shortterm.identity_scaler`), so only the data's hash says that the
+    validation split the weight is chosen on is the one each member was selected on.
+
+    Raises:
+        ValueError: naming the member and both hashes.
+    """
+    sha256 = task.lineage.sha256
+    for name, fc in members:
+        trained_on = fc.metadata.get("data_sha256")
+        if trained_on and trained_on != sha256:
+            raise ValueError(
+                f"{fc.config.data.dataset}: member {name!r} was trained on data with SHA-256 "
+                f"{str(trained_on)[:12]}..., the combination's data has {sha256[:12]}...: "
+                "its validation split is not the one it was selected on"
+            )
+
+
 def combine_job(
     members: tuple[tuple[str, Path], tuple[str, Path]],
     *,
@@ -62,13 +85,14 @@ def combine_job(
 
     Raises:
         ValueError: members that cannot be averaged (horizon, channels, scaler), or data
-            that is not the data they were trained on.
+            that is not the data they were trained on (`check_trained_on`).
     """
     loaded = [(name, Forecaster.load(path)) for name, path in members]
     first, second = (Member(name, fc.model, fc.scaler) for name, fc in loaded)
     longest = max((fc for _, fc in loaded), key=lambda fc: fc.input_size)
     cfg = longest.config
     task = load_task(cfg.data, seed=cfg.train.seed, series=series)
+    check_trained_on(task, loaded)
     if not scalers_agree(task.scaler, first.scaler):
         raise ValueError(
             f"{cfg.data.dataset}: its training rows do not give the scaler "
