@@ -3,7 +3,8 @@
 Real Prefect (the session's temporary server), Great Expectations, Feast and BentoML's
 model store in temporary homes. The M4 files are a generated 24-series Hourly subset in a
 temporary mirror (M4's format, `write_tiny_hourly`); the candidates are DLinear, DLinear
-correcting seasonal naive and the LLM-free LLaTA on a tiny backbone, one short epoch each.
+correcting seasonal naive at two lookbacks and the LLM-free LLaTA on a tiny backbone, one
+short epoch each; the two best by validation SMAPE compete as their combination too.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from flows.registry_stages import open_registry, promote_stage, register_stage  
 from flows.retrain import CANDIDATES_ARTIFACT, METRICS_ARTIFACT, RetrainRequest, retrain  # noqa: E402
 from flows.stages import validate_stage  # noqa: E402
 from llata_core.config import ConfigError, config_from_dict  # noqa: E402
+from llata_core.forecaster import Forecaster  # noqa: E402
 from llata_core.shortterm import (  # noqa: E402
     load_short_term_splits,
     m4_long_frame,
@@ -42,10 +44,14 @@ from tests.test_pipeline import REPO, write_params  # noqa: E402
 from tests.test_shortterm_train import HOURLY_H, write_tiny_hourly  # noqa: E402
 
 N_SERIES = 24  # one calibration window per series: 95 % intervals need 19
+# The second seasonal-naive correction: another seed at a longer lookback, which no tiny
+# series is too short for at validation (a zero-padded window misleads DLinear's norm).
+LONG_INPUT = 100
+COMBINATION = "dlinear-snaive+dlinear-snaive-long"  # the two best by validation, in order
 
 
 def m4_params(root: Path, **pipeline: Any) -> Path:
-    """The example params.m4-hourly.yaml with a tiny model and three quick candidates."""
+    """The example params.m4-hourly.yaml with a tiny model and four quick candidates."""
     raw = yaml.safe_load((REPO / "params.m4-hourly.yaml").read_text())
     raw["model"].update(
         backbone="tiny-llama", n_layers=2, n_principal=16, encoder_heads=4, encoder_ffn=64
@@ -54,15 +60,17 @@ def m4_params(root: Path, **pipeline: Any) -> Path:
         batch_size=32, eval_batch_size=256, epochs=1, precision="fp32", seed=0,
         max_steps_per_epoch=3,
     )  # fmt: skip
+    snaive = [
+        "model.kind=dlinear",
+        "model.seasonal_base=true",
+        "model.baseline.dlinear_norm=true",
+        "train.lr=0.01",
+    ]
     raw["pipeline"]["candidates"] = {
         "llata-no-llm": ["model.n_layers=0"],
         "dlinear": ["model.kind=dlinear", "train.lr=0.01"],
-        "dlinear-snaive": [
-            "model.kind=dlinear",
-            "model.seasonal_base=true",
-            "model.baseline.dlinear_norm=true",
-            "train.lr=0.01",
-        ],
+        "dlinear-snaive": snaive,
+        "dlinear-snaive-long": [*snaive, f"data.input_size={LONG_INPUT}", "train.seed=1"],
     }
     raw["pipeline"]["series_selection"] = {"count": N_SERIES}
     raw["pipeline"]["selection"] = {"runner": {"kind": "thread"}}
@@ -122,11 +130,24 @@ def test_the_flow_registers_and_promotes_an_m4_model_judged_by_owa(m4_run: dict)
     assert lineage["dataset"] == "M4-Hourly" and lineage["channels"] == ["value"]
     assert lineage["frequency"] == "h" and lineage["synthetic"] is False
     assert lineage["series_id"].startswith(f"{N_SERIES} series (H1..")
-    assert {c["name"] for c in production.metadata["selection"]["candidates"]} == {
+    selection = production.metadata["selection"]
+    assert {c["name"] for c in selection["candidates"]} == {
         "llata-no-llm",
         "dlinear",
         "dlinear-snaive",
+        "dlinear-snaive-long",
+        COMBINATION,
     }
+    # The combination of the two best is a candidate like the others, chosen on validation
+    # SMAPE by the one rule; its members were weighed on the same score.
+    combination = next(c for c in selection["candidates"] if c["name"] == COMBINATION)
+    assert combination["model_kind"] == "combination" and combination["val_metric"] == "smape"
+    assert combination["input_size"] == LONG_INPUT
+    singles = [c for c in selection["candidates"] if c["name"] != COMBINATION]
+    assert combination["val_score"] < min(c["val_score"] for c in singles)
+    assert result.winner == COMBINATION and production.metadata["candidate"] == COMBINATION
+    served = Forecaster.load(production.path)
+    assert served.describe()["kind"] == "combination" and served.input_size == LONG_INPUT
 
     # The report speaks the task's metrics: OWA, SMAPE, MASE, never MSE.
     by_key = published(state)
@@ -147,7 +168,8 @@ def test_the_feature_store_holds_one_entity_per_series(m4_run: dict) -> None:
     store = open_feature_store(cfg.layout.feature_repo)
     for sid in ids:
         window = read_context_window(store, sid)
-        expected = raw.loc[raw["series_id"] == sid, "value"].to_numpy()[-2 * HOURLY_H :]
+        # The longest lookback of any candidate: the combination's longer member's.
+        expected = raw.loc[raw["series_id"] == sid, "value"].to_numpy()[-LONG_INPUT:]
         np.testing.assert_allclose(window.values[:, 0], expected)
     with pytest.raises(UnknownSeriesError):
         read_context_window(store, f"H{N_SERIES + 1}")  # in the mirror, not selected
@@ -275,8 +297,10 @@ def _panel(n_series: int = 3, length: int = 40) -> pd.DataFrame:
 def test_a_bad_long_format_file_fails_validation_with_a_report(
     tmp_path: Path, damage: Any, check: str, detail: str
 ) -> None:
+    # One candidate of the config's lookback: these series are 40 steps long.
     params = m4_params(tmp_path, dataset="panel", raw_data="data/raw/panel.csv",
-                       series_selection={})  # fmt: skip
+                       series_selection={},
+                       candidates={"dlinear": ["model.kind=dlinear"]})  # fmt: skip
     text = (
         params.read_text()
         .replace("horizon: 48", "horizon: 8")
