@@ -252,7 +252,8 @@ def _message(
             if isinstance(p, int | np.integer)
         ]
         cells = (
-            (prepared.labels[p], column, jsonable(prepared.data[column].iloc[p])) for p in positions
+            (prepared.labels[p], str(column), jsonable(prepared.data[column].iloc[p]))
+            for p in positions
         )
         shown = describe_cells(cells, prepared.source, bad or len(positions))
         return f"channel {column!r} holds {bad} non-numeric value(s) in {total} rows: {shown}"

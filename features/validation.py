@@ -108,8 +108,8 @@ def validate_frame(
         failures: list[ExpectationFailure] = []
         warnings: list[ExpectationFailure] = []
         for unmet in (r for r in _sorted_results(result) if not r.success):
-            warning = expectation_config(unmet).severity == FailureSeverity.WARNING
-            (warnings if warning else failures).append(to_failure(unmet, spec, prepared))
+            is_warning = expectation_config(unmet).severity == FailureSeverity.WARNING
+            (warnings if is_warning else failures).append(to_failure(unmet, spec, prepared))
         data_docs_index = None
         if report_dir is not None and docs_build_dir is not None:
             context.build_data_docs(site_names=[_DOCS_SITE])

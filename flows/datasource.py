@@ -39,7 +39,9 @@ from llata_core.shortterm.series import m4_long_frame, m4_mirror_paths, read_m4,
 
 logger = logging.getLogger(__name__)
 
-PullSource = Literal["present", "remote", "url", "mirror", "bundled", "synthetic"]
+# What a pull reports: the file was there, the DVC remote, generated data, or the kind of
+# source `fetch_benchmark_bytes` read it from (one of `PULL_ORDER`).
+PullSource = Literal["present", "remote", "synthetic"] | FetchSource
 # After the DVC remote (the versioned copy): the canonical URL, the mirror, then the copy
 # shipped in the package (ETTh1), each verified by `fetch_benchmark_bytes`.
 PULL_ORDER: tuple[FetchSource, ...] = ("url", "mirror", "bundled")
@@ -51,8 +53,8 @@ class PullResult:
     """Where the raw data came from.
 
     Attributes:
-        source: `present` (already there, untouched), `remote`, `url`, `mirror` or
-            `synthetic`.
+        source: `present` (already there, untouched), `remote`, `url`, `mirror`,
+            `bundled` or `synthetic`.
         origin: The remote, URL or file it was read from.
         path: The raw file.
         sha256: SHA-256 of the raw file's bytes.

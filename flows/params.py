@@ -218,6 +218,11 @@ class RecalibrationParams(_Frozen):
     holdout_windows: int = Field(168, ge=1)
 
 
+def _llata_alone() -> dict[str, tuple[str, ...]]:
+    """The candidates when `params.yaml` lists none: LLaTA as configured, no overrides."""
+    return {"llata": ()}
+
+
 class PipelineParams(_Frozen):
     """The `pipeline:` section of `params.yaml`.
 
@@ -267,7 +272,7 @@ class PipelineParams(_Frozen):
     schedule: ScheduleParams = ScheduleParams()
     recalibration: RecalibrationParams = RecalibrationParams()
     quick: tuple[str, ...] = ()
-    candidates: dict[str, tuple[str, ...]] = Field(default_factory=lambda: {"llata": ()})
+    candidates: dict[str, tuple[str, ...]] = Field(default_factory=_llata_alone)
     selection: SelectionParams = SelectionParams()
 
     @field_validator("dataset")

@@ -391,7 +391,9 @@ def retrain(request: RetrainRequest | None = None) -> RetrainResult | State:
     build_features(cfg)
     prepare_backbone(cfg)
     runner, threads = candidate_runner(cfg.params.selection.runner, len(cfg.candidates))
-    reports = train_candidates.with_options(task_runner=runner)(cfg, threads)
+    # Prefect annotates `task_runner` as TaskRunner[PrefectFuture[Any]], but TaskRunner is
+    # invariant in its future type, so no concrete runner (thread, process, Dask) matches.
+    reports = train_candidates.with_options(task_runner=runner)(cfg, threads)  # type: ignore[arg-type]
     selection = select_model(cfg, reports)
     evaluation = evaluate_model(cfg)
     tag = register_model(cfg, cfg.layout.model_dir)
