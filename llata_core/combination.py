@@ -6,9 +6,10 @@ combination"). `Combination` is that mean as a forecasting model like any other:
 scaled windows `[B, L, M]` cut for its longest member (`cfg` is that member's, so
 `cfg.data.input_size` is the longest lookback) and each member reads the last `input_size`
 rows of each window, which is the window it reads on its own (the splits start `input_size`
-rows before their border, so every lookback has the same futures). Its members must forecast
-the same horizon of the same channels on the same scale (the same training rows), or the
-mean means nothing; `Combination` refuses them otherwise, naming both.
+rows before their border, so every lookback has the same futures; a short-term task's windows
+are left-padded with zeros, so the last rows are again each member's own window). Its members
+must forecast the same horizon of the same channels on the same scale (the same training
+rows), or the mean means nothing; `Combination` refuses them otherwise, naming both.
 
 `choose_weight` picks the weight of a pair on validation: a grid from 0 to 1 in steps of
 0.1, so that either member alone is on it, each member forecasting every window once.
