@@ -3,11 +3,11 @@
 `pipeline run|recalibrate|train|evaluate|serve`.
 
 Each command validates `params.yaml` once (`flows.config.load_pipeline_config`) and calls
-one stage function (`flows.stages`, `flows.evaluate`, `flows.registry_stages`), the same
-function the Prefect task of that step calls. `dvc.yaml` runs these commands, so DVC,
-Prefect and a person at the shell share one implementation. Prefect, Feast, Great
-Expectations and torch are imported inside the commands: `llata --help` stays fast and
-`llata` configures logging before Prefect does.
+one stage function (`flows.stages`, `flows.training_stages`, `flows.selection_stages`,
+`flows.evaluate`, `flows.registry_stages`), the same function the Prefect task of that step
+calls. `dvc.yaml` runs these commands, so DVC, Prefect and a person at the shell share one
+implementation. Prefect, Feast, Great Expectations and torch are imported inside the
+commands: `llata --help` stays fast and `llata` configures logging before Prefect does.
 
 Exit codes: 0 on success, 1 when the data or the run failed (with a message naming why),
 2 for bad configuration (reported by `llata` itself).
@@ -288,7 +288,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_backbone(args: argparse.Namespace) -> int:
-    from flows.stages import backbone_stage
+    from flows.training_stages import backbone_stage
 
     cfg = _config(args)
     stamp = backbone_stage(cfg)

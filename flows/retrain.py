@@ -2,11 +2,12 @@
 evaluate -> register -> promote, and its report as Prefect artifacts.
 
 Orchestration only: every task is a typed wrapper around one function of `flows.stages`,
-`flows.selection_stages`, `flows.evaluate` or `flows.registry_stages` (the same functions
-the `llata` commands and the DVC stages call). Retries are declared only on tasks that do
-I/O (fetching data, the Feast stores, the backbone cache, the model store and registry lock,
-the Prefect API), and they retry only on I/O errors; training and evaluation are
-deterministic, so retrying them would only repeat a failure.
+`flows.training_stages`, `flows.selection_stages`, `flows.evaluate` or
+`flows.registry_stages` (the same functions the `llata` commands and the DVC stages call).
+Retries are declared only on tasks that do I/O (fetching data, the Feast stores, the
+backbone cache, the model store and registry lock, the Prefect API), and they retry only on
+I/O errors; training and evaluation are deterministic, so retrying them would only repeat a
+failure.
 
 Failure rules, which the tests exercise:
 
@@ -41,7 +42,7 @@ from prefect.states import Failed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from flows import evaluate, registry_stages, selection_stages, stages
+from flows import evaluate, registry_stages, selection_stages, stages, training_stages
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.datasource import PullResult, pull_raw_data
 from flows.params import DEFAULT_PARAMS_FILE, RunnerParams
@@ -173,7 +174,7 @@ def build_features(cfg: PipelineConfig) -> stages.FeaturesResult:
 @io_task(retries=1, delay=5)
 def prepare_backbone(cfg: PipelineConfig) -> Path:
     """Build or reuse the cached truncated backbone."""
-    return stages.backbone_stage(cfg)
+    return training_stages.backbone_stage(cfg)
 
 
 @compute_task
@@ -184,7 +185,7 @@ def train_candidate(cfg: PipelineConfig, name: str, threads: int | None) -> Cand
         import torch
 
         torch.set_num_threads(threads)
-    report = stages.train_candidate_stage(cfg, name)
+    report = training_stages.train_candidate_stage(cfg, name)
     get_run_logger().info(
         "candidate %s: val %s %.4f, test %s, %.0fs, %d parameters, %.3g ms/window",
         name,

@@ -1,9 +1,9 @@
 """The pipeline's choice among trained candidates: their combination, then the selection.
 
-After the candidates are trained (`flows.stages.train_candidate_stage`, one per Prefect
-task or one after another under DVC), `select_stage` forms the combination of the two best
-by validation (`combination_stage`, when `pipeline.selection.combine` is on), adds it as
-one more candidate and chooses among all of them by the one rule of
+After the candidates are trained (`flows.training_stages.train_candidate_stage`, one per
+Prefect task or one after another under DVC), `select_stage` forms the combination of the
+two best by validation (`combination_stage`, when `pipeline.selection.combine` is on), adds
+it as one more candidate and chooses among all of them by the one rule of
 `llata_core.selection.select_candidate`. `llata pipeline train` (the DVC stage) and the
 Prefect flow both go through `select_stage`, so a combination is formed, scored and chosen
 the same way whichever entry point ran.
@@ -17,7 +17,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from flows.config import PipelineConfig
-from flows.stages import train_candidate_stage, training_series
+from flows.training_stages import train_candidate_stage, training_series
 from llata_core.atomic import write_json
 
 if TYPE_CHECKING:

@@ -1,14 +1,14 @@
-"""The pipeline's data and training stages: validate, features, backbone and train.
+"""The pipeline's data stages: validate the raw file, then build the features.
 
 Each function is one step of DESIGN section 3 over a `PipelineConfig`: it reads the
-previous step's files, calls the library (`features` for Great Expectations and Feast,
-`llata_core` for training) and writes its own files into the layout. The steps after
-training live beside it: `flows.evaluate` (test metrics and plots) and
-`flows.registry_stages` (register, promote, recalibrate); choosing among the trained
-candidates (and their combination) is `flows.selection_stages`. `llata
-validate|features|pipeline train|pipeline evaluate` (which `dvc.yaml` runs) and the Prefect
-tasks in `flows.retrain` are thin wrappers around these functions, so `dvc repro` and the
-flow produce the same files from the same params.
+previous step's files, calls the library (`features` for Great Expectations and Feast) and
+writes its own files into the layout. The steps after these live beside them, one room per
+job: `flows.training_stages` (backbone, one candidate's training),
+`flows.selection_stages` (the candidates' combination and the choice among them),
+`flows.evaluate` (test metrics and plots) and `flows.registry_stages` (register, promote,
+recalibrate). `llata validate|features` (which `dvc.yaml` runs) and the Prefect tasks in
+`flows.retrain` are thin wrappers around these functions, as around the other rooms', so
+`dvc repro` and the flow produce the same files from the same params.
 
 Every file is written atomically (temp file + rename; llata_core does the same for the
 model), so a step that dies leaves the previous complete output or none, never half of one.
@@ -20,7 +20,6 @@ each DVC stage is its own process, and importing all four costs about ten second
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,10 +39,6 @@ if TYPE_CHECKING:
 
     from features.frame import FrameSpec
     from features.validation import ValidationReport
-    from llata_core.config import DataConfig
-    from llata_core.data import SeriesFrame
-    from llata_core.selection import CandidateReport
-    from llata_core.tasks import ForecastTask
 
 logger = logging.getLogger(__name__)
 
@@ -345,158 +340,3 @@ def training_frame_from_store(
     out = joined.rename(columns={EVENT_TIMESTAMP: ts_col, SERIES_JOIN_KEY: series_col})
     out[ts_col] = out[ts_col].dt.tz_convert("UTC").dt.tz_localize(None)
     return out.reset_index(drop=True), retrieval
-
-
-# --------------------------------------------------------------------------- backbone
-
-
-def backbone_stage(cfg: PipelineConfig) -> Path:
-    """Prepare (or find) the cached backbone of every LLaTA candidate, once, before the
-    candidates train in parallel (so that no two processes build one cache), and write the
-    stamp `llata backbone prepare --stamp` writes, so both entry points leave the same file."""
-    from llata_core.backbone import prepare_backbone
-
-    stamps = []
-    seen: set[str] = set()
-    for name, model_cfg in cfg.candidates.items():
-        if model_cfg.model.kind != "llata":
-            continue
-        key = model_cfg.model.model_dump_json(
-            include={"backbone", "revision", "n_layers", "init", "n_principal"}
-        )
-        if key in seen:
-            continue
-        seen.add(key)
-        backbone = prepare_backbone(model_cfg.model)
-        stamps.append(
-            {
-                "candidate": name,
-                "backbone": backbone.name,
-                "revision": backbone.revision,
-                "n_layers": model_cfg.model.n_layers,
-                "n_principal": int(backbone.principal.shape[0]),
-            }
-        )
-    write_json(cfg.layout.backbone_stamp, {"backbones": stamps}, default=str)
-    return cfg.layout.backbone_stamp
-
-
-# --------------------------------------------------------------------------- train
-
-
-def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
-    """Train one candidate on the features stage's training frame and report its scores
-    and costs; its artifact goes to `artifacts/candidates/<name>/model` (atomically).
-
-    The series keeps the raw data's lineage: a model trained on synthetic data says so in
-    its metadata (`synthetic_data: true`), whichever entry point trained it.
-    """
-    from llata_core.jobs import train_job
-
-    layout = cfg.layout
-    model_cfg = cfg.candidate(name)
-    series, lineage = training_series(cfg, model_cfg.data)
-    extra = {
-        **lineage,
-        "candidate": name,
-        "candidate_overrides": list(cfg.params.candidates[name]),
-        "pipeline_profile": cfg.profile,
-        "pipeline_overrides": list(cfg.overrides),
-    }
-    where = layout.candidate_dir(name)
-    outcome = train_job(
-        model_cfg,
-        out_dir=where / "model",
-        run_dir=where / "run",
-        series=series,
-        extra_metadata=extra,
-    )
-    assert outcome.metrics is not None  # one process
-    report = candidate_report(
-        cfg,
-        name,
-        tuple(cfg.params.candidates[name]),
-        outcome.artifact,
-        outcome.task,
-        outcome.metrics,
-        float(outcome.fit.seconds),
-    )
-    logger.info(
-        "candidate %s: val %s %.4f, %d parameters, %.3g ms/window, trained in %.0fs",
-        name,
-        report.val_metric.upper(),
-        report.val_score,
-        report.parameters,
-        report.serving_ms_per_window,
-        report.train_seconds,
-    )
-    return report
-
-
-def training_series(
-    cfg: PipelineConfig, data: DataConfig
-) -> tuple[SeriesFrame | None, dict[str, Any]]:
-    """The features stage's training frame as a candidate's series, and its lineage (what
-    the candidate records in its metadata).
-
-    Many series are read by the short-term task itself (`data.dataset` is the training
-    frame, `data.series_column` its series), the same way evaluation re-reads them: the
-    series is then None. A series keeps the raw data's lineage: a model trained on synthetic
-    data says so in its metadata (`synthetic_data: true`), whichever entry point trained it.
-
-    Raises:
-        FileNotFoundError: the features stage has not run.
-    """
-    from llata_core.data import series_from_frame
-
-    layout = cfg.layout
-    if not layout.training_frame.is_file():
-        raise FileNotFoundError(
-            f"training frame not found: {layout.training_frame}; run the features stage first"
-        )
-    lineage = json.loads(layout.lineage.read_text(encoding="utf-8"))
-    series = None
-    if not cfg.short_term:
-        series = series_from_frame(
-            pd.read_parquet(layout.training_frame),
-            data,
-            origin=str(layout.training_frame),
-            source="synthetic" if lineage.get("synthetic_data") else "file",
-            # The file's hash, which is what `load_series` computes when evaluate_job
-            # reloads it: the evaluation split fingerprint then matches between training
-            # and scoring.
-            sha256=file_sha256(layout.training_frame),
-        )
-    return series, {k: v for k, v in lineage.items() if k != "built_at"}
-
-
-def candidate_report(
-    cfg: PipelineConfig,
-    name: str,
-    overrides: tuple[str, ...],
-    artifact: Path,
-    task: ForecastTask,
-    metrics: dict[str, Any],
-    train_seconds: float,
-) -> CandidateReport:
-    """A trained candidate's scores (validation chooses, test is reported) and costs
-    (training seconds, parameters and serving ms per window, measured here on a batch of
-    its validation windows)."""
-    from llata_core.forecaster import Forecaster
-    from llata_core.selection import CandidateReport, count_parameters, serving_ms_per_window
-
-    fc = Forecaster.load(artifact)
-    val_metric = task.val_metric
-    return CandidateReport(
-        name=name,
-        overrides=overrides,
-        model_kind=str(fc.describe()["kind"]),
-        input_size=fc.input_size,
-        val_score=float(metrics[f"val_{val_metric}"]),
-        val_metric=val_metric,
-        test_score=float(metrics[val_metric]),
-        train_seconds=train_seconds,
-        parameters=count_parameters(fc.model),
-        serving_ms_per_window=serving_ms_per_window(fc.model, task.sample_inputs(256)),
-        artifact=str(artifact.relative_to(cfg.layout.root)),
-    )
