@@ -155,7 +155,8 @@ def interval_method(scheme: ShortTermIntervals) -> str:
     """How a cell's conformal intervals were made, as its result records it: a result
     holding another method's (or none, from before this was recorded: `seasonal-mae`, one
     window per series) is scored again."""
-    return f"{scheme.normalizer}, {scheme.calibration_horizons} windows per series"
+    n = scheme.calibration_horizons
+    return f"{scheme.normalizer}, {n} window{'' if n == 1 else 's'} per series"
 
 
 def cell_config(cell: Cell, params: Path, extra: list[str]) -> LlataConfig:
