@@ -31,6 +31,7 @@ from llata_core.config import (
     merge_trees,
     parse_overrides,
     read_params_file,
+    short_term_intervals,
 )
 
 
@@ -176,7 +177,8 @@ def _pipeline_data(
 ) -> dict[str, object]:
     """What the pipeline sets in the data section: every candidate reads the features
     stage's training frame, cut with the pipeline's split rule; an M4 dataset is that
-    frame in long format, with the subset's horizon and seasonality.
+    frame in long format, with the subset's horizon, seasonality and interval scheme
+    (`data.intervals`, key by key where the data section leaves it out).
 
     Args:
         params: The pipeline section.
@@ -207,6 +209,7 @@ def _pipeline_data(
         "horizon": subset.horizon,
         "seasonality": subset.seasonality,
         "series_column": given.get("series_column") or "series_id",
+        "intervals": short_term_intervals(subset.frequency_name, given.get("intervals")),
     }
 
 

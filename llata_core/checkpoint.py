@@ -94,6 +94,9 @@ _LATER_SETTINGS: tuple[dict[str, tuple[str, ...]], ...] = (
 _NEWER_SETTINGS: dict[str, tuple[str, ...]] = {
     "model": ("seasonal_base", "baseline.dlinear_norm"),  # a seasonal naive base
 }
+# Settings that do not change what training does: never in the digest, at any value, so a
+# checkpoint resumes whatever calibration the finished model will get.
+_NOT_TRAINING: dict[str, tuple[str, ...]] = {"data": ("intervals",)}
 
 
 def _digest(cfg: LlataConfig, later: tuple[dict[str, tuple[str, ...]], ...]) -> str:
@@ -107,6 +110,9 @@ def _digest(cfg: LlataConfig, later: tuple[dict[str, tuple[str, ...]], ...]) -> 
                     node, default = node.get(parent, {}), default[parent]
                 if key in node and node[key] == default[key]:
                     del node[key]
+    for section, keys in _NOT_TRAINING.items():
+        for key in keys:
+            raw[section].pop(key, None)
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -150,9 +150,9 @@ class Combination(nn.Module):
         return mix(self.weights, forecasts)
 
     def describe_members(self) -> list[dict[str, object]]:
-        """Each member's name, family, lookback and weight (for `GET /model`; the weight
-        rounded to 10 decimals for people: `1 - 0.7` is 0.30000000000000004 in floats, and
-        the forward keeps that exact value)."""
+        """Each member's name, family, lookback and weight (for the registry and `GET
+        /model`; the weight rounded to 10 decimals for people: `1 - 0.7` is
+        0.30000000000000004 in floats, and the forward keeps that exact value)."""
         return [
             {
                 "name": name,
@@ -164,6 +164,16 @@ class Combination(nn.Module):
                 self.names, self.kinds, self.input_sizes, self.weights, strict=True
             )
         ]
+
+
+def weights_precision(model: nn.Module) -> str:
+    """`bf16` or `fp32`, the dtype a model's weights are held in; `mixed` when they differ,
+    as in a combination of an LLM model loaded in bf16 and a baseline, which always runs in
+    fp32 (`Forecaster.describe()` gives each member's own)."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes == {torch.bfloat16}:
+        return "bf16"
+    return "mixed" if torch.bfloat16 in dtypes else "fp32"
 
 
 class _Memo(nn.Module):

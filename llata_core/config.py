@@ -20,6 +20,10 @@ LossKind = Literal["l1", "smooth_l1", "mse"]
 ForecastLossKind = Literal["l1", "smooth_l1", "mse", "smape", "mase"]
 M4_PREFIX = "M4-"
 Precision = Literal["auto", "fp32", "bf16"]
+# The window scales a short-term conformal residual may be divided by (`window_scale` in
+# `llata_core.intervals`); absolute residuals (`none`) pooled over series of unrelated
+# scales are not exchangeable, so short-term data has no such choice.
+ShortTermNormalizer = Literal["seasonal-mae", "seasonal-rmse"]
 
 
 def resolve_precision(precision: str, device: Any = "cpu") -> str:
@@ -53,6 +57,52 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ShortTermIntervals(_Frozen):
+    """How a short-term model's conformal scores are made
+    (`llata_core.shortterm.calibrate_forecasts`), a per-dataset choice: the scale that
+    makes one series' residuals comparable with another's differs between datasets.
+
+    Attributes:
+        normalizer: each residual is divided by its input window's mean absolute
+            (`seasonal-mae`) or root mean squared (`seasonal-rmse`) seasonal difference.
+        calibration_horizons: how many of each series' last training horizons are
+            calibration windows, at most (the first is the held-out horizon; older ones lie
+            in the training range, and a series too short for them has fewer).
+    """
+
+    normalizer: ShortTermNormalizer = "seasonal-rmse"
+    calibration_horizons: int = Field(3, ge=1)
+
+
+# Each M4 subset's scheme, chosen on its own interval-validation window
+# (`benchmarks/shortterm/interval_sweep.py`; shortterm/RESULTS.md, "M4 Hourly intervals"
+# and "M4 Weekly intervals"). A subset not listed, and a long-format file, takes the
+# defaults above: Hourly's choice, never validated on those data.
+M4_INTERVALS: dict[str, ShortTermIntervals] = {
+    "Hourly": ShortTermIntervals(normalizer="seasonal-rmse", calibration_horizons=3),
+    "Weekly": ShortTermIntervals(normalizer="seasonal-mae", calibration_horizons=1),
+}
+
+
+def short_term_intervals(m4_name: str | None, given: Any = None) -> dict[str, Any]:
+    """The `data.intervals` section of short-term data: the keys `given` sets over the M4
+    subset's scheme (`M4_INTERVALS`), or over the defaults for other data.
+
+    Args:
+        m4_name: the M4 subset (`Weekly`), or None for a long-format file.
+        given: what the data section says (a mapping, possibly partial, or None).
+    """
+    base = M4_INTERVALS.get(m4_subset(m4_name).frequency_name) if m4_name else None
+    out = (base or ShortTermIntervals()).model_dump()
+    if isinstance(given, BaseModel):
+        given = given.model_dump()
+    if isinstance(given, Mapping):
+        out |= dict(given)
+    elif given is not None:
+        raise ValueError(f"data.intervals must be a mapping of settings, got {given!r}")
+    return out
+
+
 class DataConfig(_Frozen):
     """Which series to read and how to cut them into windows.
 
@@ -84,6 +134,11 @@ class DataConfig(_Frozen):
         value_column: the value column of a long-format file.
         seasonality: the period `m` of MASE and Naive2 (short-term). M4: the subset's
             (Hourly 24, others as in the competition); a long-format file: 1 unless set.
+        intervals: how conformal scores are made (short-term only; `ShortTermIntervals`).
+            M4: the subset's validated scheme (`M4_INTERVALS`), key by key unless set; a
+            long-format file: the defaults. Filled in, so the config saved with a model
+            states it; not a training setting (outside the checkpoint digest), and an
+            artifact's stored scores record the normalizer they were made with.
     """
 
     dataset: str = "ETTh1"
@@ -96,6 +151,7 @@ class DataConfig(_Frozen):
     series_column: str | None = None
     value_column: str = "value"
     seasonality: int | None = Field(None, ge=1)
+    intervals: ShortTermIntervals | None = None
 
     @property
     def m4_subset(self) -> str | None:
@@ -118,8 +174,10 @@ class DataConfig(_Frozen):
         if not dataset.startswith(M4_PREFIX) and raw.get("series_column") is None:
             return raw
         raw = dict(raw)
-        if dataset.startswith(M4_PREFIX):
-            subset = m4_subset(dataset[len(M4_PREFIX) :])
+        m4_name = dataset[len(M4_PREFIX) :] if dataset.startswith(M4_PREFIX) else None
+        raw["intervals"] = short_term_intervals(m4_name, raw.get("intervals"))
+        if m4_name is not None:
+            subset = m4_subset(m4_name)
             raw.setdefault("horizon", subset.horizon)
             if raw.get("seasonality") is None:
                 raw["seasonality"] = subset.seasonality
@@ -139,6 +197,11 @@ class DataConfig(_Frozen):
             raise ValueError(
                 "few_shot_percent and channels apply to long-term data only; a short-term "
                 "dataset is many univariate series"
+            )
+        if not self.short_term and self.intervals is not None:
+            raise ValueError(
+                "data.intervals applies to short-term data only (an M4 subset or a file "
+                "with series_column); long-term scores are absolute residuals per step"
             )
         return self
 

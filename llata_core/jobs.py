@@ -282,7 +282,7 @@ def calibrate_job(
 
     Raises:
         ValueError: data that is not the data the model was trained on. A short-term model
-            is calibrated on its own series (`seasonal-rmse` scores, three windows per series).
+            is calibrated on its own series, as its config's `data.intervals` says.
     """
     fc = Forecaster.load(model_dir)
     data = fc.config.data
@@ -310,8 +310,10 @@ def calibrate_job(
 
 
 def _calibrate_short_term(fc: Forecaster, model_dir: Path) -> CalibrationOutcome:
-    """`calibrate_job` for a model of many series: `seasonal-rmse` scores from each series'
-    last training horizons, checked on the test targets (coverage, MSIS and ACD at 95 %)."""
+    """`calibrate_job` for a model of many series: normalised scores from each series' last
+    training horizons (`data.intervals`: the artifact's config, filled with its dataset's
+    scheme when it predates the setting), checked on the test targets (coverage, MSIS and
+    ACD at 95 %)."""
     task = ShortTermTask.for_model(fc)
     if task.fingerprint() != fc.metrics.get("eval_split_hash", task.fingerprint()):
         raise ValueError(

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import anyio
 import bentoml
@@ -137,13 +138,16 @@ class WindowBatcher:
         """BentoML's adaptive batcher in front of the model, made on first use (inside the
         server's event loop)."""
         if self._batched is None:
-            dispatcher = CorkDispatcher(
+            dispatcher: CorkDispatcher[_Window, Outcome] = CorkDispatcher(
                 max_latency_in_ms=self.max_latency_ms,
                 max_batch_size=self.max_batch_size,
                 fallback=_overloaded,
                 get_batch_size=lambda _: 1,
             )
-            self._batched = dispatcher(self._run_batch)
+            # Typed `Outcome | None` because a fallback may answer None; ours raises instead.
+            self._batched = cast(
+                Callable[[_Window], Awaitable[Outcome]], dispatcher(self._run_batch)
+            )
         return self._batched
 
     async def _run_batch(self, windows: Sequence[_Window]) -> list[Outcome]:

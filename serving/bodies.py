@@ -224,6 +224,7 @@ class CombinationMember(BaseModel):
     kind: str = Field(description="its family: llata, dlinear, patchtst")
     input_size: int = Field(description="its lookback: it reads the window's last rows")
     weight: float = Field(description="its weight in the mean (the weights sum to 1)")
+    precision: str = Field(description="the dtype its weights are held in: bf16 or fp32")
 
 
 class ModelInfo(BaseModel):
@@ -240,7 +241,10 @@ class ModelInfo(BaseModel):
     )
     backbone: str
     n_layers: int
-    precision: str
+    precision: str = Field(
+        description="the dtype the weights are held in: bf16 or fp32, or mixed for a "
+        "combination whose members differ (each member's is in `members`)"
+    )
     input_size: int
     horizon: int
     channels: list[str]

@@ -59,7 +59,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import bentoml
 import numpy as np
@@ -435,12 +435,15 @@ def _current_document() -> dict[str, Any]:
 
 # Outermost first: the guard (token, media type, size) runs before the contract's routes, so
 # /docs.json needs the token like every endpoint but the health probes.
-ForecastService.add_asgi_middleware(
+# `@bentoml.service` made the class a `bentoml.Service`; mypy keeps a decorated class's own
+# type (it ignores what class decorators return, python/mypy#3135), hence the cast.
+_service = cast("bentoml.Service[ForecastService]", ForecastService)
+_service.add_asgi_middleware(
     RequestGuard,
     token=serving_settings().api_token,
     max_body_bytes=serving_settings().limits.max_request_bytes,
 )
-ForecastService.add_asgi_middleware(ContractRoutes, document=_current_document)
+_service.add_asgi_middleware(ContractRoutes, document=_current_document)
 
 # The import path ``bentoml serve``, bentofile.yaml and the docs name.
 Forecaster = ForecastService

@@ -414,11 +414,38 @@ def test_a_combination_forecasts_the_weighted_mean_of_its_members_in_data_units(
     described = fc.describe()
     assert described["kind"] == "combination" and described["input_size"] == 40
     assert described["members"] == [
-        {"name": "long", "kind": "dlinear", "input_size": 40, "weight": 0.3},
-        {"name": "short", "kind": "dlinear", "input_size": 32, "weight": 0.7},
+        {"name": "long", "kind": "dlinear", "input_size": 40, "weight": 0.3, "precision": "fp32"},
+        {"name": "short", "kind": "dlinear", "input_size": 32, "weight": 0.7, "precision": "fp32"},
     ]
+    assert fc.precision == "fp32"
     with pytest.raises(ForecastInputError, match="at least 40"):
         fc.predict(history[-35:])
+
+
+def test_a_combination_of_an_llm_model_and_a_baseline_in_bf16_says_mixed(tmp_path: Path) -> None:
+    """`precision="bf16"` casts an LLM member's weights; a baseline member stays fp32, and
+    the combination reports both rather than whichever member happens to come first."""
+    llm, _, _ = _artifact(tmp_path)
+    baseline = _member(tmp_path, "dlinear", 40, 1)
+    fa, fb = Forecaster.load(llm), Forecaster.load(baseline)
+    model = Combination(
+        [Member("dlinear", fb.model, fb.scaler), Member("llata", fa.model, fa.scaler)], (0.5, 0.5)
+    )
+    path = save_combination(
+        tmp_path / "combo",
+        [("dlinear", baseline), ("llata", llm)],
+        model.weights,
+        model.cfg,
+        SCALER,
+        {"mse": 0.4, "mae": 0.3, "metric": "mse", "score": 0.4},
+        metadata={"candidate": "dlinear+llata", "data_sha256": "abc"},
+    )
+    bf16, fp32 = Forecaster.load(path, precision="bf16"), Forecaster.load(path)
+    assert (bf16.precision, fp32.precision) == ("mixed", "fp32")
+    assert [m["precision"] for m in bf16.describe()["members"]] == ["fp32", "bf16"]
+    assert bf16.describe()["precision"] == "mixed"
+    history = _history(50)
+    np.testing.assert_allclose(bf16.predict(history), fp32.predict(history), rtol=0.05, atol=0.1)
 
 
 def test_a_combination_round_trips_copies_and_catches_a_tampered_member(tmp_path: Path) -> None:

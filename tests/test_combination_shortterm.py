@@ -1,6 +1,6 @@
 """A combination of two short-term (M4) models: weighed on validation SMAPE, scored by OWA,
-calibrated with `seasonal-rmse` scores of its own residuals, loaded, forecast with levels,
-recalibrated and promoted over its better member.
+calibrated with normalised scores of its own residuals (M4 Hourly's `seasonal-rmse`), loaded,
+forecast with levels, recalibrated and promoted over the member of its lookback.
 
 Tiny data (24 generated Hourly series), DLinear members correcting seasonal naive at two
 lookbacks (96 and 120 steps, so that the shorter member reads the last rows of the longer
@@ -20,7 +20,7 @@ from llata_core.combination_job import CombineOutcome, combine_job
 from llata_core.config import config_from_dict
 from llata_core.forecaster import Forecaster, artifact_kind
 from llata_core.jobs import calibrate_job, train_job
-from llata_core.shortterm import INTERVAL_NORMALIZER, interval_bounds, model_forecasts
+from llata_core.shortterm import interval_bounds, model_forecasts
 from llata_core.tasks import ShortTermTask, task_for_model
 from serving.registry import Registry, stored_mse_scorer
 from tests.conftest import tiny_overrides
@@ -95,7 +95,10 @@ def test_a_short_term_combination_forecasts_with_its_own_seasonal_rmse_intervals
     info = fc.describe()
     assert info["kind"] == "combination" and fc.input_size == 120 and fc.channels == ("value",)
     assert fc.intervals is not None
-    assert fc.intervals.describe()["normalizer"] == INTERVAL_NORMALIZER
+    # M4 Hourly's scheme (`data.intervals`), the longest member's config's as the combination's.
+    assert fc.config.data.intervals is not None
+    assert fc.intervals.describe()["normalizer"] == fc.config.data.intervals.normalizer
+    assert fc.config.data.intervals.normalizer == "seasonal-rmse"
     assert fc.intervals.data_fingerprint == outcome.metrics["eval_split_hash"]
 
     # Scored again from the artifact, it is what combine_job recorded.

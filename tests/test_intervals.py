@@ -3,6 +3,7 @@ whose noise is known (model tests: a least-squares linear forecaster, fixed seed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -438,12 +439,12 @@ def test_scores_written_before_rmse_load_and_answer_as_before(tmp_path) -> None:
 
 
 def test_short_term_calibration_covers_skewed_noise_at_nominal() -> None:
-    """The short-term calibration (`calibrate_forecasts`: the last three training horizons
-    of each series, `seasonal-rmse` scale) around the noise-free forecast of series whose
-    noise is skewed (centred exponential, all its tail above the forecast) and whose scales
-    are unrelated: test coverage is nominal within sampling error at 80 % and 95 %."""
+    """The short-term calibration (`calibrate_forecasts` with the default scheme: the last
+    three training horizons of each series, `seasonal-rmse` scale) around the noise-free
+    forecast of series whose noise is skewed (centred exponential, all its tail above the
+    forecast) and whose scales are unrelated: test coverage is nominal within sampling
+    error at 80 % and 95 %."""
     from llata_core.shortterm import (
-        CALIBRATION_HORIZONS,
         ShortTermSplits,
         ShortTermWindows,
         calibrate_forecasts,
@@ -465,12 +466,9 @@ def test_short_term_calibration_covers_skewed_noise_at_nominal() -> None:
     splits = ShortTermSplits(
         windows, windows.training_dataset(), identity_scaler(), "file", "generated", ""
     )
-    forecasts = [
-        truth[:, length - k * horizon : length - (k - 1) * horizon]
-        for k in range(1, CALIBRATION_HORIZONS + 1)
-    ]
+    forecasts = [truth[:, length - k * horizon : length - (k - 1) * horizon] for k in (1, 2, 3)]
     scores = calibrate_forecasts(forecasts, splits)
-    assert (scores.normalizer, scores.n) == ("seasonal-rmse", CALIBRATION_HORIZONS * n_series)
+    assert (scores.normalizer, scores.n) == ("seasonal-rmse", 3 * n_series)
     lower, upper = interval_bounds(truth[:, length:], scores, splits, (80, 95))
     test_y = y[:, length:]
     for level in (80, 95):
@@ -484,6 +482,42 @@ def test_short_term_calibration_covers_skewed_noise_at_nominal() -> None:
         # the lower one (symmetric scores cover in total, not in each tail).
         above = np.mean(test_y > upper[level]) / max(np.mean(test_y < lower[level]), 1e-9)
         assert above > 1.5, (level, above)
+
+
+def test_short_term_calibration_follows_the_splits_interval_scheme() -> None:
+    """`calibrate_forecasts` makes the scores `splits.intervals` names: a Weekly-like scheme
+    (`seasonal-mae`, one window per series) stores the held-out horizon's absolute
+    residuals over each input window's seasonal MAE, and takes one window, not three."""
+    from llata_core.config import ShortTermIntervals
+    from llata_core.shortterm import (
+        ShortTermSplits,
+        ShortTermWindows,
+        benchmark_calibration_forecasts,
+        calibrate_forecasts,
+        identity_scaler,
+    )
+
+    rng = np.random.default_rng(3)
+    series = [50 + np.cumsum(rng.normal(size=60)) * (i + 1) for i in range(30)]
+    windows = ShortTermWindows(series, 5, seasonality=1, input_size=10)
+    mae = ShortTermIntervals(normalizer="seasonal-mae", calibration_horizons=1)
+    splits = ShortTermSplits(
+        windows, windows.training_dataset(), identity_scaler(), "file", "generated", "", mae
+    )
+    forecasts = benchmark_calibration_forecasts("naive1", splits)
+    assert len(forecasts) == 1
+    scores = calibrate_forecasts(forecasts, splits)
+    assert (scores.normalizer, scores.n, scores.seasonality) == ("seasonal-mae", 30, 1)
+    inputs = windows.validation_inputs()
+    scale = window_scale(inputs.insample.numpy(), 1, inputs.insample_mask.numpy())  # [N, 1, 1]
+    by_hand = np.abs(windows.validation_targets() - forecasts[0]) / scale[:, :, 0]  # [N, H]
+    rank = conformal_rank(30, 80)
+    np.testing.assert_allclose(scores.half_width(80)[:, 0], np.sort(by_hand, axis=0)[rank - 1])
+    with pytest.raises(ValueError, match="3 calibration windows of forecasts; these series have 1"):
+        calibrate_forecasts([forecasts[0]] * 3, splits)
+    default = dataclasses.replace(splits, intervals=ShortTermIntervals())
+    three = calibrate_forecasts(benchmark_calibration_forecasts("naive1", default), default)
+    assert (three.normalizer, three.n) == ("seasonal-rmse", 90)
 
 
 def test_calibration_windows_step_back_one_horizon_at_a_time() -> None:
@@ -517,8 +551,9 @@ def test_series_too_short_for_older_windows_calibrate_on_what_they_have() -> Non
     splits = ShortTermSplits(
         windows, windows.training_dataset(), identity_scaler(), "file", "generated", ""
     )
-    assert list(calibration_backs(windows)) == [1]
+    assert list(calibration_backs(windows, 3)) == [1]
     scores = calibrate_forecasts(benchmark_calibration_forecasts("naive1", splits), splits)
     assert scores.n == 4
     longer = ShortTermWindows([*series, np.arange(20.0)], 4, seasonality=2, input_size=4)
-    assert list(calibration_backs(longer)) == [1, 2, 3]
+    assert list(calibration_backs(longer, 3)) == [1, 2, 3]
+    assert list(calibration_backs(longer, 2)) == [1, 2]

@@ -31,7 +31,12 @@ from flows.config import load_pipeline_config  # noqa: E402
 from flows.registry_stages import open_registry, promote_stage, register_stage  # noqa: E402
 from flows.retrain import CANDIDATES_ARTIFACT, METRICS_ARTIFACT, RetrainRequest, retrain  # noqa: E402
 from flows.stages import validate_stage  # noqa: E402
-from llata_core.config import ConfigError, config_from_dict  # noqa: E402
+from llata_core.config import (  # noqa: E402
+    ConfigError,
+    ShortTermIntervals,
+    config_from_dict,
+    load_params,
+)
 from llata_core.forecaster import Forecaster  # noqa: E402
 from llata_core.shortterm import (  # noqa: E402
     load_short_term_splits,
@@ -252,6 +257,19 @@ def test_the_pipeline_config_of_many_series(tmp_path: Path) -> None:
     cfg = load_pipeline_config(params, overrides=["pipeline.dataset=m4-hourly"])
     assert cfg.short_term and cfg.params.dataset == "M4-Hourly"
     assert (cfg.model.data.horizon, cfg.model.data.seasonality) == (HOURLY_H, 24)
+    # The subset's interval scheme, for every candidate, as `llata train` on M4-Hourly gets it.
+    hourly = load_params(None, ["data.dataset=M4-Hourly"]).data.intervals
+    assert cfg.model.data.intervals == hourly and hourly is not None
+    assert all(c.data.intervals == hourly for c in cfg.candidates.values())
+    weekly = load_pipeline_config(
+        params,
+        overrides=["pipeline.dataset=M4-Weekly", "data.horizon=13", "data.input_size=26"],
+    )
+    assert weekly.model.data.intervals == ShortTermIntervals(
+        normalizer="seasonal-mae", calibration_horizons=1
+    )
+    mae = load_pipeline_config(params, overrides=["data.intervals.normalizer=seasonal-mae"])
+    assert mae.model.data.intervals == ShortTermIntervals(normalizer="seasonal-mae")
     with pytest.raises(ConfigError, match="horizon 48"):
         load_pipeline_config(params, overrides=["data.horizon=24"])
     with pytest.raises(ConfigError, match="not one"):

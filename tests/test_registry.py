@@ -700,7 +700,7 @@ def test_a_combination_registers_promotes_and_loads_from_the_registry(
     decision = reg.promote(tag, score=metrics_mse, margin=0.05)  # 0.4 against 0.5
     assert decision.promoted and reg.production_tag() == tag
     served = Forecaster.load(reg.production().path)
-    assert served.describe()["members"] == members
+    assert served.describe()["members"] == [{**m, "precision": "fp32"} for m in members]
     history = _history(50)
     np.testing.assert_array_equal(served.predict(history), Forecaster.load(source).predict(history))
 

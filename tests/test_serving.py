@@ -948,9 +948,22 @@ def test_a_combination_is_served_exactly_like_its_forecaster(server: Server) -> 
 
         info = s.get(f"{server.url}/model").json()
         assert info["kind"] == "combination" and info["input_size"] == COMBINATION_LOOKBACK
-        assert info["members"] == [
-            {"name": "a", "kind": "llata", "input_size": INPUT_SIZE, "weight": 0.6},
-            {"name": "dlinear", "kind": "dlinear", "input_size": 40, "weight": 0.4},
+        assert info["members"] == [  # the test servers run LLATA_PRECISION=fp32
+            {
+                "name": "a",
+                "kind": "llata",
+                "input_size": INPUT_SIZE,
+                "weight": 0.6,
+                "precision": "fp32",
+            },
+            {
+                "name": "dlinear",
+                "kind": "dlinear",
+                "input_size": 40,
+                "weight": 0.4,
+                "precision": "fp32",
+            },
         ]
+        assert info["precision"] == "fp32"
     finally:
         _serve(server, "a")

@@ -42,6 +42,7 @@ from llata_core.train import config_digest, fit, resumable_digests
 from tests.conftest import tiny_overrides
 
 HOURLY_H = 48
+WEEKLY_H = 13
 
 
 def _m4_rows(series: list[np.ndarray], prefix: str = "H") -> list[str]:
@@ -54,19 +55,23 @@ def _m4_rows(series: list[np.ndarray], prefix: str = "H") -> list[str]:
     return [header, *rows]
 
 
-def write_tiny_hourly(mirror: Path, n_series: int = 12, short: int | None = None) -> Path:
+def write_tiny_hourly(
+    mirror: Path, n_series: int = 12, short: int | None = None, subset: str = "Hourly"
+) -> Path:
     """A learnable M4-format Hourly subset: daily cycles on different levels and lengths.
 
     Args:
         mirror: the mirror directory; files go to `mirror/m4/`.
         n_series: how many series.
         short: give the last series only this many training points.
+        subset: `Weekly` writes the same cycles as a Weekly subset (`W` ids, horizon 13).
     """
+    horizon, prefix = (WEEKLY_H, "W") if subset == "Weekly" else (HOURLY_H, "H")
     rng = np.random.default_rng(0)
     train, test = [], []
     for i in range(n_series):
         n = 150 + 10 * (i % 5) if short is None or i < n_series - 1 else short
-        t = np.arange(n + HOURLY_H)
+        t = np.arange(n + horizon)
         level = 100.0 * (i + 1)
         values = level + 0.2 * level * np.sin(2 * np.pi * t / 24 + i)
         values += rng.normal(0, 0.01 * level, size=t.shape)
@@ -74,8 +79,8 @@ def write_tiny_hourly(mirror: Path, n_series: int = 12, short: int | None = None
         test.append(values[n:])
     folder = mirror / "m4"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "Hourly-train.csv").write_text("\n".join(_m4_rows(train)) + "\n")
-    (folder / "Hourly-test.csv").write_text("\n".join(_m4_rows(test)) + "\n")
+    (folder / f"{subset}-train.csv").write_text("\n".join(_m4_rows(train, prefix)) + "\n")
+    (folder / f"{subset}-test.csv").write_text("\n".join(_m4_rows(test, prefix)) + "\n")
     return mirror
 
 
@@ -127,6 +132,59 @@ def test_short_term_config_errors() -> None:
         load_params(None, ["loss.feature=smape"])  # features are not forecasts
 
 
+def test_the_interval_scheme_is_chosen_per_dataset() -> None:
+    """`data.intervals` is filled in from the dataset (each M4 subset's validated scheme,
+    the defaults for a long-format file), key by key under what the config sets."""
+
+    def scheme(*overrides: str) -> tuple[str, int]:
+        data = load_params(None, list(overrides)).data
+        assert data.intervals is not None
+        return data.intervals.normalizer, data.intervals.calibration_horizons
+
+    assert scheme("data.dataset=M4-Hourly") == ("seasonal-rmse", 3)
+    assert scheme("data.dataset=M4-Weekly") == ("seasonal-mae", 1)
+    assert scheme("data.dataset=x.csv", "data.series_column=sid") == ("seasonal-rmse", 3)
+    assert scheme("data.dataset=M4-Weekly", "data.intervals.calibration_horizons=3") == (
+        "seasonal-mae",
+        3,
+    )
+    assert scheme("data.dataset=M4-Hourly", "data.intervals.normalizer=seasonal-mae") == (
+        "seasonal-mae",
+        3,
+    )
+    assert load_params(None).data.intervals is None  # long-term: absolute residuals
+    # Saved with the model, and read back as it was saved.
+    weekly = load_params(None, ["data.dataset=M4-Weekly"])
+    assert weekly.to_dict()["data"]["intervals"] == {
+        "normalizer": "seasonal-mae",
+        "calibration_horizons": 1,
+    }
+    assert config_from_dict(weekly.to_dict()) == weekly
+    # Not a training setting: a checkpoint resumes whatever the model will be calibrated with.
+    other = load_params(None, ["data.dataset=M4-Weekly", "data.intervals.normalizer=seasonal-rmse"])
+    assert config_digest(other) == config_digest(weekly)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.intervals.normalizer=seasonal-std", "normalizer"),
+        ("data.intervals.normalizer=none", "'seasonal-mae' or 'seasonal-rmse'"),
+        ("data.intervals.calibration_horizons=0", "calibration_horizons"),
+        ("data.intervals.quantile=0.9", "quantile"),
+        ("data.intervals=mae", "data.intervals must be a mapping"),
+    ],
+)
+def test_a_bad_interval_scheme_is_a_clear_error(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_params(None, ["data.dataset=M4-Weekly", override])
+
+
+def test_long_term_data_has_no_short_term_interval_scheme() -> None:
+    with pytest.raises(ConfigError, match="data.intervals applies to short-term data only"):
+        load_params(None, ["data.dataset=ETTh1", "data.intervals.normalizer=seasonal-mae"])
+
+
 def test_checkpoints_written_before_later_settings_existed_still_resume() -> None:
     """A long-term checkpoint written before the short-term settings (or the baselines'
     `model.kind`/`model.baseline`, or `train.lr_schedule`) existed carries a digest without
@@ -135,8 +193,10 @@ def test_checkpoints_written_before_later_settings_existed_still_resume() -> Non
 
     def digest_without(*dropped: tuple[str, str]) -> str:
         raw = cfg.to_dict()
-        # Settings newer than every one of these checkpoints: never in their digests.
+        # Settings newer than every one of these checkpoints: never in their digests; nor is
+        # the interval scheme, which does not change training.
         del raw["model"]["seasonal_base"], raw["model"]["baseline"]["dlinear_norm"]
+        del raw["data"]["intervals"]
         for section, key in dropped:
             del raw[section][key]
         return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
@@ -304,6 +364,93 @@ def test_llata_train_and_evaluate_end_to_end(
     assert summary["calibration_windows"] == 36 and summary["test_series_windows"] == 12
     assert summary["coverage_80"] == pytest.approx(saved["coverage_80"])
     assert Forecaster.load(model).intervals.normalizer == "seasonal-rmse"  # type: ignore[union-attr]
+
+
+def _train_weekly(tmp_path: Path, name: str, *sets: str) -> Path:
+    """`llata train` of a tiny DLinear on the tiny Weekly mirror, with `--set` overrides."""
+    raw = tiny_overrides(train__epochs=1, train__max_steps_per_epoch=None)
+    raw["data"] = {"dataset": "M4-Weekly"}
+    raw["model"] |= {"kind": "dlinear"}
+    raw["loss"] = {"task": "smape"}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    model, run_dir = tmp_path / name, tmp_path / f"{name}-run"
+    args = ["train", "--params", str(params), "--out", str(model), "--run-dir", str(run_dir)]
+    assert main([*args, *(f"--set={s}" for s in sets)]) == 0
+    return model
+
+
+def _saved_config_without_intervals(model: Path) -> None:
+    """Rewrite an artifact's config.json as a version before `data.intervals` wrote it."""
+    path = model / "config.json"
+    config = json.loads(path.read_text())
+    del config["llata"]["data"]["intervals"]
+    path.write_text(json.dumps(config, indent=2))
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["files"]["config.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (model / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_weekly_model_is_calibrated_with_weeklys_scheme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Training on M4-Weekly calibrates with Weekly's scheme (`seasonal-mae`, the held-out
+    horizon alone: one window per series), and the config saved with the model says so; a
+    `--set` of the scheme reaches the artifact the same way."""
+    monkeypatch.setenv("LLATA_DATA_MIRROR", str(write_tiny_hourly(tmp_path / "m", subset="Weekly")))
+    model = _train_weekly(tmp_path, "weekly")
+    capsys.readouterr()
+    saved = json.loads((model / "config.json").read_text())["llata"]["data"]
+    assert saved["intervals"] == {"normalizer": "seasonal-mae", "calibration_horizons": 1}
+    fc = Forecaster.load(model)
+    assert fc.intervals is not None and fc.intervals.normalizer == "seasonal-mae"
+    assert (fc.intervals.n, fc.intervals.seasonality) == (12, 1)
+    assert fc.metrics["calibration_windows"] == 12
+    history = np.linspace(100.0, 200.0, 40)[:, None]
+    bands = fc.predict(history, levels=(80,))
+    window = history[-fc.input_size :][None]  # [1, L, 1]
+    half = fc.intervals.half_width(80) * window_scale(window, 1, None, "seasonal-mae")[0]
+    np.testing.assert_allclose(bands.upper[80] - bands.point, half, rtol=1e-4)
+
+    rmse = _train_weekly(tmp_path, "rmse", "data.intervals.normalizer=seasonal-rmse")
+    rmse_fc = Forecaster.load(rmse)
+    assert rmse_fc.intervals is not None and rmse_fc.intervals.normalizer == "seasonal-rmse"
+    assert rmse_fc.intervals.n == 12  # Weekly's one window per series, key by key
+    three = _train_weekly(tmp_path, "three", "data.intervals.calibration_horizons=3")
+    assert Forecaster.load(three).intervals.n == 36  # type: ignore[union-attr]
+
+
+def test_an_artifact_calibrated_before_the_per_dataset_scheme_answers_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Weekly artifact from before `data.intervals` (calibrated `seasonal-rmse` on three
+    windows per series, its config without the setting) loads and answers exactly as
+    before; `llata calibrate` recalibrates it with Weekly's scheme."""
+    monkeypatch.setenv("LLATA_DATA_MIRROR", str(write_tiny_hourly(tmp_path / "m", subset="Weekly")))
+    model = _train_weekly(
+        tmp_path,
+        "old",
+        "data.intervals.normalizer=seasonal-rmse",
+        "data.intervals.calibration_horizons=3",
+    )
+    capsys.readouterr()
+    history = np.linspace(100.0, 200.0, 40)[:, None] + np.sin(np.arange(40))[:, None]
+    before = Forecaster.load(model).predict(history, levels=(80, 95))
+    _saved_config_without_intervals(model)
+    old = Forecaster.load(model)
+    assert old.intervals is not None and old.intervals.normalizer == "seasonal-rmse"
+    assert old.intervals.n == 36
+    after = old.predict(history, levels=(80, 95))
+    np.testing.assert_array_equal(after.point, before.point)
+    for level in (80, 95):
+        np.testing.assert_array_equal(after.lower[level], before.lower[level])
+        np.testing.assert_array_equal(after.upper[level], before.upper[level])
+
+    assert main(["calibrate", "--model", str(model)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["calibration_windows"] == 12
+    recalibrated = Forecaster.load(model).intervals
+    assert recalibrated is not None and recalibrated.normalizer == "seasonal-mae"
 
 
 def test_dlinear_and_a_long_format_file_with_padding(

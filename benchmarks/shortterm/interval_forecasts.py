@@ -1,4 +1,4 @@
-"""Forecasts for choosing an interval method on validation only (M4 Hourly, `dlinear_snaive`).
+"""Forecasts for choosing an interval method on validation only (M4, `dlinear_snaive`).
 
 The production model trains on each training series without its last horizon and is
 calibrated on that horizon. To compare interval methods without the test file, this
@@ -7,11 +7,11 @@ becomes the interval-validation window, and a model with the `dlinear_snaive` re
 trained on the series without it (so it holds out and early-stops on the horizon before,
 exactly as the production model does one horizon later). It saves that model's forecasts
 of the interval-validation window and of the `K_MAX` horizons before it (the candidate
-calibration windows), with seasonal naive's, to
-`results/validation/interval_forecasts_<subset>.npz` (not committed: about 40 s to
-remake). `interval_sweep.py` scores the methods from that file.
+calibration windows), with seasonal naive's, to `forecasts_path(subset, seed)` (not
+committed: about 40 s to remake on Hourly, 20 s on Weekly). `interval_sweep.py` scores the
+methods from that file.
 
-    python benchmarks/shortterm/interval_forecasts.py --subset Hourly
+    python benchmarks/shortterm/interval_forecasts.py --subset Weekly [--seed 2025]
 """
 
 from __future__ import annotations
@@ -40,11 +40,20 @@ from llata_core.train import fit
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "validation"
 K_MAX = 3  # calibration windows per series, at most
+SEED = 2024  # the seed of the production cells (`run.py`)
 log = logging.getLogger("bench.shortterm.intervals")
 
 
+def forecasts_path(subset: str, seed: int = SEED) -> Path:
+    """Where the forecasts of one subset and training seed go (the production seed's file
+    keeps its old name)."""
+    suffix = "" if seed == SEED else f"_s{seed}"
+    return OUT / f"interval_forecasts_{subset}{suffix}.npz"
+
+
 def one_horizon_back(full: ShortTermSplits, seed: int = 0) -> ShortTermSplits:
-    """The splits with each training series' last horizon as the test target."""
+    """The splits with each training series' last horizon as the test target (and the
+    same interval scheme)."""
     w, h = full.windows, full.windows.horizon
     windows = ShortTermWindows(
         [s[:-h] for s in w.train],
@@ -62,13 +71,14 @@ def one_horizon_back(full: ShortTermSplits, seed: int = 0) -> ShortTermSplits:
         full.source,
         full.origin,
         full.sha256,
+        full.intervals,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subset", default="Hourly")
-    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--subset", default="Hourly", choices=sorted(SUBSETS))
+    ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         histories.append(hist)
     lengths = np.array([len(s) for s in w.train])
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"interval_forecasts_{args.subset}.npz"
+    out = forecasts_path(args.subset, args.seed)
     np.savez_compressed(
         out,
         model=np.stack(model_fc),  # [K_MAX + 1, N, H]

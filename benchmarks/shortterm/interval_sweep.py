@@ -3,15 +3,17 @@
 Every method is split conformal around the same point forecasts; they differ in the
 calibration windows (`K` horizons per series before the interval-validation window), the
 score (`sym`: absolute residual, `asym`: signed residual with separate lower and upper
-quantiles), the scale a residual is divided by (`mae`: the input window's seasonal MAE,
-what `llata calibrate` uses today; `rmse`: the root mean squared seasonal difference of
-the same window; `hist-mae`: the whole history's seasonal MAE, which a served model does
-not see and is listed only as a reference) and the pooling (`step`: one quantile per
+quantiles), the scale a residual is divided by (`mae`: the input window's seasonal MAE;
+`rmse`: the root mean squared seasonal difference of the same window; `hist-mae`: the
+whole history's seasonal MAE, which a served model does not see and is listed only as a
+reference) and the pooling (`step`: one quantile per
 horizon step; `pool<r>`: steps `j - r .. j + r` pooled). They are scored on each series'
 last training horizon (MSIS, ACD, coverage), beside seasonal naive's normal and
-conformal intervals on the same window. The test file is not read.
+conformal intervals on the same window. The test file is not read. The last row runs
+the library (`calibrate_forecasts`) with the subset's configured scheme
+(`data.intervals`), which must reproduce its row of the grid.
 
-    python benchmarks/shortterm/interval_sweep.py --subset Hourly
+    python benchmarks/shortterm/interval_sweep.py --subset Weekly [--seed 2025]
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.shortterm.interval_forecasts import one_horizon_back
+from benchmarks.shortterm.interval_forecasts import SEED, forecasts_path, one_horizon_back
 from benchmarks.shortterm.run import INPUT_HORIZONS, SUBSETS
 from llata_core.atomic import write_json
 from llata_core.config import load_params
 from llata_core.intervals import window_scale
 from llata_core.shortterm import (
-    CALIBRATION_HORIZONS,
     ShortTermWindows,
     calibrate_forecasts,
+    calibration_backs,
     interval_bounds,
     load_short_term_splits,
     random_walk_intervals,
@@ -47,11 +49,15 @@ LEVELS = (80.0, 95.0)
 # Paired comparisons reported with a bootstrap over series: (forecaster, method) pairs.
 COMPARE = (
     (("model", "K1_sym_rmse_step"), ("model", "K1_sym_mae_step")),
+    (("model", "K3_sym_rmse_step"), ("model", "K3_sym_mae_step")),
+    (("model", "K2_sym_mae_step"), ("model", "K1_sym_mae_step")),
+    (("model", "K3_sym_mae_step"), ("model", "K1_sym_mae_step")),
     (("model", "K3_sym_rmse_step"), ("model", "K1_sym_rmse_step")),
     (("model", "K3_asym_rmse_step"), ("model", "K3_sym_rmse_step")),
     (("model", "K3_asym_rmse_step"), ("model", "K1_sym_rmse_step")),
     (("model", "K1_sym_rmse_pool2"), ("model", "K1_sym_rmse_step")),
     (("model", "K1_sym_mae_step"), ("seasonal_naive", "normal")),
+    (("model", "K3_sym_mae_step"), ("seasonal_naive", "normal")),
     (("model", "K1_sym_rmse_step"), ("seasonal_naive", "normal")),
     (("model", "K3_sym_rmse_step"), ("seasonal_naive", "normal")),
     (("model", "K3_asym_rmse_step"), ("seasonal_naive", "normal")),
@@ -107,7 +113,8 @@ def conformal_bounds(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subset", default="Hourly")
+    ap.add_argument("--subset", default="Hourly", choices=sorted(SUBSETS))
+    ap.add_argument("--seed", type=int, default=SEED, help="the forecasts' training seed")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     h = SUBSETS[args.subset]
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_params(None, [f"data.dataset=M4-{args.subset}", f"data.input_size={size}"])
     w = load_short_term_splits(cfg.data).windows
     m = w.seasonality
-    data = np.load(OUT / f"interval_forecasts_{args.subset}.npz")
+    data = np.load(forecasts_path(args.subset, args.seed))
     y = data["targets"][0]
     hist0 = [s[: len(s) - h] for s in w.train]  # the interval-validation window's history
     sc = [scales([s[: len(s) - (k + 1) * h] for s in w.train], size, m) for k in range(4)]
@@ -148,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             lo[lv], hi[lv] = conformal_bounds(point, sc[0][scale], cal, lv, kind, r)
         key = (fc, f"K{k_cal}_{kind}_{scale}_{'step' if r == 0 else f'pool{r}'}")
         rows.append({"forecaster": fc, "method": key[1], **score(lo, hi)})
-    # What `llata calibrate` does (`calibrate_forecasts`, `interval_bounds`) on the same
-    # forecasts, one horizon back: it must reproduce its row of the grid.
+    # What `llata calibrate` does (`calibrate_forecasts`, `interval_bounds`) with the
+    # subset's configured scheme on the same forecasts, one horizon back: it must reproduce
+    # its row of the grid.
     back = one_horizon_back(load_short_term_splits(cfg.data))
-    windows = [data["model"][k] for k in range(1, CALIBRATION_HORIZONS + 1)]
+    backs = calibration_backs(back.windows, back.intervals.calibration_horizons)
+    windows = [data["model"][k] for k in backs]
     scores = calibrate_forecasts(windows, back)
     key = ("model", f"library (calibrate_forecasts: {scores.normalizer}, {scores.n} windows)")
     rows.append(
@@ -161,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             **score(*interval_bounds(data["model"][0], scores, back, LEVELS)),
         }
     )
-    write_json(OUT / f"interval_sweep_{args.subset}.json", rows, trailing_newline=False)
+    suffix = "" if args.seed == SEED else f"_s{args.seed}"
+    write_json(OUT / f"interval_sweep_{args.subset}{suffix}.json", rows, trailing_newline=False)
     print("| forecaster | method | MSIS 95 | ACD 95 | coverage 95 | coverage 80 |")
     print("|---|---|---|---|---|---|")
     for r_ in rows:

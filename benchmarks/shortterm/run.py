@@ -33,12 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from llata_core.atomic import write_json
-from llata_core.config import load_params
+from llata_core.config import LlataConfig, ShortTermIntervals, load_params
 from llata_core.forecaster import Forecaster, is_artifact
 from llata_core.jobs import evaluate_short_term, provenance, train_job
 from llata_core.shortterm import (
-    CALIBRATION_HORIZONS,
-    INTERVAL_NORMALIZER,
     ShortTermSplits,
     benchmark_calibration_forecasts,
     benchmark_forecasts,
@@ -118,9 +116,6 @@ INPUT_HORIZONS = {"dlinear_snaive": 7}
 BENCHMARKS = ("naive1", "naive2", "seasonal_naive")
 # The M4 interval metrics are for the 95% interval; 80% coverage is reported beside them.
 LEVELS = (80.0, 95.0)
-# How the conformal intervals were made; a result holding another method's (or none, from
-# before this was recorded: `seasonal-mae`, one window per series) is scored again.
-INTERVAL_METHOD = f"{INTERVAL_NORMALIZER}, {CALIBRATION_HORIZONS} windows per series"
 
 
 @dataclass(frozen=True)
@@ -154,6 +149,22 @@ GROUPS: dict[str, list[Cell]] = {
     "dlinear_snaive": [Cell(s, "dlinear_snaive", 2024) for s in SUBSETS],
     "llata": [Cell(s, "llata", 2024) for s in SUBSETS],
 }
+
+
+def interval_method(scheme: ShortTermIntervals) -> str:
+    """How a cell's conformal intervals were made, as its result records it: a result
+    holding another method's (or none, from before this was recorded: `seasonal-mae`, one
+    window per series) is scored again."""
+    n = scheme.calibration_horizons
+    return f"{scheme.normalizer}, {n} window{'' if n == 1 else 's'} per series"
+
+
+def cell_config(cell: Cell, params: Path, extra: list[str]) -> LlataConfig:
+    """The configuration a cell trains (a trained model) or is scored (a benchmark) with;
+    its `data.intervals` is the subset's interval scheme unless `--set` changes it."""
+    if cell.model in TRAINED:
+        return load_params(params, cell.overrides(extra))
+    return load_params(None, [f"data.dataset=M4-{cell.subset}"])
 
 
 def parse_cell(text: str) -> Cell:
@@ -225,11 +236,12 @@ def normal_interval_scores(method: str, splits: ShortTermSplits) -> dict[str, fl
 
 def cell_interval_scores(cell: Cell, params: Path, extra: list[str], stored: dict) -> dict:
     """The interval metrics of a finished cell (retraining a trained cell whose model is
-    gone; its SMAPE is checked against the stored one)."""
+    gone; its SMAPE is checked against the stored one), calibrated as the cell's
+    `data.intervals` says."""
+    splits = load_short_term_splits(cell_config(cell, params, extra).data)
     if cell.model in TRAINED:
         again = _train_and_score(cell, params, extra)
         fc = Forecaster.load(RUNS / cell.key / "model")
-        splits = load_short_term_splits(fc.config.data)
         val = model_calibration_forecasts(fc.model, splits)
         test = model_forecasts(fc.model, splits, "test")
         out = {
@@ -244,8 +256,6 @@ def cell_interval_scores(cell: Cell, params: Path, extra: list[str], stored: dic
                 stored["smape"],
             )
         return out
-    cfg = load_params(None, [f"data.dataset=M4-{cell.subset}"])
-    splits = load_short_term_splits(cfg.data)
     val = benchmark_calibration_forecasts(cell.model, splits)  # type: ignore[arg-type]
     test = benchmark_forecasts(cell.model, splits, "test")  # type: ignore[arg-type]
     out = conformal_interval_scores(val, test, splits)
@@ -254,10 +264,12 @@ def cell_interval_scores(cell: Cell, params: Path, extra: list[str], stored: dic
     return out
 
 
-def add_intervals(cell: Cell, params: Path, extra: list[str]) -> dict:
-    """Add the interval metrics to a cell's result file (running the cell first if needed)."""
+def add_intervals(cell: Cell, params: Path, extra: list[str], again: bool = False) -> dict:
+    """Add the interval metrics to a cell's result file (running the cell first if needed);
+    `again` rescores intervals already made by the cell's current method."""
     stored = run_cell(cell, params, extra)
-    if stored.get("interval_method") == INTERVAL_METHOD:
+    method = interval_method(cell_config(cell, params, extra).data.intervals)
+    if stored.get("interval_method") == method and not again:
         log.info("skip intervals of %s (done)", cell.key)
         return stored
     t0 = time.perf_counter()
@@ -265,7 +277,7 @@ def add_intervals(cell: Cell, params: Path, extra: list[str]) -> dict:
     updated = {
         **stored,
         **scores,
-        "interval_method": INTERVAL_METHOD,
+        "interval_method": method,
         "interval_wall_seconds": time.perf_counter() - t0,
         "interval_provenance": provenance(),
     }
@@ -372,11 +384,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="add M4 interval metrics (95%% MSIS, ACD; 80%% coverage) to the cells' results",
     )
+    ap.add_argument(
+        "--again",
+        action="store_true",
+        help="with --intervals: rescore cells whose intervals are already the current method's",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cells = [c for g in args.cells for c in GROUPS[g]] + [parse_cell(t) for t in args.only]
     for cell in cells:
-        (add_intervals if args.intervals else run_cell)(cell, args.params, args.set)
+        if args.intervals:
+            add_intervals(cell, args.params, args.set, again=args.again)
+        else:
+            run_cell(cell, args.params, args.set)
     if args.table:
         print(table())
         print()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llata_core.combination import Combination, Member, scalers_agree
+from llata_core.combination import Combination, Member, scalers_agree, weights_precision
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Scaler
 from llata_core.forecaster.artifact import (
@@ -157,8 +157,9 @@ class Forecaster:
 
     @property
     def precision(self) -> str:
-        """`bf16` or `fp32`: the dtype the model's weights are held in."""
-        return "bf16" if next(self.model.parameters()).dtype == torch.bfloat16 else "fp32"
+        """`bf16` or `fp32`: the dtype the model's weights are held in (`mixed` for a
+        combination whose members differ; `describe()["members"]` has each one's)."""
+        return weights_precision(self.model)
 
     def _as_array(self, history: np.ndarray | pd.DataFrame | list) -> np.ndarray:
         if isinstance(history, pd.DataFrame):
@@ -344,7 +345,14 @@ class Forecaster:
         """What `GET /model` and `llata forecast` tell about this model; a combination's
         kind is `combination`, with each member's name, kind, lookback and weight."""
         members = (
-            {"members": self.model.describe_members()}
+            {
+                "members": [
+                    {**described, "precision": weights_precision(member)}
+                    for described, member in zip(
+                        self.model.describe_members(), self.model.members, strict=True
+                    )
+                ]
+            }
             if isinstance(self.model, Combination)
             else {}
         )

@@ -50,8 +50,6 @@ from llata_core.shortterm.series import (
     select_series,
 )
 from llata_core.shortterm.task import (
-    CALIBRATION_HORIZONS,
-    INTERVAL_NORMALIZER,
     VALUE_CHANNEL,
     Benchmark,
     Predict,
@@ -81,8 +79,6 @@ from llata_core.shortterm.windows import (
 )
 
 __all__ = [
-    "CALIBRATION_HORIZONS",
-    "INTERVAL_NORMALIZER",
     "benchmark_calibration_forecasts",
     "model_calibration_forecasts",
     "M4_EPOCH",

@@ -29,13 +29,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from llata_core.config import DataConfig
+from llata_core.config import DataConfig, ShortTermIntervals
 from llata_core.data import Scaler
 from llata_core.errors import DataError
 from llata_core.intervals import (
     DEFAULT_LEVELS,
     ConformalScores,
-    Normalizer,
     bounds,
     calibrate_series,
     coverage,
@@ -59,12 +58,6 @@ VALUE_CHANNEL = "value"
 ShortTermSplit = Literal["val", "test"]
 Benchmark = Literal["naive1", "seasonal_naive", "naive2"]
 Predict = Callable[[torch.Tensor], torch.Tensor]
-# How short-term conformal scores are made, chosen on validation only
-# (`benchmarks/shortterm/interval_sweep.py`; RESULTS.md, "M4 Hourly intervals"): each
-# series' last `CALIBRATION_HORIZONS` training horizons are calibration windows, and each
-# residual is divided by its input window's root mean squared seasonal difference.
-CALIBRATION_HORIZONS = 3
-INTERVAL_NORMALIZER: Normalizer = "seasonal-rmse"
 
 
 def identity_scaler() -> Scaler:
@@ -84,6 +77,8 @@ class ShortTermSplits:
         source: `mirror` (an M4 subset) or `file` (a long-format file).
         origin: the file(s) read.
         sha256: hash of the bytes read (uncompressed), for lineage.
+        intervals: how conformal scores are calibrated on these series (the data
+            config's `intervals`: the normalizer and the calibration windows per series).
     """
 
     windows: ShortTermWindows
@@ -92,6 +87,7 @@ class ShortTermSplits:
     source: str
     origin: str
     sha256: str
+    intervals: ShortTermIntervals = ShortTermIntervals()
 
     @property
     def seasonality(self) -> int:
@@ -178,6 +174,7 @@ def load_short_term_splits(cfg: DataConfig, *, seed: int = 0) -> ShortTermSplits
         source=source,
         origin=origin,
         sha256=sha256,
+        intervals=cfg.intervals or ShortTermIntervals(),
     )
 
 
@@ -261,19 +258,20 @@ def _benchmark(
     return np.stack([naive2(h, w.horizon, w.seasonality) for h in histories])
 
 
-def calibration_backs(w: ShortTermWindows) -> range:
+def calibration_backs(w: ShortTermWindows, horizons: int) -> range:
     """The calibration windows `k = 1 ..` (`ShortTermWindows.calibration_histories(k)`): up
-    to `CALIBRATION_HORIZONS`, as far back as the longest series has a point before the
-    window (window 1, the held-out horizon, always exists)."""
+    to `horizons` (`ShortTermIntervals.calibration_horizons`), as far back as the longest
+    series has a point before the window (window 1, the held-out horizon, always exists)."""
     longest = max(len(s) for s in w.train)
-    return range(1, min(CALIBRATION_HORIZONS, (longest - 1) // w.horizon) + 1)
+    return range(1, min(horizons, (longest - 1) // w.horizon) + 1)
 
 
 def benchmark_calibration_forecasts(method: Benchmark, splits: ShortTermSplits) -> list[np.ndarray]:
     """A benchmark's forecasts of the calibration windows, what `calibrate_forecasts` takes:
     element `k - 1` is `[n_k, H]`, from each `calibration_histories(k)`."""
     w = splits.windows
-    return [_benchmark(method, w.calibration_histories(k), w) for k in calibration_backs(w)]
+    backs = calibration_backs(w, splits.intervals.calibration_horizons)
+    return [_benchmark(method, w.calibration_histories(k), w) for k in backs]
 
 
 def score_forecasts(
@@ -325,7 +323,7 @@ def model_calibration_forecasts(
     model.eval()
     return [
         forecast_series(model, w.calibration_inputs(k), batch_size=batch_size, device=device)
-        for k in calibration_backs(w)
+        for k in calibration_backs(w, splits.intervals.calibration_horizons)
     ]
 
 
@@ -344,16 +342,18 @@ def score_model(
 def calibrate_forecasts(
     forecasts: Sequence[np.ndarray], splits: ShortTermSplits, *, calibrated_at: str = ""
 ) -> ConformalScores:
-    """`seasonal-rmse` conformal scores from forecasts of each series' last
-    `CALIBRATION_HORIZONS` training horizons (`llata_core.intervals.calibrate_series`).
+    """Normalised conformal scores from forecasts of each series' last training horizons
+    (`llata_core.intervals.calibrate_series`), as `splits.intervals` says: its normalizer,
+    and up to its `calibration_horizons` windows per series.
 
     Absolute residuals pooled over series of unrelated scales would not be exchangeable;
-    divided by each input window's root mean squared seasonal difference they are, to the
-    extent that the series' errors scale with their own variation. The first window is
-    the held-out horizon the model never trained on; the older ones lie in its training
-    range, so their residuals are a little optimistic, but on validation three windows per
-    series gave better-calibrated and narrower 95 % intervals than one (the quantile of 414
-    scores is noisy).
+    divided by each input window's seasonal-difference scale (mean absolute or root mean
+    squared) they are, to the extent that the series' errors scale with their own
+    variation. Which scale does that better, and whether older windows help, depends on
+    the data, so both are a per-dataset setting chosen on validation
+    (`DataConfig.intervals`). The first window is the held-out horizon the model never
+    trained on; older ones lie in its training range, so their residuals are a little
+    optimistic, but they give the quantile more scores.
 
     Args:
         forecasts: element `k - 1` holds the `[n_k, H]` forecasts of
@@ -361,7 +361,7 @@ def calibrate_forecasts(
             `benchmark_calibration_forecasts`), `k` in `calibration_backs`.
     """
     w = splits.windows
-    backs = calibration_backs(w)
+    backs = calibration_backs(w, splits.intervals.calibration_horizons)
     if len(forecasts) != len(backs):
         raise ValueError(
             f"{len(forecasts)} calibration windows of forecasts; these series have {len(backs)}"
@@ -373,7 +373,7 @@ def calibrate_forecasts(
         np.concatenate([i.insample.numpy() for i in inputs]),
         w.seasonality,
         mask=np.concatenate([i.insample_mask.numpy() for i in inputs]),
-        normalizer=INTERVAL_NORMALIZER,
+        normalizer=splits.intervals.normalizer,
         split="val",
         data_fingerprint=splits.fingerprint(),
         calibrated_at=calibrated_at,

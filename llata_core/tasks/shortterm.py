@@ -2,9 +2,10 @@
 
 Training draws random windows from every series; validation is the SMAPE of each series'
 held-out last horizon; the test scores are SMAPE, MASE and OWA against Naive2, and OWA is
-the headline (M4's ranking metric). Conformal scores are `seasonal-rmse` normalised (the
-last three training horizons of each series, `llata_core.shortterm.calibrate_forecasts`):
-absolute residuals pooled over series of very different scales would not be exchangeable.
+the headline (M4's ranking metric). Conformal scores are normalised by each input
+window's seasonal-difference scale, from each series' last training horizons, as the data
+config's `intervals` says (`llata_core.shortterm.calibrate_forecasts`): absolute residuals
+pooled over series of very different scales would not be exchangeable.
 
 References:
     Makridakis et al., "The M4 Competition", International Journal of Forecasting 2020
