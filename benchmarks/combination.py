@@ -35,7 +35,9 @@ def combination_section(results: list[dict]) -> list[str]:
         "cut for the longer one, and the script checks that each member's MSE through those "
         "windows equals its MSE on its own splits (the same futures). Mean ± sample std over "
         "seeds; members are scored as retrained for the combination (precision in the result "
-        "files). Production does not serve combinations yet.",
+        "files). The retrain flow forms the same combination of its two best candidates "
+        "(`llata_core.combination`, `pipeline.selection.combine`) and serves it when the "
+        "selection rule picks it.",
         "",
         "| dataset | H | members (first + second) | seeds | w per seed | first: val / test | "
         "second: val / test | combination: val / test | validation prefers |",
