@@ -372,22 +372,31 @@ def _member(tmp_path: Path, name: str, input_size: int, seed: int, **data: objec
 SCALER = Scaler(CHANNELS, np.array([10.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0]))
 
 
-def _combination(tmp_path: Path, weight: float = 0.3) -> tuple[Path, Path, Path]:
-    long, short = _member(tmp_path, "long", 40, 1), _member(tmp_path, "short", 32, 2)
-    fa, fb = Forecaster.load(long), Forecaster.load(short)
-    model = Combination(
-        [Member("long", fa.model, fa.scaler), Member("short", fb.model, fb.scaler)],
-        (weight, 1.0 - weight),
-    )
-    path = save_combination(
+def _save_combination(
+    tmp_path: Path,
+    members: list[tuple[str, Path]],
+    weights: tuple[float, float],
+    intervals: ConformalScores | None = None,
+) -> Path:
+    """The combination artifact of saved `(name, path)` members at `weights`."""
+    loaded = [(name, Forecaster.load(path)) for name, path in members]
+    model = Combination([Member(name, fc.model, fc.scaler) for name, fc in loaded], weights)
+    return save_combination(
         tmp_path / "combo",
-        [("long", long), ("short", short)],
+        members,
         model.weights,
         model.cfg,
         SCALER,
         {"mse": 0.4, "mae": 0.3, "metric": "mse", "score": 0.4},
-        metadata={"candidate": "long+short", "data_sha256": "abc"},
-        intervals=_scores(),
+        metadata={"candidate": "+".join(name for name, _ in members), "data_sha256": "abc"},
+        intervals=intervals,
+    )
+
+
+def _combination(tmp_path: Path, weight: float = 0.3) -> tuple[Path, Path, Path]:
+    long, short = _member(tmp_path, "long", 40, 1), _member(tmp_path, "short", 32, 2)
+    path = _save_combination(
+        tmp_path, [("long", long), ("short", short)], (weight, 1.0 - weight), _scores()
     )
     return path, long, short
 
@@ -427,19 +436,7 @@ def test_a_combination_of_an_llm_model_and_a_baseline_in_bf16_says_mixed(tmp_pat
     the combination reports both rather than whichever member happens to come first."""
     llm, _, _ = _artifact(tmp_path)
     baseline = _member(tmp_path, "dlinear", 40, 1)
-    fa, fb = Forecaster.load(llm), Forecaster.load(baseline)
-    model = Combination(
-        [Member("dlinear", fb.model, fb.scaler), Member("llata", fa.model, fa.scaler)], (0.5, 0.5)
-    )
-    path = save_combination(
-        tmp_path / "combo",
-        [("dlinear", baseline), ("llata", llm)],
-        model.weights,
-        model.cfg,
-        SCALER,
-        {"mse": 0.4, "mae": 0.3, "metric": "mse", "score": 0.4},
-        metadata={"candidate": "dlinear+llata", "data_sha256": "abc"},
-    )
+    path = _save_combination(tmp_path, [("dlinear", baseline), ("llata", llm)], (0.5, 0.5))
     bf16, fp32 = Forecaster.load(path, precision="bf16"), Forecaster.load(path)
     assert (bf16.precision, fp32.precision) == ("mixed", "fp32")
     assert [m["precision"] for m in bf16.describe()["members"]] == ["fp32", "bf16"]
