@@ -38,8 +38,6 @@ from llata_core.forecaster.artifact import (
     copy_artifact,
     read_json_object,
     verified_artifact,
-    verify_artifact,
-    verify_manifest,
 )
 from llata_core.intervals import ConformalScores
 
@@ -123,16 +121,18 @@ def save_combination(
             raise ArtifactError(f"{dest}: member name {name!r} cannot name a directory")
     if intervals is not None:
         check_intervals(dest, intervals, config.data.horizon, len(scaler.channels))
-    verified = [(name, Path(src), verify_manifest(src)) for name, src in members]
+    # Each member is checked once here (manifest and format); `copy_artifact` then checks
+    # its copy against the same manifest.
+    verified = [(name, Path(src), *verified_artifact(src)) for name, src in members]
 
     def fill(tmp: Path) -> list[str]:
         names: list[str] = []
         entries = []
-        for (name, src, files), weight in zip(verified, weights, strict=True):
+        for (name, src, raw, files), weight in zip(verified, weights, strict=True):
             where = f"{MEMBERS_DIR}/{name}"
             copy_artifact(src, tmp / where, files)
             names += [f"{where}/{rel}" for rel in [*sorted(files), MANIFEST_NAME]]
-            member_cfg = verify_artifact(tmp / where)["llata"]
+            member_cfg = raw["llata"]
             entries.append(
                 {
                     "name": name,
