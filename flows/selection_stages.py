@@ -40,8 +40,7 @@ def combination_stage(
     loss curve the evaluate stage draws.
     """
     from llata_core.combination_job import combine_job
-    from llata_core.forecaster import Forecaster
-    from llata_core.selection import CandidateReport, count_parameters
+    from llata_core.selection import CandidateReport
 
     if not cfg.params.selection.combine or len(reports) < 2:
         return None
@@ -80,7 +79,7 @@ def combination_stage(
         val_metric=val_metric,
         test_score=float(outcome.metrics[val_metric]),
         train_seconds=first.train_seconds + second.train_seconds,
-        parameters=count_parameters(Forecaster.load(outcome.artifact).model),
+        parameters=first.parameters + second.parameters,  # the members' modules, no more
         serving_ms_per_window=first.serving_ms_per_window + second.serving_ms_per_window,
         artifact=str(outcome.artifact.relative_to(cfg.layout.root)),
     )

@@ -405,6 +405,7 @@ def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rul
         first.serving_ms_per_window + second.serving_ms_per_window
     )
     fc = Forecaster.load(cfg.root / combo.artifact)
+    assert combo.parameters == sum(p.numel() for p in fc.model.parameters())  # what it serves
     assert fc.describe()["kind"] == "combination" and fc.input_size == 48
     assert [m["name"] for m in fc.describe()["members"]] == [first.name, second.name]
     assert fc.metadata["candidate"] == combo.name
