@@ -343,7 +343,7 @@ class Forecaster:
 
     def describe(self) -> dict[str, Any]:
         """What `GET /model` and `llata forecast` tell about this model; a combination's
-        kind is `combination`, with each member's name, kind, lookback and weight."""
+        kind is `combination`, with each member's name, kind, lookback, weight and precision."""
         members = (
             {
                 "members": [
