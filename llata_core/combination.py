@@ -140,6 +140,7 @@ class Combination(nn.Module):
         self.members = nn.ModuleList([m.model for m in members])
         self.input_sizes = tuple(m.cfg.data.input_size for m in members)
         self.kinds = tuple(m.cfg.model.kind for m in members)
+        self.llms = tuple(llm_blocks(m.cfg) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, L >= longest input_size, M]` scaled -> `[B, horizon, M]` scaled (fp32)."""
@@ -150,20 +151,30 @@ class Combination(nn.Module):
         return mix(self.weights, forecasts)
 
     def describe_members(self) -> list[dict[str, object]]:
-        """Each member's name, family, lookback and weight (for the registry and `GET
+        """Each member's name, family, LLM backbone and blocks (an LLM member only: the
+        registry's metadata cannot hold None), lookback and weight (for the registry and `GET
         /model`; the weight rounded to 10 decimals for people: `1 - 0.7` is
         0.30000000000000004 in floats, and the forward keeps that exact value)."""
         return [
             {
                 "name": name,
                 "kind": kind,
+                **({"backbone": backbone, "n_layers": n_layers} if backbone is not None else {}),
                 "input_size": size,
                 "weight": round(weight, 10),
             }
-            for name, kind, size, weight in zip(
-                self.names, self.kinds, self.input_sizes, self.weights, strict=True
+            for name, kind, (backbone, n_layers), size, weight in zip(
+                self.names, self.kinds, self.llms, self.input_sizes, self.weights, strict=True
             )
         ]
+
+
+def llm_blocks(cfg: LlataConfig) -> tuple[str | None, int | None]:
+    """A model's LLM backbone and how many of its blocks it keeps; `(None, None)` for a
+    baseline (DLinear, PatchTST), whose configuration's model section is unused."""
+    if cfg.model.kind != "llata":
+        return None, None
+    return cfg.model.backbone, cfg.model.n_layers
 
 
 def weights_precision(model: nn.Module) -> str:

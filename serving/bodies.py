@@ -222,6 +222,10 @@ class CombinationMember(BaseModel):
 
     name: str = Field(description="the candidate it was trained as")
     kind: str = Field(description="its family: llata, dlinear, patchtst")
+    backbone: str | None = Field(default=None, description="its LLM backbone; null: a baseline")
+    n_layers: int | None = Field(
+        default=None, description="the backbone blocks it keeps; null for a baseline"
+    )
     input_size: int = Field(description="its lookback: it reads the window's last rows")
     weight: float = Field(description="its weight in the mean (the weights sum to 1)")
     precision: str = Field(description="the dtype its weights are held in: bf16 or fp32")
@@ -239,8 +243,13 @@ class ModelInfo(BaseModel):
     members: list[CombinationMember] | None = Field(
         default=None, description="a combination's models and weights; null for one model"
     )
-    backbone: str
-    n_layers: int
+    backbone: str | None = Field(
+        description="the LLM backbone; null for a baseline (dlinear, patchtst) and for a "
+        "combination (each member's is in `members`)"
+    )
+    n_layers: int | None = Field(
+        description="the backbone blocks kept (0: the LLM-free model); null where `backbone` is"
+    )
     precision: str = Field(
         description="the dtype the weights are held in: bf16 or fp32, or mixed for a "
         "combination whose members differ (each member's is in `members`)"

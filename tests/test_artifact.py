@@ -426,6 +426,7 @@ def test_a_combination_forecasts_the_weighted_mean_of_its_members_in_data_units(
         {"name": "long", "kind": "dlinear", "input_size": 40, "weight": 0.3, "precision": "fp32"},
         {"name": "short", "kind": "dlinear", "input_size": 32, "weight": 0.7, "precision": "fp32"},
     ]
+    assert described["backbone"] is None and described["n_layers"] is None
     assert fc.precision == "fp32"
     with pytest.raises(ForecastInputError, match="at least 40"):
         fc.predict(history[-35:])
@@ -440,6 +441,9 @@ def test_a_combination_of_an_llm_model_and_a_baseline_in_bf16_says_mixed(tmp_pat
     bf16, fp32 = Forecaster.load(path, precision="bf16"), Forecaster.load(path)
     assert (bf16.precision, fp32.precision) == ("mixed", "fp32")
     assert [m["precision"] for m in bf16.describe()["members"]] == ["fp32", "bf16"]
+    baseline, llm_member = bf16.describe()["members"]
+    assert (llm_member["backbone"], llm_member["n_layers"]) == ("tiny-gpt2", 2)
+    assert "backbone" not in baseline and bf16.describe()["backbone"] is None
     assert bf16.describe()["precision"] == "mixed"
     history = _history(50)
     np.testing.assert_allclose(bf16.predict(history), fp32.predict(history), rtol=0.05, atol=0.1)

@@ -41,7 +41,9 @@ def test_baseline_trains_saves_and_loads(kind: str, sine_csv: Path, tmp_path: Pa
     history = load_series(cfg.data).values[-40:]
     out = fc.predict(history)
     assert out.shape == (8, 3) and np.isfinite(out).all()
-    assert fc.describe()["kind"] == kind and fc.describe()["backbone"] is None
+    described = fc.describe()
+    assert described["kind"] == kind
+    assert described["backbone"] is None and described["n_layers"] is None  # no LLM blocks
 
 
 def test_dlinear_decomposition_is_exact_on_a_linear_trend() -> None:

@@ -952,6 +952,8 @@ def test_a_combination_is_served_exactly_like_its_forecaster(server: Server) -> 
             {
                 "name": "a",
                 "kind": "llata",
+                "backbone": "tiny-gpt2",
+                "n_layers": 2,
                 "input_size": INPUT_SIZE,
                 "weight": 0.6,
                 "precision": "fp32",
@@ -959,11 +961,14 @@ def test_a_combination_is_served_exactly_like_its_forecaster(server: Server) -> 
             {
                 "name": "dlinear",
                 "kind": "dlinear",
+                "backbone": None,
+                "n_layers": None,
                 "input_size": 40,
                 "weight": 0.4,
                 "precision": "fp32",
             },
         ]
         assert info["precision"] == "fp32"
+        assert info["backbone"] is None and info["n_layers"] is None  # each member's is above
     finally:
         _serve(server, "a")

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llata_core.combination import Combination, Member, scalers_agree, weights_precision
+from llata_core.combination import (
+    Combination,
+    Member,
+    llm_blocks,
+    scalers_agree,
+    weights_precision,
+)
 from llata_core.config import LlataConfig, resolve_precision
 from llata_core.data import Scaler
 from llata_core.forecaster.artifact import (
@@ -343,7 +349,9 @@ class Forecaster:
 
     def describe(self) -> dict[str, Any]:
         """What `GET /model` and `llata forecast` tell about this model; a combination's
-        kind is `combination`, with each member's name, kind, lookback, weight and precision."""
+        kind is `combination`, with each member's name, kind, LLM backbone and blocks,
+        lookback, weight and precision. `backbone` and `n_layers` are None for a baseline and
+        for a combination (its members have their own)."""
         members = (
             {
                 "members": [
@@ -356,11 +364,13 @@ class Forecaster:
             if isinstance(self.model, Combination)
             else {}
         )
+        # A combination's are its members' (its own configuration is its longest member's).
+        backbone, n_layers = (None, None) if members else llm_blocks(self.config)
         return {
             "kind": COMBINATION_KIND if members else self.config.model.kind,
             **members,
-            "backbone": self.config.model.backbone if self.config.model.kind == "llata" else None,
-            "n_layers": self.config.model.n_layers,
+            "backbone": backbone,
+            "n_layers": n_layers,
             "precision": self.precision,
             "input_size": self.input_size,
             "horizon": self.horizon,
