@@ -80,6 +80,7 @@ def evaluate_stage(cfg: PipelineConfig) -> EvaluationResult:
         "epochs_run": trained.get("epochs_run"),
         "mse_by_channel": dict(zip(fc.channels, metrics.mse_by_channel, strict=True)),
         "eval_split_hash": splits.fingerprint(),
+        "eval_targets_hash": splits.targets_fingerprint(),
     }
     for item in metrics.intervals:  # coverage, width and interval score per level
         document |= item.to_dict()
@@ -110,6 +111,7 @@ def _evaluate_short_term(cfg: PipelineConfig) -> EvaluationResult:
         "n_series": len(task.splits.windows.ids),
         "epochs_run": trained.get("epochs_run"),
         "eval_split_hash": task.fingerprint(),
+        "eval_targets_hash": task.targets_fingerprint(),
         **task.headline.record(scores),
     }
     _write_evaluation(cfg, document, lambda tmp: task.plot(fc, tmp))

@@ -120,6 +120,7 @@ def combine_job(
         f"val_{val_metric}_by_weight": {f"{w:.1f}": v for w, v in choice.by_weight.items()},
         "train_seconds": sum(float(fc.metrics.get("train_seconds", 0.0)) for _, fc in loaded),
         "eval_split_hash": task.fingerprint(),
+        "eval_targets_hash": task.targets_fingerprint(),
         **task.headline.record(evaluation.metrics),
     }
     metadata = {

@@ -399,6 +399,19 @@ class Splits:
         key = f"{self.series.sha256}|{sorted(self.borders.items())}|{shape}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+    def targets_fingerprint(self) -> str:
+        """Identifies what a score is a score of: the source bytes, the training rows (the
+        scaler's), the validation and test windows' futures and the horizon, but not the
+        lookback. `split_borders` starts validation and test `input_size` rows early, so
+        models of different lookbacks score the same futures and share this fingerprint."""
+        size = self.test.input_size
+        targets = [
+            (name, (start + size, end) if name != "train" else (start, end))
+            for name, (start, end) in sorted(self.borders.items())
+        ]
+        key = f"{self.series.sha256}|{targets}|{self.test.horizon}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
 
 def make_splits(series: SeriesFrame, cfg: DataConfig, *, scaler: Scaler | None = None) -> Splits:
     """Cut a series into train/val/test windows on scaled values.

@@ -162,6 +162,7 @@ def train_job(
         "train_seconds": result.seconds,
         "precision": result.precision,
         "eval_split_hash": task.fingerprint(),
+        "eval_targets_hash": task.targets_fingerprint(),
         **task.headline.record(evaluation.metrics),
     }
     metadata = {

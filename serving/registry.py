@@ -45,7 +45,12 @@ from serving.registry_gates import (
     recalibration_verdict,
     same_point_model,
 )
-from serving.registry_scoring import PromotionError, score_version, stored_mse_scorer
+from serving.registry_scoring import (
+    PromotionError,
+    incomparable,
+    score_version,
+    stored_mse_scorer,
+)
 from serving.registry_store import (
     REQUIRED_METRICS,
     RegistryError,
@@ -76,6 +81,7 @@ __all__ = [
     "VersionInfo",
     "VersionNotFoundError",
     "coverage_problem",
+    "incomparable",
     "lineage_conflict",
     "lineage_of",
     "resolve_bentoml_home",

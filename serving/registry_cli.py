@@ -29,6 +29,7 @@ from serving.registry import (
     Registry,
     RegistryError,
     VersionInfo,
+    incomparable,
     lineage_of,
     stored_mse_scorer,
 )
@@ -73,9 +74,10 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "promote",
         help="make VERSION production if its stored MSE beats production's by --margin",
         description=(
-            "Compares the stored metrics.json MSE of VERSION and production; they must have "
-            "been evaluated on the same split (equal metadata eval_split_hash), otherwise "
-            "the promotion is refused unless --force is given."
+            "Compares the stored metrics.json MSE of VERSION and production; they must score "
+            "the same futures of the same data (equal eval_targets_hash, any lookback; "
+            "equal eval_split_hash for older artifacts), otherwise the promotion is refused "
+            "unless --force is given."
         ),
     )
     p_promote.add_argument("version", metavar="VERSION")
@@ -217,13 +219,11 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     else:
         production = registry.production()
         if production is not None and production.tag != candidate.tag:
-            cand_split = candidate.metadata.get("eval_split_hash")
-            prod_split = production.metadata.get("eval_split_hash")
-            if cand_split is None or cand_split != prod_split:
+            problem = incomparable(candidate, production)
+            if problem:
                 print(
-                    f"refusing to promote {candidate.tag}: its stored metrics were evaluated "
-                    f"on split {cand_split!r}, production {production.tag} on {prod_split!r}; "
-                    "compare them on one split (Registry.promote with a scorer) or pass --force",
+                    f"refusing to promote {candidate.tag}: {problem}; compare them on one "
+                    "split (Registry.promote with a scorer, as the pipeline does) or pass --force",
                     file=sys.stderr,
                 )
                 return 1

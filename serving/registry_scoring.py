@@ -58,15 +58,54 @@ def score_version(score: Callable[[Path], float], info: VersionInfo, role: str) 
     return value
 
 
+# What stored scores score, most specific first: `eval_targets_hash` names the data, its
+# splits and the futures forecast, not the lookback (artifacts trained since the thirteenth
+# session); `eval_split_hash` also names the window shape (every artifact has it).
+_SCORED_TARGETS = ("eval_targets_hash", "eval_split_hash")
+
+
+def _stored(info: VersionInfo, key: str) -> object:
+    """A version's `key`, from its registry metadata or else its artifact's metrics."""
+    return info.metadata.get(key, info.metrics.get(key))
+
+
+def incomparable(candidate: VersionInfo, other: VersionInfo) -> str | None:
+    """Why the stored headline scores of two versions cannot be compared, or None if they can.
+
+    They can when both score the same targets with the same headline metric: equal
+    `eval_targets_hash` where both record one (so models of different lookbacks compare),
+    otherwise equal `eval_split_hash` (older artifacts: the same window shape too).
+    """
+    for key in _SCORED_TARGETS:
+        mine, theirs = _stored(candidate, key), _stored(other, key)
+        if mine is None or theirs is None:
+            continue
+        if mine != theirs:
+            return (
+                f"stored metrics of {candidate.tag} ({key} {mine!r}) and {other.tag} "
+                f"({key} {theirs!r}) are not comparable: other data, splits or horizon"
+                + (" or lookback" if key == "eval_split_hash" else "")
+            )
+        if other.headline != candidate.headline:
+            return (
+                f"{candidate.tag} is judged by {candidate.headline} and {other.tag} by "
+                f"{other.headline}: models of different tasks are not compared"
+            )
+        return None
+    return (
+        f"stored metrics of {candidate.tag} and {other.tag} are not comparable: one of them "
+        "records no evaluation split (eval_split_hash)"
+    )
+
+
 def stored_mse_scorer(registry: VersionLocator, candidate: VersionInfo) -> Callable[[Path], float]:
     """A scorer that reads the headline scores stored with the versions (MSE, or OWA for an
     M4 model) instead of re-evaluating.
 
-    Stored metrics are only comparable when both versions were evaluated on the same split
-    and name the same headline, so scoring any version other than ``candidate`` raises
-    unless its metadata ``eval_split_hash`` equals the candidate's (and both are set) and
-    its headline metric is the candidate's. Because the checks run inside the scorer, they
-    also hold if production changes while the promotion runs.
+    Stored metrics are only comparable when both versions scored the same targets with the
+    same headline (`incomparable`), so scoring any version other than ``candidate`` raises
+    otherwise. Because the checks run inside the scorer, they also hold if production
+    changes while the promotion runs.
 
     Args:
         registry: The registry both versions live in.
@@ -75,22 +114,11 @@ def stored_mse_scorer(registry: VersionLocator, candidate: VersionInfo) -> Calla
     Returns:
         A callable for ``Registry.promote(score=...)``.
     """
-    split = candidate.metadata.get("eval_split_hash")
 
     def score(path: Path) -> float:
         info = registry.info_for_path(path)
-        if info.tag != candidate.tag:
-            other = info.metadata.get("eval_split_hash")
-            if split is None or other != split:
-                raise RegistryError(
-                    f"stored metrics of {candidate.tag} (eval_split_hash {split!r}) and "
-                    f"{info.tag} (eval_split_hash {other!r}) are not comparable"
-                )
-            if info.headline != candidate.headline:
-                raise RegistryError(
-                    f"{candidate.tag} is judged by {candidate.headline} and {info.tag} by "
-                    f"{info.headline}: models of different tasks are not compared"
-                )
+        if info.tag != candidate.tag and (problem := incomparable(candidate, info)):
+            raise RegistryError(problem)
         if info.score is None:
             raise RegistryError(f"{info.tag} has no stored {info.headline}")
         return info.score

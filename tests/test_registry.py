@@ -33,6 +33,7 @@ from serving.registry import (
     Registry,
     RegistryError,
     VersionNotFoundError,
+    stored_mse_scorer,
 )
 
 
@@ -87,6 +88,7 @@ def register(
     mse: float,
     split: str = "split-a",
     lineage: dict[str, Any] | None = None,
+    targets: str | None = None,
 ) -> str:
     meta: dict[str, Any] = {
         "params": {"lr": 1e-3, "backbone": "tiny"},
@@ -94,6 +96,8 @@ def register(
         "git_revision": "0123abc",
         "eval_split_hash": split,
     }
+    if targets is not None:  # what the scores score, whatever the lookback
+        meta["eval_targets_hash"] = targets
     if lineage is not None:
         meta["data_lineage"] = lineage
     return reg.register(make_artifact(tmp / name, mse), metadata=meta)
@@ -446,6 +450,32 @@ def test_cli(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and json.loads(out)["candidate"] == a
     code, _, err = run_cli(capsys, "show", "nosuchversion")
     assert code == 1 and "error:" in err
+
+
+def test_stored_scores_compare_across_lookbacks_by_their_targets(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another lookback reads other windows (eval_split_hash) of the same futures
+    (eval_targets_hash): its stored MSE is weighed against production's. Other futures are
+    refused by name; a version without a targets hash falls back to the split hash."""
+    reg = Registry()
+    prod = register(reg, tmp_path, "p", 1.0, split="L96", targets="t")
+    reg.promote(prod, score=None, margin=0.0, force=True)
+    longer = register(reg, tmp_path, "l", 0.5, split="L512", targets="t")
+    code, out, _ = run_cli(capsys, "promote", longer)
+    decision = json.loads(out)
+    assert code == 0 and decision["promoted"] and decision["production_mse"] == 1.0
+
+    elsewhere = register(reg, tmp_path, "e", 0.1, split="L512", targets="other-horizon")
+    code, _, err = run_cli(capsys, "promote", elsewhere)
+    assert code == 1 and "eval_targets_hash" in err and "--force" in err
+    with pytest.raises(RegistryError, match="eval_targets_hash .* not comparable"):
+        reg.promote(elsewhere, score=stored_mse_scorer(reg, reg.get(elsewhere)), margin=0.0)
+
+    legacy = register(reg, tmp_path, "o", 0.1, split="L96")  # no targets hash
+    code, _, err = run_cli(capsys, "promote", legacy)
+    assert code == 1 and "eval_split_hash" in err
+    assert reg.production_tag() == longer
 
 
 def test_cli_parser_composes(home: Path) -> None:

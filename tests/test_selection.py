@@ -96,8 +96,10 @@ def test_every_lookback_scores_the_same_test_targets(split_rule: str) -> None:
     channels = tuple(c for c in frame.columns if c != "date")
     series = SeriesFrame(frame, "date", channels, "synthetic", "test", "x", split_rule)  # type: ignore[arg-type]
     futures = {}
+    prints = set()
     for lookback in run.LOOKBACKS:
         splits = make_splits(series, DataConfig(input_size=lookback, horizon=96))
+        prints.add((splits.targets_fingerprint(), splits.fingerprint()))
         for name in ("val", "test"):
             windows = getattr(splits, name)
             ys = np.stack([windows[i][1].numpy() for i in (0, len(windows) - 1)])
@@ -107,6 +109,11 @@ def test_every_lookback_scores_the_same_test_targets(split_rule: str) -> None:
         assert len(counts) == 1, f"{name}: window counts differ across lookbacks: {counts}"
         for _, ys in seen[1:]:
             np.testing.assert_array_equal(ys, seen[0][1])
+    # So the registry compares their stored scores (eval_targets_hash), while the windows they
+    # read differ (eval_split_hash); another horizon forecasts other futures.
+    assert len({t for t, _ in prints}) == 1 and len({w for _, w in prints}) == len(run.LOOKBACKS)
+    other = make_splits(series, DataConfig(input_size=96, horizon=192)).targets_fingerprint()
+    assert other not in {t for t, _ in prints}
 
 
 def test_lookback_cells_are_named_and_parsed() -> None:

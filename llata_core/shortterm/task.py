@@ -99,6 +99,13 @@ class ShortTermSplits:
         key = f"{self.sha256}|{w.input_size}|{w.horizon}|{w.seasonality}|{len(w.ids)}"
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+    def targets_fingerprint(self) -> str:
+        """Identifies what a score is a score of: the source bytes, the series and their test
+        horizons, but not the lookback (every lookback scores each series' same horizon)."""
+        w = self.windows
+        key = f"{self.sha256}|targets|{w.horizon}|{w.seasonality}|{len(w.ids)}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
 
 def _long_format_series(
     cfg: DataConfig,

@@ -144,7 +144,12 @@ class ForecastTask(Protocol):
     def train(self) -> Dataset: ...
 
     def fingerprint(self) -> str:
-        """Identifies the evaluation data; equal fingerprints mean comparable scores."""
+        """Identifies the evaluation windows: the data, its splits and the window shape."""
+        ...
+
+    def targets_fingerprint(self) -> str:
+        """Identifies what the scores score (the data, its splits, the futures forecast), not
+        the lookback: equal fingerprints mean comparable scores (`eval_targets_hash`)."""
         ...
 
     def describe(self) -> str:

@@ -99,6 +99,9 @@ class LongTermTask:
     def fingerprint(self) -> str:
         return self.splits.fingerprint()
 
+    def targets_fingerprint(self) -> str:
+        return self.splits.targets_fingerprint()
+
     def describe(self) -> str:
         s = self.splits
         return (

@@ -106,6 +106,9 @@ class ShortTermTask:
     def fingerprint(self) -> str:
         return self.splits.fingerprint()
 
+    def targets_fingerprint(self) -> str:
+        return self.splits.targets_fingerprint()
+
     def describe(self) -> str:
         w = self.splits.windows
         return (
