@@ -130,6 +130,18 @@ class RunnerParams(_Frozen):
     max_workers: int | None = Field(None, ge=1)
     address: str | None = None
 
+    def shares(self, n_candidates: int, cores: int) -> tuple[int, int | None]:
+        """How many candidates train at once on this machine, and the torch threads each
+        gets (None: torch's default, as in `thread`, or a remote cluster's to decide).
+
+        The DVC stage trains the candidates one after another with the same threads, so its
+        numbers are the flow's: bf16 reductions round differently with other thread counts.
+        """
+        workers = self.max_workers or max(1, min(n_candidates, cores))
+        if self.kind == "thread" or (self.kind == "dask" and self.address):
+            return workers, None
+        return workers, max(1, cores // workers)
+
 
 class SelectionParams(_Frozen):
     """How the winner is chosen among the candidates.

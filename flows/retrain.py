@@ -206,18 +206,16 @@ def candidate_runner(params: RunnerParams, n_candidates: int) -> tuple[TaskRunne
     candidate's initialisation, as it would in threads), `dask` on a Dask cluster through
     prefect-dask: the one at `address`, or a local cluster of worker processes.
     """
-    cores = os.cpu_count() or 1
-    workers = params.max_workers or max(1, min(n_candidates, cores))
-    threads = max(1, cores // workers)
+    workers, threads = params.shares(n_candidates, os.cpu_count() or 1)
     if params.kind == "dask":
         from prefect_dask import DaskTaskRunner
 
         if params.address:
-            return DaskTaskRunner(address=params.address), None
+            return DaskTaskRunner(address=params.address), threads
         cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
         return DaskTaskRunner(cluster_kwargs=cluster), threads
     if params.kind == "thread":
-        return ThreadPoolTaskRunner(max_workers=workers), None
+        return ThreadPoolTaskRunner(max_workers=workers), threads
     return ProcessPoolTaskRunner(max_workers=workers), threads
 
 

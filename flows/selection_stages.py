@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from typing import TYPE_CHECKING
 
@@ -128,5 +129,20 @@ def read_selection(cfg: PipelineConfig) -> Selection | None:
 
 def train_stage(cfg: PipelineConfig) -> Selection:
     """Train every candidate one after another, then select (the DVC stage and
-    `llata pipeline train`; the Prefect flow trains them in parallel tasks instead)."""
-    return select_stage(cfg, [train_candidate_stage(cfg, name) for name in cfg.candidates])
+    `llata pipeline train`; the Prefect flow trains them in parallel tasks instead).
+
+    Each trains with the torch threads the flow's task runner would give it
+    (`RunnerParams.shares`), so that both paths give the same numbers on one machine.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    _, threads = cfg.params.selection.runner.shares(len(cfg.candidates), cores)
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        reports = [train_candidate_stage(cfg, name) for name in cfg.candidates]
+    finally:
+        torch.set_num_threads(before)
+    return select_stage(cfg, reports)

@@ -372,11 +372,24 @@ def test_synthetic_data_is_recorded_in_the_model_metadata(
     assert metadata["raw_data_source"] == "synthetic"
 
 
+def test_runner_shares_the_cores_among_the_candidates() -> None:
+    from flows.params import RunnerParams
+
+    assert RunnerParams().shares(3, cores=2) == (2, 1)  # two at once, one thread each
+    assert RunnerParams().shares(2, cores=16) == (2, 8)
+    assert RunnerParams(max_workers=1).shares(3, cores=2) == (1, 2)
+    assert RunnerParams(kind="thread").shares(3, cores=2) == (2, None)  # one process
+    assert RunnerParams(kind="dask", address="tcp://x:8786").shares(3, cores=2)[1] is None
+
+
 def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rule(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dataclasses import replace
 
+    import torch
+
+    from flows import selection_stages
     from flows.selection_stages import select_stage, train_stage
     from flows.stages import features_stage
     from llata_core.forecaster import Forecaster
@@ -387,7 +400,20 @@ def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rul
     params = sine_workspace(tmp_path / "ws", candidates=candidates)
     cfg = load_pipeline_config(params)
     features_stage(cfg)
+    # Each candidate trains with the torch threads the flow's runner gives it (bf16 sums
+    # round by thread count), and the stage leaves the process's setting as it found it.
+    threads_seen: list[int] = []
+    real = selection_stages.train_candidate_stage
+
+    def train_and_note_threads(*args: Any) -> Any:
+        threads_seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(selection_stages, "train_candidate_stage", train_and_note_threads)
+    before = torch.get_num_threads()
     selection = train_stage(cfg)
+    expected = cfg.params.selection.runner.shares(2, os.cpu_count() or 1)[1]
+    assert threads_seen == [expected or before] * 2 and torch.get_num_threads() == before
     *singles, combo = selection.candidates
     first, second = sorted(singles, key=lambda c: c.val_score)
     assert [c.name for c in singles] == ["dlinear-48", "dlinear"]
