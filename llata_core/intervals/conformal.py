@@ -36,20 +36,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from llata_core.config import ShortTermNormalizer
+
 INTERVALS_FORMAT = "1"
 MAX_LEVELS = 5
 DEFAULT_LEVELS = (80.0, 95.0)
 METHOD = "split-conformal-absolute-residual"
 
-Normalizer = Literal["none", "seasonal-mae", "seasonal-rmse"]
-NORMALIZERS: tuple[Normalizer, ...] = ("none", "seasonal-mae", "seasonal-rmse")
+# Absolute residuals (`none`), or divided by a window scale (the short-term task's choices).
+Normalizer = Literal["none", ShortTermNormalizer]
+NORMALIZERS: tuple[Normalizer, ...] = get_args(Normalizer)
 # The power `p` of each window scale, `(mean_t |x_t - x_{t-m}|^p)^(1/p)`.
 _SCALE_POWER: dict[str, int] = {"seasonal-mae": 1, "seasonal-rmse": 2}
 
