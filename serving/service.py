@@ -19,6 +19,10 @@ Endpoints:
                            "model_version"}``: up to LLATA_MAX_WINDOWS windows, each as
                            /forecast takes one, forecast together by one model version; the
                            forecasts in the windows' order.
+    POST /forecast_batch.npy   the same for a ``.npy`` body (``Content-Type: application/x-npy``):
+                           one ``[windows, steps, channels]`` float32/float64 array
+                           (``np.save``), ``?horizon=96&levels=80&levels=95`` in the query;
+                           the same answer (``serving/npy.py``).
     POST /forecast_series  ``{"series_id": "...", "horizon": int?, "levels": [...]?}``:
                            forecasts the series' context window read from the Feast online
                            store.
@@ -57,12 +61,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import bentoml
+import numpy as np
 from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 with bentoml.importing():
@@ -82,10 +90,12 @@ with bentoml.importing():
         SeriesForecastResponse,
         SeriesRequest,
         error_response,
+        schema_error_response,
     )
     from serving.contract import ContractRoutes, openapi_document
     from serving.guard import RequestGuard
     from serving.inputs import fit_request_window, fit_request_windows, fit_window
+    from serving.npy import NPY_PATH, read_options, read_windows
     from serving.registry import DEFAULT_MODEL_NAME, Registry
     from serving.settings import serving_settings
     from serving.watcher import ModelWatcher, ServedModel
@@ -245,6 +255,32 @@ class ForecastService:
         levels: list[float] | None = None,
     ) -> Response:
         """Forecast several history windows in one request, all with one model version."""
+        pairs = [(window.history, window.timestamps) for window in windows]
+        return await self._forecast_windows(pairs, horizon, levels)
+
+    # A FastAPI route (serving/npy.py says why this body has a path of its own): BentoML's
+    # APIs read JSON or multipart bodies only.
+    @model_app.post(NPY_PATH)
+    async def forecast_batch_npy(self, request: Request) -> Response:
+        """``/forecast_batch`` for a ``.npy`` body: the windows as one ``[windows, steps,
+        channels]`` float array, ``horizon`` and ``levels`` in the query."""
+        try:
+            options = read_options(request.query_params.multi_items())
+            windows = read_windows(await request.body(), self.settings.limits)
+        except ValidationError as exc:
+            return schema_error_response(exc)
+        except RequestError as problem:
+            return problem.answer()
+        pairs = [(window, None) for window in windows]
+        return await self._forecast_windows(pairs, options.horizon, options.levels)
+
+    async def _forecast_windows(
+        self,
+        windows: Sequence[tuple[list[list[float]] | np.ndarray, list[str] | None]],
+        horizon: int | None,
+        levels: list[float] | None,
+    ) -> Response:
+        """A batch request's answer: its ``(history, timestamps)`` windows forecast together."""
         # The windows are checked against one served version and submitted together, so they
         # share model calls; a window is answered by the version it was checked against, or,
         # once that one is gone (two swaps within the request), by the current one. The rare
