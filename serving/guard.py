@@ -25,7 +25,7 @@ class RequestGuard:
     """Answers 401, 415 or 413 itself, or hands the request on with its body buffered.
 
     A body's media type is the one ``contract.BODY_MEDIA_TYPES`` names for its path (JSON
-    elsewhere); a missing ``Content-Type`` is taken for JSON.
+    elsewhere); a missing ``Content-Type`` is taken for the path's.
 
     Health and metrics paths (``contract.OPEN_PATHS``) stay open.
 
@@ -61,9 +61,9 @@ class RequestGuard:
                 await _reply(scope, receive, send, 401, "invalid bearer token")
                 return
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            content_type = headers.get(b"content-type", b"application/json")
-            media = content_type.split(b";")[0].strip().lower().decode("latin-1")
             expected = BODY_MEDIA_TYPES.get(scope["path"], "application/json")
+            content_type = headers.get(b"content-type", expected.encode())
+            media = content_type.split(b";")[0].strip().lower().decode("latin-1")
             if media != expected:
                 message = f"send {_WHAT[expected]} (Content-Type: {expected}), not {media}"
                 if media == NPY_MEDIA_TYPE:

@@ -368,6 +368,9 @@ def test_each_path_takes_its_own_media_type_and_the_guard_holds(running: Running
     octets = _post_npy(running, body, media="application/octet-stream")
     anonymous = _post_npy(running, body, token=False)
     oversized = _post_npy(running, body + b"\0" * MAX_BYTES)
+    # Without a Content-Type a body is taken for the path's media type (JSON elsewhere).
+    bare = running.session().post(f"{running.url}/forecast_batch.npy", data=body, timeout=60)
+    nothing = running.session().post(f"{running.url}/forecast_batch.npy", timeout=60)
 
     assert json_to_npy.status_code == 415, json_to_npy.text
     assert "Content-Type: application/x-npy" in json_to_npy.json()["error"]
@@ -377,3 +380,5 @@ def test_each_path_takes_its_own_media_type_and_the_guard_holds(running: Running
     assert anonymous.status_code == 401 and "missing bearer token" in anonymous.json()["error"]
     assert oversized.status_code == 413, oversized.text
     assert f"limit of {MAX_BYTES} bytes" in oversized.json()["error"]
+    assert bare.status_code == 200, bare.text
+    assert nothing.status_code == 400 and "not a .npy array" in nothing.json()["error"]
