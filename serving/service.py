@@ -42,12 +42,13 @@ reports the version it serves in ``llata_model_serving{version}`` on /metrics
 adaptive batcher (``serving/batching.py``).
 
 Errors answer JSON ``{"error": "..."}`` (schema errors add a ``"detail"`` list): 400 the body
-breaks the published schema (bad JSON, wrong types, NaN/inf, ragged rows, limits), 401 token,
-404 unknown series, 405 a method the path does not serve, 409 feature store window
-incompatible with the model, 413 body too large, 415 not JSON, 422 a schema-valid body the
-model cannot forecast (channels, too short, timestamps not one per row or uneven, non-finite
-forecast, levels asked of a model without calibrated intervals or beyond its calibrated
-horizon; /forecast_batch names the window, ``windows[3]: ...``), 501 no feature store
+breaks the published schema (bad JSON or not a float ``.npy`` array, wrong types, NaN/inf,
+ragged rows, limits), 401 token, 404 unknown series, 405 a method the path does not serve, 409
+feature store window incompatible with the model, 413 body too large, 415 not the path's media
+type (JSON; ``.npy`` on /forecast_batch.npy), 422 a schema-valid body the model cannot
+forecast (channels, too short, timestamps not one per row or uneven, non-finite forecast,
+levels asked of a model without calibrated intervals or beyond its calibrated horizon;
+/forecast_batch names the window, ``windows[3]: ...``), 501 no feature store
 configured, 503 no production model (with the reason) or overloaded.
 
 Configuration: environment variables, listed in ``serving/settings.py`` and read once per
