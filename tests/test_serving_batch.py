@@ -3,9 +3,12 @@
 One server (two workers, a bearer token, the tiny calibrated version "a" promoted, at most
 MAX_WINDOWS windows a request), started as tests/test_service_contract.py starts its own.
 Each window of a batch must be answered exactly as `/forecast` answers it alone, by one model
-version for the whole request, also while a promotion swaps the model under load. Its
-contract (the document, every status, schemathesis) is tested with the other endpoints' in
-tests/test_service_contract.py.
+version for the whole request, also while a promotion swaps the model under load. The same
+windows sent as one `.npy` array to `/forecast_batch.npy` must be answered exactly as the
+JSON body is, and every malformed array refused naming its problem. Its contract (the
+document, every status, schemathesis) is tested with the other endpoints' in
+tests/test_service_contract.py. The hot swap runs last: it leaves version "b", which has no
+intervals, in production.
 """
 
 from __future__ import annotations
@@ -164,63 +167,6 @@ def test_levels_the_calibration_cannot_answer_refuse_the_request(running: Runnin
 
     assert r.status_code == 422, r.text
     assert f"calibrated for {HORIZON} steps" in r.json()["error"]
-
-
-# --------------------------------------------------------------------------- hot swap
-
-
-def test_one_version_answers_each_request_across_a_hot_swap(running: Running) -> None:
-    """Threads send batches while version "b" is promoted: every answer comes from the one
-    version it names, for all of its windows (they differ, so a mix would show)."""
-    windows = _windows(seed=40)
-    items = [{"history": w.tolist()} for w in windows]
-    root = running.artifact.parent.parent  # start_server's root
-    artifacts = {"a": running.artifact, "b": running.artifact.with_name("b")}
-    expected = {
-        name: [Forecaster.load(path).predict(w) for w in windows]
-        for name, path in artifacts.items()
-    }
-    stop = threading.Event()
-    answers: list[dict[str, Any]] = []
-    failures: list[str] = []
-
-    def hammer() -> None:
-        s = running.session()
-        while not stop.is_set():
-            r = s.post(f"{running.url}/forecast_batch", json={"windows": items}, timeout=60)
-            if r.status_code != 200:
-                failures.append(f"{r.status_code} {r.text}")
-            else:
-                answers.append(r.json())
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(tempfile, "tempdir", str(root))  # BentoML stages models there
-            registry = Registry(bentoml_home=root / "bentoml")
-            tag = registry.register(artifacts["b"], metadata={"eval_split_hash": "s"})
-            registry.promote(tag, score=None, margin=0.0, force=True)
-        new = tag.split(":", 1)[1]
-        wait_serving(running.url, new, running.workers)
-        deadline = time.monotonic() + 60
-        while sum(a["model_version"] == new for a in answers) < 8:
-            assert time.monotonic() < deadline and not failures, failures[:3]
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-
-    assert not failures, failures[:3]
-    names = {running.version: "a", new: "b"}
-    assert {a["model_version"] for a in answers} == set(names)
-    for answer in answers:
-        name = names[answer["model_version"]]
-        for got, want in zip(answer["forecasts"], expected[name], strict=True):
-            np.testing.assert_allclose(got["forecast"], want, rtol=1e-5, atol=1e-5)
-    assert not any(np.allclose(expected["a"][i], expected["b"][i]) for i in range(len(windows)))
 
 
 # --------------------------------------------------------------------------- .npy bodies
@@ -382,3 +328,60 @@ def test_each_path_takes_its_own_media_type_and_the_guard_holds(running: Running
     assert f"limit of {MAX_BYTES} bytes" in oversized.json()["error"]
     assert bare.status_code == 200, bare.text
     assert nothing.status_code == 400 and "not a .npy array" in nothing.json()["error"]
+
+
+# --------------------------------------------------------------------------- hot swap
+
+
+def test_one_version_answers_each_request_across_a_hot_swap(running: Running) -> None:
+    """Threads send batches while version "b" is promoted: every answer comes from the one
+    version it names, for all of its windows (they differ, so a mix would show)."""
+    windows = _windows(seed=40)
+    items = [{"history": w.tolist()} for w in windows]
+    root = running.artifact.parent.parent  # start_server's root
+    artifacts = {"a": running.artifact, "b": running.artifact.with_name("b")}
+    expected = {
+        name: [Forecaster.load(path).predict(w) for w in windows]
+        for name, path in artifacts.items()
+    }
+    stop = threading.Event()
+    answers: list[dict[str, Any]] = []
+    failures: list[str] = []
+
+    def hammer() -> None:
+        s = running.session()
+        while not stop.is_set():
+            r = s.post(f"{running.url}/forecast_batch", json={"windows": items}, timeout=60)
+            if r.status_code != 200:
+                failures.append(f"{r.status_code} {r.text}")
+            else:
+                answers.append(r.json())
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(root))  # BentoML stages models there
+            registry = Registry(bentoml_home=root / "bentoml")
+            tag = registry.register(artifacts["b"], metadata={"eval_split_hash": "s"})
+            registry.promote(tag, score=None, margin=0.0, force=True)
+        new = tag.split(":", 1)[1]
+        wait_serving(running.url, new, running.workers)
+        deadline = time.monotonic() + 60
+        while sum(a["model_version"] == new for a in answers) < 8:
+            assert time.monotonic() < deadline and not failures, failures[:3]
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+
+    assert not failures, failures[:3]
+    names = {running.version: "a", new: "b"}
+    assert {a["model_version"] for a in answers} == set(names)
+    for answer in answers:
+        name = names[answer["model_version"]]
+        for got, want in zip(answer["forecasts"], expected[name], strict=True):
+            np.testing.assert_allclose(got["forecast"], want, rtol=1e-5, atol=1e-5)
+    assert not any(np.allclose(expected["a"][i], expected["b"][i]) for i in range(len(windows)))
