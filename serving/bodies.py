@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    ValidationError,
     field_validator,
 )
 from starlette.responses import JSONResponse
@@ -125,10 +126,22 @@ class ForecastRequest(HistoryWindow):
     levels: Levels | None = Field(default=None, description=LEVELS_DESCRIPTION)
 
 
-class BatchRequest(BaseModel):
-    """Body of ``POST /forecast_batch``: several windows, one horizon and one set of levels."""
+class BatchOptions(BaseModel):
+    """What ``POST /forecast_batch`` asks of all its windows: the query of
+    ``POST /forecast_batch.npy``, and ``BatchRequest``'s fields besides its windows."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    horizon: Horizon | None = Field(
+        default=None, description=HORIZON_DESCRIPTION + "; the same for every window"
+    )
+    levels: Levels | None = Field(
+        default=None, description=LEVELS_DESCRIPTION + "; the same for every window"
+    )
+
+
+class BatchRequest(BatchOptions):
+    """Body of ``POST /forecast_batch``: several windows, one horizon and one set of levels."""
 
     windows: list[HistoryWindow] = Field(
         min_length=1,
@@ -136,12 +149,6 @@ class BatchRequest(BaseModel):
         description="the windows to forecast, each as `/forecast` takes one (`history`, and "
         f"`timestamps` if wanted); at most {LIMITS.max_windows} (LLATA_MAX_WINDOWS), and the "
         f"whole body at most {LIMITS.max_request_bytes} bytes (LLATA_MAX_REQUEST_BYTES)",
-    )
-    horizon: Horizon | None = Field(
-        default=None, description=HORIZON_DESCRIPTION + "; the same for every window"
-    )
-    levels: Levels | None = Field(
-        default=None, description=LEVELS_DESCRIPTION + "; the same for every window"
     )
 
 
@@ -311,3 +318,13 @@ def error_response(status: int, message: str, *, retry_after: int | None = None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def schema_error_response(exc: ValidationError) -> JSONResponse:
+    """The 400 answer to a request that breaks its schema, as BentoML answers a body that
+    fails its model: the violations in ``detail``, each with its location, type and message."""
+    detail = exc.errors(include_context=False, include_input=False)
+    return JSONResponse(
+        {"error": f"{exc.error_count()} validation error for {exc.title}", "detail": detail},
+        status_code=400,
+    )

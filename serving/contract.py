@@ -30,6 +30,7 @@ from llata_core.intervals import MAX_LEVELS
 from serving.bodies import (
     LIMITS,
     BatchForecastResponse,
+    BatchOptions,
     BatchRequest,
     ErrorBody,
     ForecastRequest,
@@ -38,6 +39,7 @@ from serving.bodies import (
     SeriesForecastResponse,
     SeriesRequest,
 )
+from serving.npy import NPY_MEDIA_TYPE, NPY_PATH
 
 # --------------------------------------------------------------------------- operations
 
@@ -54,8 +56,10 @@ class Operation:
     method: str
     summary: str
     answers: Mapping[int, str]
-    request: type[BaseModel] | None = None
+    request: type[BaseModel] | None = None  # the JSON body's model
     answer: type[BaseModel] | None = None  # None: a text/plain 200
+    media_type: str = "application/json"  # the request body's (NPY_MEDIA_TYPE: an array)
+    query: type[BaseModel] | None = None  # the query parameters' model
     protected: bool = True
     text_errors: bool = False
     tags: tuple[str, ...] = ("forecasting",)
@@ -110,6 +114,29 @@ FORECAST_BATCH = Operation(
         f"message names it, `windows[3]: ...`) with {_WINDOW_REFUSED}, or {_LEVELS_REFUSED}",
         503: _REFUSED[503] + ", or the production model changed twice while the request was "
         "forecast (retry)",
+    },
+)
+FORECAST_BATCH_NPY = Operation(
+    path=NPY_PATH,
+    method="post",
+    summary="/forecast_batch for a binary body: the windows as one .npy array (np.save) of "
+    "shape [windows, steps, channels], float32 or float64; horizon and levels in the query "
+    "(?horizon=24&levels=80&levels=95). The same answer as /forecast_batch's (no timestamps).",
+    media_type=NPY_MEDIA_TYPE,
+    query=BatchOptions,
+    answer=BatchForecastResponse,
+    answers={
+        **FORECAST_BATCH.answers,
+        400: "not one .npy array (a pickle or object dtype, an .npz archive, a header that "
+        "does not parse), a dtype other than float32/float64, a rank other than 3, no windows "
+        f"or more than {LIMITS.max_windows} (LLATA_MAX_WINDOWS), more steps or channels than "
+        "LLATA_MAX_STEPS/LLATA_MAX_CHANNELS, a body shorter or longer than its header says, a "
+        "NaN or infinite value, or query parameters breaking their schema (`detail` lists "
+        "each violation)",
+        415: "a body that is not application/x-npy",
+        422: "an array the model cannot forecast, the whole request refused (`windows[0]: "
+        "...`: fewer steps than its input_size, not as many channels as it has, values so "
+        f"large that the forecast is not finite), or {_LEVELS_REFUSED}",
     },
 )
 FORECAST_SERIES = Operation(
@@ -174,7 +201,7 @@ OTHERS = (
 def operations(*, feature_store: bool) -> tuple[Operation, ...]:
     """Every documented operation of a server with or without a feature store."""
     series = FORECAST_SERIES if feature_store else FORECAST_SERIES_WITHOUT_STORE
-    return (FORECAST, FORECAST_BATCH, series, *OTHERS)
+    return (FORECAST, FORECAST_BATCH, FORECAST_BATCH_NPY, series, *OTHERS)
 
 
 # Open without the bearer token: the probes and metrics an orchestrator reads.
@@ -185,6 +212,10 @@ ALLOWED_METHODS: dict[str, frozenset[str]] = {
     for op in operations(feature_store=True)
 }
 ALLOWED_METHODS["/docs.json"] = frozenset({"GET", "HEAD"})
+# The media type of each path's request body.
+BODY_MEDIA_TYPES = {
+    op.path: op.media_type for op in operations(feature_store=True) if op.method == "post"
+}
 
 
 # --------------------------------------------------------------------------- the document
@@ -232,7 +263,8 @@ def openapi_document(
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     paths: dict[str, Any] = {}
     for op in operations(feature_store=feature_store):
-        paths.setdefault(op.path, {})[op.method] = _operation(op, secured=auth and op.protected)
+        spec = _operation(op, secured=auth and op.protected, shape=shape)
+        paths.setdefault(op.path, {})[op.method] = spec
     return {
         "openapi": "3.1.0",
         "info": {
@@ -272,7 +304,7 @@ def _fit_to_model(schema: dict[str, Any], shape: ModelShape) -> dict[str, Any]:
     return schema
 
 
-def _operation(op: Operation, *, secured: bool) -> dict[str, Any]:
+def _operation(op: Operation, *, secured: bool, shape: ModelShape | None) -> dict[str, Any]:
     answers = dict(op.answers)
     if secured:
         answers[401] = "missing or wrong bearer token"
@@ -286,7 +318,57 @@ def _operation(op: Operation, *, secured: bool) -> dict[str, Any]:
     if op.request is not None:
         body = {"$ref": f"#/components/schemas/{op.request.__name__}"}
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    elif op.media_type == NPY_MEDIA_TYPE:
+        content = {NPY_MEDIA_TYPE: {"schema": _npy_body(shape)}}
+        spec["requestBody"] = {"required": True, "content": content}
+    if op.query is not None:
+        spec["parameters"] = _query_parameters(op.query, shape)
     return spec
+
+
+def _npy_body(shape: ModelShape | None) -> dict[str, Any]:
+    """The schema of a ``.npy`` body: binary, its limits in words (no JSON schema reads it)."""
+    description = (
+        "one array written by np.save (a .npy file, never a pickle): shape [windows, steps, "
+        f"channels], float32 or float64, every value finite; 1 to {LIMITS.max_windows} windows "
+        f"(LLATA_MAX_WINDOWS), 1 to {LIMITS.max_steps} steps (LLATA_MAX_STEPS; the last "
+        f"input_size are read), 1 to {LIMITS.max_channels} channels in the model's order "
+        f"(GET /model), the body at most {LIMITS.max_request_bytes} bytes "
+        "(LLATA_MAX_REQUEST_BYTES)"
+    )
+    if shape is not None:
+        description += (
+            f". Model {shape.version}: at least {shape.input_size} steps of "
+            f"{len(shape.channels)} channels ({', '.join(shape.channels)})"
+        )
+    return {
+        "type": "string",
+        "format": "binary",
+        "contentMediaType": NPY_MEDIA_TYPE,
+        "description": description,
+    }
+
+
+def _query_parameters(query: type[BaseModel], shape: ModelShape | None) -> list[dict[str, Any]]:
+    """The query parameters of ``query``'s fields, each with its field's schema (an absent
+    parameter is the field's default; a list is repeated: ``?levels=80&levels=95``)."""
+    schema = query.model_json_schema()
+    if shape is not None:
+        schema = _fit_to_model(schema, shape)
+    parameters = []
+    for name, field in schema["properties"].items():
+        (value,) = (s for s in field.get("anyOf", [field]) if s.get("type") != "null")
+        parameter = {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", ()),
+            "description": field.get("description", ""),
+            "schema": value,
+        }
+        if value.get("type") == "array":
+            parameter.update(style="form", explode=True)
+        parameters.append(parameter)
+    return parameters
 
 
 def _response(op: Operation, status: int, why: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
-"""The request guard: bearer token, JSON-only bodies and the body size limit, as ASGI middleware.
+"""The request guard: bearer token, each path's body media type and the body size limit, as ASGI
+middleware.
 
-It runs before BentoML parses anything, so an unauthorised, non-JSON or oversized request is
-answered without being read into the service.
+It runs before BentoML parses anything, so an unauthorised, oversized request or one whose body
+is not the path's media type (JSON; ``application/x-npy`` on ``/forecast_batch.npy``) is
+answered without being read into the service. Binary bodies keep the same size limit: one of
+windows as float64 is a fraction of the same windows written as JSON.
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from serving.bodies import error_response
-from serving.contract import OPEN_PATHS
+from serving.contract import BODY_MEDIA_TYPES, OPEN_PATHS
+from serving.npy import NPY_MEDIA_TYPE, NPY_PATH
+
+# How a 415 names each media type a path takes.
+_WHAT = {"application/json": "JSON", NPY_MEDIA_TYPE: "one .npy array (np.save)"}
 
 
 class RequestGuard:
     """Answers 401, 415 or 413 itself, or hands the request on with its body buffered.
+
+    A body's media type is the one ``contract.BODY_MEDIA_TYPES`` names for its path (JSON
+    elsewhere); a missing ``Content-Type`` is taken for the path's.
 
     Health and metrics paths (``contract.OPEN_PATHS``) stay open.
 
@@ -51,16 +61,14 @@ class RequestGuard:
                 await _reply(scope, receive, send, 401, "invalid bearer token")
                 return
         if scope["method"] in ("POST", "PUT", "PATCH"):
-            content_type = headers.get(b"content-type", b"application/json")
-            media = content_type.split(b";")[0].strip().lower()
-            if media != b"application/json":
-                await _reply(
-                    scope,
-                    receive,
-                    send,
-                    415,
-                    f"send JSON (Content-Type: application/json), not {media.decode('latin-1')}",
-                )
+            expected = BODY_MEDIA_TYPES.get(scope["path"], "application/json")
+            content_type = headers.get(b"content-type", expected.encode())
+            media = content_type.split(b";")[0].strip().lower().decode("latin-1")
+            if media != expected:
+                message = f"send {_WHAT[expected]} (Content-Type: {expected}), not {media}"
+                if media == NPY_MEDIA_TYPE:
+                    message += f"; a .npy body of windows goes to POST {NPY_PATH}"
+                await _reply(scope, receive, send, 415, message)
                 return
             declared = headers.get(b"content-length")
             if declared is not None and (

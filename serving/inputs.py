@@ -9,13 +9,13 @@ timestamps themselves say whether they are evenly spaced. A request that fails h
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from llata_core.timestamps import extend_timestamps
-from serving.bodies import HistoryWindow, RequestError
+from serving.bodies import RequestError
 
 
 def fit_window(
@@ -78,7 +78,7 @@ def future_timestamps(timestamps: list[str], rows: int, horizon: int) -> list[st
 
 
 def fit_request_window(
-    history: list[list[float]],
+    history: list[list[float]] | np.ndarray,
     timestamps: list[str] | None,
     input_size: int,
     channels: tuple[str, ...],
@@ -97,20 +97,23 @@ def fit_request_window(
 
 
 def fit_request_windows(
-    windows: Sequence[HistoryWindow], input_size: int, channels: tuple[str, ...], horizon: int
+    windows: Iterable[tuple[list[list[float]] | np.ndarray, list[str] | None]],
+    input_size: int,
+    channels: tuple[str, ...],
+    horizon: int,
 ) -> list[tuple[np.ndarray, list[str] | None]]:
-    """:func:`fit_request_window` for each of a ``/forecast_batch`` request's windows, in order.
+    """:func:`fit_request_window` for each of a batch request's windows, in order: the
+    ``(history, timestamps)`` of a JSON body's windows, or the ``(window, None)`` of a
+    ``.npy`` body's ``[windows, steps, channels]`` array.
 
     Raises:
         RequestError: 422 for the first window the model cannot take, named by its index
             (``windows[3]: history has 5 steps, ...``).
     """
     fitted = []
-    for i, window in enumerate(windows):
+    for i, (history, timestamps) in enumerate(windows):
         try:
-            fitted.append(
-                fit_request_window(window.history, window.timestamps, input_size, channels, horizon)
-            )
+            fitted.append(fit_request_window(history, timestamps, input_size, channels, horizon))
         except RequestError as problem:
             raise RequestError(problem.status, f"windows[{i}]: {problem.message}") from None
     return fitted

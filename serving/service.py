@@ -19,6 +19,10 @@ Endpoints:
                            "model_version"}``: up to LLATA_MAX_WINDOWS windows, each as
                            /forecast takes one, forecast together by one model version; the
                            forecasts in the windows' order.
+    POST /forecast_batch.npy   the same for a ``.npy`` body (``Content-Type: application/x-npy``):
+                           one ``[windows, steps, channels]`` float32/float64 array
+                           (``np.save``), ``?horizon=96&levels=80&levels=95`` in the query;
+                           the same answer (``serving/npy.py``).
     POST /forecast_series  ``{"series_id": "...", "horizon": int?, "levels": [...]?}``:
                            forecasts the series' context window read from the Feast online
                            store.
@@ -38,12 +42,13 @@ reports the version it serves in ``llata_model_serving{version}`` on /metrics
 adaptive batcher (``serving/batching.py``).
 
 Errors answer JSON ``{"error": "..."}`` (schema errors add a ``"detail"`` list): 400 the body
-breaks the published schema (bad JSON, wrong types, NaN/inf, ragged rows, limits), 401 token,
-404 unknown series, 405 a method the path does not serve, 409 feature store window
-incompatible with the model, 413 body too large, 415 not JSON, 422 a schema-valid body the
-model cannot forecast (channels, too short, timestamps not one per row or uneven, non-finite
-forecast, levels asked of a model without calibrated intervals or beyond its calibrated
-horizon; /forecast_batch names the window, ``windows[3]: ...``), 501 no feature store
+breaks the published schema (bad JSON or not a float ``.npy`` array, wrong types, NaN/inf,
+ragged rows, limits), 401 token, 404 unknown series, 405 a method the path does not serve, 409
+feature store window incompatible with the model, 413 body too large, 415 not the path's media
+type (JSON; ``.npy`` on /forecast_batch.npy), 422 a schema-valid body the model cannot
+forecast (channels, too short, timestamps not one per row or uneven, non-finite forecast,
+levels asked of a model without calibrated intervals or beyond its calibrated horizon;
+/forecast_batch names the window, ``windows[3]: ...``), 501 no feature store
 configured, 503 no production model (with the reason) or overloaded.
 
 Configuration: environment variables, listed in ``serving/settings.py`` and read once per
@@ -57,22 +62,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import bentoml
 import numpy as np
-import orjson
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import ValidationError
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 with bentoml.importing():
     import anyio
     import torch
 
-    from serving.batching import Outcome, WindowBatcher
+    from serving.answers import batch_answer, forecast_answer
+    from serving.batching import WindowBatcher
     from serving.bodies import (
         BatchForecastResponse,
         BatchRequest,
@@ -83,12 +90,13 @@ with bentoml.importing():
         RequestError,
         SeriesForecastResponse,
         SeriesRequest,
-        WindowForecast,
         error_response,
+        schema_error_response,
     )
     from serving.contract import ContractRoutes, openapi_document
     from serving.guard import RequestGuard
     from serving.inputs import fit_request_window, fit_request_windows, fit_window
+    from serving.npy import NPY_PATH, read_options, read_windows
     from serving.registry import DEFAULT_MODEL_NAME, Registry
     from serving.settings import serving_settings
     from serving.watcher import ModelWatcher, ServedModel
@@ -100,99 +108,6 @@ logger = logging.getLogger(__name__)
 # BentoML's server logging config leaves the root logger at WARNING; swaps and refusals are
 # INFO/ERROR events an operator needs to see, so this package's loggers get their own level.
 logging.getLogger("serving").setLevel(serving_settings().log_level)
-
-
-def _answer(
-    result: Outcome,
-    channels: tuple[str, ...],
-    horizon: int,
-    *,
-    timestamps: list[str] | None = None,
-    series_id: str | None = None,
-    window_end: str | None = None,
-) -> Response:
-    """The 200 answer of a one-window forecast endpoint: ``ForecastResponse``, or with
-    ``series_id`` ``SeriesForecastResponse``."""
-    schema = ForecastResponse if series_id is None else SeriesForecastResponse
-    values = {
-        **_window_values(result, channels, horizon, timestamps),
-        "model_version": result.model_version,
-        "series_id": series_id,
-        "window_end": window_end,
-    }
-    return _json(_body(schema, values))
-
-
-def _batch_answer(
-    results: list[Outcome],
-    channels: tuple[str, ...],
-    horizon: int,
-    timestamps: list[list[str] | None],
-) -> Response:
-    """The 200 answer of ``/forecast_batch``: ``BatchForecastResponse``, one
-    ``WindowForecast`` per window in order, and the one version that made them all."""
-    forecasts = [
-        _body(WindowForecast, _window_values(result, channels, horizon, stamps))
-        for result, stamps in zip(results, timestamps, strict=True)
-    ]
-    values = {"forecasts": forecasts, "model_version": results[0].model_version}
-    return _json(_body(BatchForecastResponse, values))
-
-
-def _window_values(
-    result: Outcome, channels: tuple[str, ...], horizon: int, timestamps: list[str] | None
-) -> dict[str, Any]:
-    """One window's forecast, as the fields of ``WindowForecast`` (None: absent)."""
-    assert result.forecast is not None  # the batcher raises for an outcome without one
-    return {
-        "forecast": _numbers(result.forecast),
-        "channels": list(channels),
-        "horizon": horizon,
-        "timestamps": timestamps,
-        "intervals": [
-            {"level": level, "lower": _numbers(low), "upper": _numbers(result.upper[level])}
-            for level, low in result.lower.items()  # the levels asked, in their order
-        ]
-        or None,
-    }
-
-
-def _body(schema: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` as a ``schema`` answer: the response model names the fields, their order and
-    which are required; a None value is an absent field, omitted, never ``null``.
-
-    Answers are not built as response models: that validates every number again, which cost
-    more than the model call of a small model (the numbers read back the same). Absent fields
-    are omitted because BentoML 1.4.40's HTTP client (``bentoml.SyncHTTPClient``) decodes
-    answers by schema and fails on ``null`` where the schema has an optional list.
-
-    Raises:
-        RuntimeError: A required field has no value, or a value has no field.
-    """
-    left = dict(values)
-    body = {}
-    for name, field in schema.model_fields.items():
-        value = left.pop(name, None)
-        if value is not None:
-            body[name] = value
-        elif field.is_required():
-            raise RuntimeError(f"the {schema.__name__} answer lacks its required {name!r}")
-    if any(value is not None for value in left.values()):
-        raise RuntimeError(f"{schema.__name__} has no field for {sorted(left)}")
-    return body
-
-
-def _json(body: dict[str, Any]) -> Response:
-    """An answer written by orjson straight from the float64 arrays in it."""
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
-    )
-
-
-def _numbers(values: np.ndarray) -> np.ndarray:
-    """What orjson writes as nested lists of floats: C-contiguous float64 (float32 would be
-    written with float32's shorter digits)."""
-    return np.ascontiguousarray(values, dtype=np.float64)
 
 
 # GET routes: BentoML APIs are POST-only, so /model is a FastAPI route mounted beside them
@@ -329,7 +244,7 @@ class ForecastService:
             result = await self._batcher.forecast(window, steps, served.version, checked)
         except RequestError as problem:
             return problem.answer()
-        return _answer(result, fc.channels, steps, timestamps=future)
+        return forecast_answer(result, fc.channels, steps, timestamps=future)
 
     @bentoml.api(
         route="/forecast_batch", input_spec=BatchRequest, output_spec=BatchForecastResponse
@@ -341,6 +256,32 @@ class ForecastService:
         levels: list[float] | None = None,
     ) -> Response:
         """Forecast several history windows in one request, all with one model version."""
+        pairs = [(window.history, window.timestamps) for window in windows]
+        return await self._forecast_windows(pairs, horizon, levels)
+
+    # A FastAPI route (serving/npy.py says why this body has a path of its own): BentoML's
+    # APIs read JSON or multipart bodies only.
+    @model_app.post(NPY_PATH)
+    async def forecast_batch_npy(self, request: Request) -> Response:
+        """``/forecast_batch`` for a ``.npy`` body: the windows as one ``[windows, steps,
+        channels]`` float array, ``horizon`` and ``levels`` in the query."""
+        try:
+            options = read_options(request.query_params.multi_items())
+            windows = read_windows(await request.body(), self.settings.limits)
+        except ValidationError as exc:
+            return schema_error_response(exc)
+        except RequestError as problem:
+            return problem.answer()
+        pairs = [(window, None) for window in windows]
+        return await self._forecast_windows(pairs, options.horizon, options.levels)
+
+    async def _forecast_windows(
+        self,
+        windows: Sequence[tuple[list[list[float]] | np.ndarray, list[str] | None]],
+        horizon: int | None,
+        levels: list[float] | None,
+    ) -> Response:
+        """A batch request's answer: its ``(history, timestamps)`` windows forecast together."""
         # The windows are checked against one served version and submitted together, so they
         # share model calls; a window is answered by the version it was checked against, or,
         # once that one is gone (two swaps within the request), by the current one. The rare
@@ -361,7 +302,7 @@ class ForecastService:
                 if result.error:
                     return error_response(result.status, f"windows[{i}]: {result.error}")
             if len({result.model_version for result in results}) == 1:
-                return _batch_answer(results, fc.channels, steps, [stamps for _, stamps in fitted])
+                return batch_answer(results, fc.channels, steps, [stamps for _, stamps in fitted])
         return error_response(
             503, "the production model changed twice while this request was forecast; retry"
         )
@@ -408,7 +349,7 @@ class ForecastService:
         except RequestError as problem:
             # The window is the store's, not the caller's: one that does not fit is a conflict.
             return error_response(409 if problem.status == 422 else problem.status, problem.message)
-        return _answer(
+        return forecast_answer(
             result,
             fc.channels,
             steps,

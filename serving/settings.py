@@ -13,7 +13,8 @@ at import, so the limits must be known by then):
     LLATA_API_TOKEN           bearer token required on every endpoint except /livez, /readyz,
                               /healthz and /metrics (optional; unset means no auth).
     LLATA_MAX_REQUEST_BYTES   request body limit in bytes (default 8388608, 8 MiB: room for
-                              LLATA_MAX_WINDOWS windows of 512 x 7 values at 17 digits).
+                              LLATA_MAX_WINDOWS windows of 512 x 7 values at 17 digits; the
+                              same windows as a float64 ``.npy`` body take a fifth of that).
     LLATA_MAX_STEPS           most history rows accepted (default 10000).
     LLATA_MAX_CHANNELS        most channels accepted (default 512).
     LLATA_MAX_HORIZON         largest horizon accepted; beyond the trained horizon the model is

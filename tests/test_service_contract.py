@@ -13,6 +13,7 @@ derandomised examples, and BentoML's own Python client calls the deployed one.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,8 @@ def test_document_lists_every_status_each_endpoint_answers(
     assert _statuses(full, "/forecast", "post") == {200, 401, 422} | refused
     assert _statuses(full, "/forecast_batch", "post") == {200, 401, 422} | refused
     assert _statuses(lean, "/forecast_batch", "post") == {200, 422} | refused
+    assert _statuses(full, "/forecast_batch.npy", "post") == {200, 401, 422} | refused
+    assert _statuses(lean, "/forecast_batch.npy", "post") == {200, 422} | refused
     assert _statuses(full, "/forecast_series", "post") == {200, 401, 404, 409, 422} | refused
     assert _statuses(full, "/model", "get") == {200, 401, 500, 503}
     assert _statuses(full, "/readyz", "get") == {200, 503}
@@ -209,6 +212,32 @@ def test_document_lists_every_status_each_endpoint_answers(
     assert full["paths"]["/forecast"]["post"]["security"] == [{"bearer": []}]
     assert full["paths"]["/livez"]["get"]["security"] == []
     assert "securitySchemes" not in lean["components"]
+
+
+def test_document_describes_the_npy_body_its_query_and_its_answer(deployed: Running) -> None:
+    document = deployed.document()
+    operation = document["paths"]["/forecast_batch.npy"]["post"]
+    batch = document["paths"]["/forecast_batch"]["post"]
+    options = document["components"]["schemas"]["BatchRequest"]["properties"]
+
+    body = operation["requestBody"]["content"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+
+    assert list(body) == ["application/x-npy"] and operation["requestBody"]["required"]
+    schema = body["application/x-npy"]["schema"]
+    assert (schema["type"], schema["format"]) == ("string", "binary")
+    assert "[windows, steps, channels], float32 or float64" in schema["description"]
+    assert f"at least {INPUT_SIZE} steps of {len(CHANNELS)} channels" in schema["description"]
+    assert list(parameters) == ["horizon", "levels"]
+    assert all(p["in"] == "query" and not p["required"] for p in parameters.values())
+    # The same rules as the JSON body's fields, less their null (an absent parameter).
+    assert parameters["horizon"]["schema"] == options["horizon"]["anyOf"][0]
+    assert parameters["levels"]["schema"] == options["levels"]["anyOf"][0]
+    assert (parameters["levels"]["style"], parameters["levels"]["explode"]) == ("form", True)
+    assert "calibrated for 8 steps" in parameters["levels"]["description"]
+    assert operation["responses"]["200"] == batch["responses"]["200"]
+    assert "application/x-npy" in operation["responses"]["415"]["description"]
+    assert list(batch["requestBody"]["content"]) == ["application/json"]
 
 
 def test_forecast_series_without_a_feature_repo_answers_the_documented_501(bare: Running) -> None:
@@ -256,8 +285,16 @@ def _schemathesis(running: Running, tmp_path: Path, *, also_expected: list[str])
     ]
     if running.token is not None:
         command += ["--header", f"Authorization: Bearer {running.token}"]
+    root = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        # tests/schemathesis_npy.py writes the .npy bodies of /forecast_batch.npy.
+        "SCHEMATHESIS_HOOKS": "tests.schemathesis_npy",
+        "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "LLATA_NPY_BODIES": f"{MAX_WINDOWS},{INPUT_SIZE},{MAX_STEPS},{len(CHANNELS)}",
+    }
     done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=1200, check=False
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200, check=False
     )
     report = done.stdout + done.stderr
     assert done.returncode == 0, report
@@ -269,7 +306,7 @@ def test_schemathesis_finds_no_contract_violation_on_the_deployed_server(
 ) -> None:
     report = _schemathesis(deployed, tmp_path, also_expected=[])
 
-    assert "8 selected / 8 total" in report and "Fuzzing" in report and "Coverage" in report
+    assert "9 selected / 9 total" in report and "Fuzzing" in report and "Coverage" in report
 
 
 def test_schemathesis_finds_no_contract_violation_on_the_bare_server(
@@ -278,7 +315,7 @@ def test_schemathesis_finds_no_contract_violation_on_the_bare_server(
     # 501 is this server's documented, lasting answer to every /forecast_series call.
     report = _schemathesis(bare, tmp_path, also_expected=["501"])
 
-    assert "8 selected / 8 total" in report
+    assert "9 selected / 9 total" in report
 
 
 # BentoML 1.4.40's client builds its models through a pydantic hook deprecated in 2.11.

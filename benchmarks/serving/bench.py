@@ -37,6 +37,7 @@ which the artifact is registered and promoted, as the pipeline does it.
         --artifact /tmp/serve_model --out benchmarks/serving/results.json
     ... bench.py --artifact /tmp/serve_model --levels-only   # intervals' price alone
     ... bench.py --artifact /tmp/serve_model --batch 16      # /forecast_batch, 16 windows
+    ... bench.py --artifact /tmp/serve_model --batch 16 --body both   # JSON and .npy bodies
 """
 
 from __future__ import annotations
@@ -265,6 +266,12 @@ def main() -> None:
         default=None,
         metavar="N",
         help="only /forecast_batch: one server, each request N windows (step 6)",
+    )
+    parser.add_argument(
+        "--body",
+        choices=("json", "npy", "both"),
+        default="json",
+        help="with --batch: JSON bodies, .npy bodies (/forecast_batch.npy), or both side by side",
     )
     parser.add_argument(
         "--out",

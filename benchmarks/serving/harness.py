@@ -155,13 +155,20 @@ def start_server(label: str, artifact: Path, workdir: Path, env: dict[str, str])
     return server
 
 
-async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> int:
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+JSON = "application/json"
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, media_type: str = JSON
+) -> int:
+    async with session.post(url, data=body, headers={"Content-Type": media_type}) as r:
         await r.read()
         return r.status
 
 
-async def load_slice(url: str, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+async def load_slice(
+    url: str, body: bytes, concurrency: int, seconds: float, media_type: str = JSON
+) -> dict[str, Any]:
     statuses: dict[int, int] = {}
     latencies: list[float] = []
     timeout = aiohttp.ClientTimeout(total=120)
@@ -173,7 +180,7 @@ async def load_slice(url: str, body: bytes, concurrency: int, seconds: float) ->
             while time.perf_counter() < stop_at:
                 start = time.perf_counter()
                 try:
-                    status = await post(session, url, body)
+                    status = await post(session, url, body, media_type)
                 except aiohttp.ClientError:
                     status = -1
                 latencies.append(time.perf_counter() - start)
@@ -187,14 +194,15 @@ async def load_slice(url: str, body: bytes, concurrency: int, seconds: float) ->
 
 @dataclass(frozen=True)
 class Target:
-    """What one load slice sends: ``body`` to ``server``'s ``path``, ``windows`` windows a
-    request."""
+    """What one load slice sends: ``body`` (of ``media_type``) to ``server``'s ``path``,
+    ``windows`` windows a request."""
 
     label: str
     server: ServerProcess
     path: str
     body: bytes
     windows: int = 1
+    media_type: str = JSON
 
 
 def throughput(
@@ -209,7 +217,7 @@ def throughput(
             before = np.asarray(t.server.batch_stats())
             url = f"{t.server.url}{t.path}"
             runs[t.label].append(
-                asyncio.run(load_slice(url, t.body, concurrency, duration / segments))
+                asyncio.run(load_slice(url, t.body, concurrency, duration / segments, t.media_type))
             )
             batched[t.label] += np.asarray(t.server.batch_stats()) - before
     out: dict[str, Any] = {}
