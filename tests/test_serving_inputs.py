@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.bodies import HistoryWindow, RequestError
+from serving.bodies import RequestError
 from serving.inputs import fit_request_windows, fit_window
 
 CHANNELS = ("a", "b", "c")
@@ -36,11 +36,10 @@ def test_fit_window_refuses_a_window_the_model_cannot_take(rows, message) -> Non
 
 
 def test_fit_request_windows_names_the_window_it_refuses() -> None:
-    good = HistoryWindow(history=[[1.0, 2.0, 3.0]] * 4, timestamps=None)
-    dated = HistoryWindow(
-        history=[[1.0, 2.0, 3.0]] * 4, timestamps=[f"2024-01-01T0{h}:00:00" for h in range(4)]
-    )
-    short = HistoryWindow(history=[[1.0, 2.0, 3.0]] * 3, timestamps=None)
+    # A JSON body's windows as (history, timestamps); an .npy body's as (array, None).
+    good = ([[1.0, 2.0, 3.0]] * 4, None)
+    dated = ([[1.0, 2.0, 3.0]] * 4, [f"2024-01-01T0{h}:00:00" for h in range(4)])
+    short = (np.ones((3, 3)), None)
 
     fitted = fit_request_windows([good, dated], 4, CHANNELS, 2)
     with pytest.raises(RequestError, match=r"^windows\[1\]: history has 3 steps") as caught:
