@@ -10,6 +10,10 @@ test windows' 80% and 95% intervals are formed by each scheme:
 - `rolling-<d>d`: recalibrated once a day on the last `d` days of windows whose targets are
   already observed at that time (validation, then test windows as their futures arrive),
   as a daily `llata calibrate` on fresh data would be.
+- `aci-<d>d`: `rolling-<d>d` with Adaptive Conformal Inference on top: each daily
+  recalibration reads the rolling scores' quantile at an effective level, moved by the
+  miscoverage of the windows whose targets arrived since the last one (`aci_levels`). Its
+  step size `gamma` is chosen on validation only (`choose_gamma`), then test is scored once.
 
 Coverage, mean width and interval score are pooled over every test window, step and
 channel, on the scaled axis like MSE.
@@ -52,12 +56,22 @@ LEVELS = (80.0, 95.0)
 STEPS_PER_DAY = {"ETTh1": 24, "ETTh2": 24, "ETTm1": 96, "ETTm2": 96}
 RECENT_DAYS = (30, 60)
 ROLLING_DAYS = (30, 90)
+ACI_DAYS = 30
+ACI_GAMMAS = (0.001, 0.005, 0.01, 0.02, 0.05)
+# The effective level stays in [50, 100] percent: below 50 an interval is no longer what
+# anyone asked for, and a state far beyond 100 would take weeks of over-coverage to unwind.
+ACI_LEVEL_RANGE = (50.0, 100.0)
 log = logging.getLogger("bench.coverage")
 
 
 def _half_widths(scores: np.ndarray, level: float) -> np.ndarray:
-    """`[H, M]` conformal half-width of unsorted absolute residuals `[n, H, M]`."""
-    k = conformal_rank(scores.shape[0], level)
+    """`[H, M]` conformal half-width of unsorted absolute residuals `[n, H, M]`.
+
+    A level whose rank is beyond `n` (an ACI level near 100) takes the largest score."""
+    try:
+        k = conformal_rank(scores.shape[0], level)
+    except ValueError:
+        k = scores.shape[0]
     return np.partition(scores, k - 1, axis=0)[k - 1]
 
 
@@ -72,29 +86,125 @@ def _score(y: np.ndarray, point: np.ndarray, half: dict[float, np.ndarray]) -> d
     return out
 
 
-def schemes(val: np.ndarray, test: np.ndarray, per_day: int) -> dict[str, dict[str, float]]:
+def schemes(
+    val: np.ndarray, test: np.ndarray, per_day: int, gamma: float
+) -> dict[str, dict[str, float]]:
     """Every scheme's test metrics from validation and test residuals `[n, H, M]` (time
-    order). The point forecast is 0 on the residual axis: `y - y_hat` inside `+-q`."""
-    horizon = test.shape[1]
+    order), ACI with step size `gamma`. The point forecast is 0 on the residual axis:
+    `y - y_hat` inside `+-q`."""
     zero = np.zeros_like(test)
-    a_val, a_test = np.abs(val), np.abs(test)
+    a_val = np.abs(val)
     out = {"split": _score(test, zero, {lv: _half_widths(a_val, lv) for lv in LEVELS})}
     for days in RECENT_DAYS:
         recent = a_val[-days * per_day :]
         out[f"recent-{days}d"] = _score(test, zero, {lv: _half_widths(recent, lv) for lv in LEVELS})
-    stream = np.concatenate([a_val, a_test])  # [n_val + n_test, H, M]
     for days in ROLLING_DAYS:
-        k = days * per_day
-        half = {lv: np.empty_like(test) for lv in LEVELS}
-        for start in range(0, len(test), per_day):
-            # Windows whose whole target is observed before test window `start` begins: all
-            # validation windows and the test windows at least `horizon` steps earlier.
-            known = len(val) + max(start - horizon + 1, 0)
-            window = stream[max(known - k, 0) : known]
-            for lv in LEVELS:
-                half[lv][start : start + per_day] = _half_widths(window, lv)
+        half, _ = aci_levels(val, test, per_day, days, gamma=0.0)
         out[f"rolling-{days}d"] = _score(test, zero, half)
+    half, issued = aci_levels(val, test, per_day, ACI_DAYS, gamma)
+    out[f"aci-{ACI_DAYS}d"] = _score(test, zero, half)
+    for lv in LEVELS:
+        out[f"aci-{ACI_DAYS}d"][f"level_{lv:g}_range"] = [
+            float(issued[lv].min()),
+            float(issued[lv].max()),
+        ]
     return out
+
+
+def aci_levels(
+    val: np.ndarray, test: np.ndarray, per_day: int, days: int, gamma: float
+) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """Daily recalibration on the last `days` days of observed windows, with ACI's level.
+
+    Once a day (every `per_day` test windows) the scores are the absolute residuals of the
+    windows whose whole target is observed by then: all of `val`, and the test windows at
+    least `horizon` steps earlier. For each nominal level `p`, the effective level `p_t` is
+    updated before the quantile is read:
+
+        p_{t+1} = p_t + 100 gamma (err_t - alpha),   alpha = 1 - p / 100,
+
+    where `err_t` is the miscoverage of the test windows whose targets arrived since the
+    last update, pooled over those windows, their steps and channels, each judged by the
+    half-width it was issued with (delayed feedback: a window counts `horizon` steps after
+    it is issued). Pooled, not per step: the per-step, per-channel widths already carry the
+    shape of the error over the horizon, drift on ETT moves all steps' errors together,
+    and one pooled rate from `per_day x horizon x channels` indicators is a far less noisy
+    signal than 96 per-step ones that would each move their own level. `p_t` is clipped to
+    `ACI_LEVEL_RANGE`; a rank beyond the number of scores takes the largest score.
+    `gamma = 0` is the plain rolling scheme, exactly (the level is never touched).
+
+    Args:
+        val, test: residuals `[n, horizon, channels]` in time order; `val` seeds the
+            scores, the scheme issues intervals for `test`.
+        per_day: windows per day (one recalibration each).
+        days: the rolling window's length in days.
+        gamma: ACI's step size.
+
+    Returns:
+        Half-widths `[n_test, horizon, channels]` per nominal level, and the effective level
+        each test window was issued with (`[n_test]`) per nominal level.
+
+    References:
+        Gibbs & Candes, "Adaptive Conformal Inference Under Distribution Shift" (NeurIPS
+        2021), the update `alpha_{t+1} = alpha_t + gamma (alpha - err_t)`.
+    """
+    horizon = test.shape[1]
+    k = days * per_day
+    a_test = np.abs(test)
+    stream = np.concatenate([np.abs(val), a_test])  # [n_val + n_test, H, M]
+    half = {lv: np.empty_like(a_test) for lv in LEVELS}
+    issued = {lv: np.empty(len(test)) for lv in LEVELS}
+    level = {lv: lv for lv in LEVELS}
+    scored = 0  # test windows whose miscoverage has been fed back
+    for start in range(0, len(test), per_day):
+        # Windows whose whole target is observed before test window `start` begins: all
+        # validation windows and the test windows at least `horizon` steps earlier.
+        known = len(val) + max(start - horizon + 1, 0)
+        arrived = slice(scored, known - len(val))
+        window = stream[max(known - k, 0) : known]
+        for lv in LEVELS:
+            if gamma and arrived.stop > arrived.start:
+                err = float(np.mean(a_test[arrived] > half[lv][arrived]))
+                step = 100.0 * gamma * (err - (1.0 - lv / 100.0))
+                level[lv] = float(np.clip(level[lv] + step, *ACI_LEVEL_RANGE))
+            half[lv][start : start + per_day] = _half_widths(window, level[lv])
+            issued[lv][start : start + per_day] = level[lv]
+        scored = known - len(val)
+    return half, issued
+
+
+def choose_gamma(val: np.ndarray, per_day: int) -> dict:
+    """ACI's `gamma`, from validation alone.
+
+    The first `ACI_DAYS` days of validation windows seed the scores and the scheme rolls
+    over the rest of validation, once per `ACI_GAMMAS` value. The rule: the gamma whose
+    larger miss, `max(|coverage_80 - 0.80|, |coverage_95 - 0.95|)`, is smallest; on a tie
+    the smaller gamma (the less the level moves, the narrower its swings).
+
+    Returns:
+        `gamma`, and `validation`: per gamma, its coverage at each level.
+    """
+    seed = ACI_DAYS * per_day
+    if len(val) <= seed:
+        raise ValueError(f"{len(val)} validation windows do not exceed the {seed}-window seed")
+    head, rest = val[:seed], val[seed:]
+    grid: dict[str, dict[str, float]] = {}
+    for gamma in ACI_GAMMAS:
+        half, _ = aci_levels(head, rest, per_day, ACI_DAYS, gamma)
+        grid[f"{gamma:g}"] = {
+            f"coverage_{lv:g}": coverage(rest, -half[lv], half[lv]) for lv in LEVELS
+        }
+
+    def miss(gamma: float) -> float:
+        c = grid[f"{gamma:g}"]
+        return max(abs(c[f"coverage_{lv:g}"] - lv / 100.0) for lv in LEVELS)
+
+    best = min(ACI_GAMMAS, key=lambda g: (miss(g), g))
+    return {
+        "gamma": best,
+        "rule": "min max-level |coverage - nominal| on validation",
+        "validation": grid,
+    }
 
 
 def run(key: str, runs: Path) -> dict:
@@ -105,6 +215,8 @@ def run(key: str, runs: Path) -> dict:
     splits = make_splits(load_series(data), data, scaler=fc.scaler)
     val = residuals(fc.model, splits.val)
     test = residuals(fc.model, splits.test)
+    per_day = STEPS_PER_DAY.get(data.dataset, 24)
+    aci = choose_gamma(val, per_day)
     payload = {
         "cell": key,
         "dataset": data.dataset,
@@ -113,7 +225,8 @@ def run(key: str, runs: Path) -> dict:
         "n_val": len(val),
         "n_test": len(test),
         "test_mse": float(np.mean(test**2)),
-        "schemes": schemes(val, test, STEPS_PER_DAY.get(data.dataset, 24)),
+        "schemes": schemes(val, test, per_day, aci["gamma"]),
+        "aci": aci,
         "wall_seconds": time.perf_counter() - t0,
         **provenance(),
     }
@@ -153,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cells", nargs="*", help="accuracy-matrix cell keys with a saved model")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--redo", action="store_true", help="measure cells that have a result again")
     ap.add_argument(
         "--members",
         nargs=2,
@@ -167,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--members needs exactly one (combination) cell")
         combine_members(args.cells[0], args.members, runs)
     for key in args.cells:
-        if (RESULTS / f"{key}.json").is_file():
+        if (RESULTS / f"{key}.json").is_file() and not args.redo:
             log.info("skip %s (done)", key)
             continue
         r = run(key, runs)
