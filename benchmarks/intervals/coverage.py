@@ -68,10 +68,11 @@ def _half_widths(scores: np.ndarray, level: float) -> np.ndarray:
     """`[H, M]` conformal half-width of unsorted absolute residuals `[n, H, M]`.
 
     A level whose rank is beyond `n` (an ACI level near 100) takes the largest score."""
+    n = scores.shape[0]
     try:
-        k = conformal_rank(scores.shape[0], level)
+        k = conformal_rank(n, level) if level < 100.0 else n
     except ValueError:
-        k = scores.shape[0]
+        k = n
     return np.partition(scores, k - 1, axis=0)[k - 1]
 
 
