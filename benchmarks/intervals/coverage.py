@@ -240,15 +240,46 @@ def table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     if not rows:
         return ""
-    names = list(rows[0]["schemes"])
+    names = list(dict.fromkeys(n for r in rows for n in r["schemes"]))
     head = " | ".join(f"{n} 80 / 95 (IS95)" for n in names)
     lines = [f"| cell | test MSE | {head} |", "|---|---|" + "---|" * len(names)]
     for r in rows:
-        cells = []
-        for n in names:
-            s = r["schemes"][n]
-            cells.append(f"{s['coverage_80']:.3f} / {s['coverage_95']:.3f} ({s['winkler_95']:.2f})")
+        cells = [_cell(r["schemes"].get(n)) for n in names]
         lines.append(f"| {r['cell']} | {r['test_mse']:.4f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(s: dict | None) -> str:
+    """`coverage 80 / 95 (IS95)` of one scheme, `-` where a cell was not measured with it."""
+    if s is None:
+        return "-"
+    return f"{s['coverage_80']:.3f} / {s['coverage_95']:.3f} ({s['winkler_95']:.2f})"
+
+
+def _within(s: dict, points: float = 3.0) -> bool:
+    """Whether a scheme's coverage is within `points` of nominal at every level."""
+    return all(abs(s[f"coverage_{lv:g}"] - lv / 100) <= points / 100 for lv in LEVELS)
+
+
+def aci_table() -> str:
+    """rolling-30d against aci-30d per cell, with the gamma validation chose."""
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    lines = [
+        "| cell | test MSE | rolling-30d 80 / 95 (IS95) | aci-30d 80 / 95 (IS95) "
+        "| gamma (validation 80 / 95) | +-3 rolling / aci |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "aci" not in r:
+            continue
+        rolling, aci = r["schemes"]["rolling-30d"], r["schemes"][f"aci-{ACI_DAYS}d"]
+        gamma = r["aci"]["gamma"]
+        v = r["aci"]["validation"][f"{gamma:g}"]
+        met = " / ".join("yes" if _within(s) else "no" for s in (rolling, aci))
+        lines.append(
+            f"| {r['cell']} | {r['test_mse']:.4f} | {_cell(rolling)} | {_cell(aci)} "
+            f"| {gamma:g} ({v['coverage_80']:.3f} / {v['coverage_95']:.3f}) | {met} |"
+        )
     return "\n".join(lines)
 
 
@@ -267,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cells", nargs="*", help="accuracy-matrix cell keys with a saved model")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--aci-table", action="store_true", help="rolling-30d against aci-30d")
     ap.add_argument("--redo", action="store_true", help="measure cells that have a result again")
     ap.add_argument(
         "--members",
@@ -292,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.table:
         print(table())
+    if args.aci_table:
+        print(aci_table())
     return 0
 
 
