@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from llata_core.config import config_from_dict
 from llata_core.data import Splits, make_splits, series_from_frame
 from llata_core.evaluate import calibrate, evaluate
 from llata_core.intervals import (
+    ACI_LEVEL_RANGE,
     MAX_LEVELS,
     ConformalScores,
     IntervalAccumulator,
@@ -610,7 +612,7 @@ def test_aci_recovers_nominal_coverage_after_a_variance_step_where_rolling_does_
 
 
 def test_aci_feedback_waits_for_the_targets_and_the_level_stays_in_range() -> None:
-    from benchmarks.intervals.coverage import ACI_LEVEL_RANGE, aci_levels
+    from benchmarks.intervals.coverage import aci_levels
 
     rng = np.random.default_rng(2)
     horizon = 2 * PER_DAY  # a window's target is known two days after it is issued
@@ -649,3 +651,45 @@ def test_aci_gamma_is_chosen_on_validation_by_the_larger_miss() -> None:
     assert shifted["gamma"] > calm["gamma"]
     with pytest.raises(ValueError, match="do not exceed"):
         choose_gamma(_stream(rng, 30, 1.0), PER_DAY)
+
+
+def test_aci_step_moves_the_level_by_the_miss_rate_and_stays_in_range() -> None:
+    from llata_core.intervals import aci_step
+
+    # 95%: a 15% miss rate raises the level by 100 * 0.1 * (0.15 - 0.05) = 1 point.
+    assert aci_step(95.0, 95.0, 0.15, 0.1) == pytest.approx(96.0)
+    assert aci_step(96.0, 95.0, 0.0, 0.1) == pytest.approx(95.5)  # no misses: lower
+    assert aci_step(83.0, 80.0, 0.2, 0.1) == 83.0  # at the nominal miss rate: unchanged
+    assert aci_step(99.9, 95.0, 1.0, 0.5) == ACI_LEVEL_RANGE[1]
+    assert aci_step(51.0, 80.0, 0.0, 0.5) == ACI_LEVEL_RANGE[0]
+    assert aci_step(97.3, 95.0, 1.0, 0.0) == 97.3  # gamma 0: ACI off
+
+
+def test_scores_read_a_nominal_level_at_its_effective_level(tmp_path: Path) -> None:
+    from llata_core.intervals import effective_rank
+
+    rng = np.random.default_rng(4)
+    plain = ConformalScores.from_residuals(rng.normal(size=(99, 4, 2)))
+    adapted = plain.with_levels({80.0: 90.0, 95.0: 100.0})
+    np.testing.assert_array_equal(adapted.half_width(80), plain.half_width(90))
+    np.testing.assert_array_equal(adapted.half_width(95), plain.scores[-1])  # beyond n: max
+    np.testing.assert_array_equal(adapted.half_width(50), plain.half_width(50))  # no state
+    assert (effective_rank(99, 100.0), effective_rank(99, 90.0)) == (99, conformal_rank(99, 90))
+    # The nominal level still needs its windows, whatever its effective level.
+    with pytest.raises(ValueError, match="95% interval needs at least 19"):
+        ConformalScores(plain.scores[:10]).with_levels({95.0: 60.0}).half_width(95)
+
+    # Save / load keeps the state; scores without it load with none and read as before.
+    adapted.save(tmp_path / "aci.safetensors")
+    plain.save(tmp_path / "plain.safetensors")
+    loaded = ConformalScores.load(tmp_path / "aci.safetensors")
+    assert loaded.effective_levels == {80.0: 90.0, 95.0: 100.0}
+    np.testing.assert_array_equal(loaded.half_width(80), adapted.half_width(80))
+    assert "effective_levels" in loaded.describe()
+    old = ConformalScores.load(tmp_path / "plain.safetensors")
+    assert old.effective_levels == {} and "effective_levels" not in old.describe()
+    np.testing.assert_array_equal(old.half_width(80), plain.half_width(80))
+
+    for bad in ({80.0: 40.0}, {80.0: 100.5}, {0.8: 90.0}):
+        with pytest.raises(ValueError):
+            plain.with_levels(bad)

@@ -47,7 +47,7 @@ from llata_core.atomic import write_json
 from llata_core.data import load_series, make_splits
 from llata_core.evaluate import residuals
 from llata_core.forecaster import Forecaster
-from llata_core.intervals import conformal_rank, coverage, interval_score
+from llata_core.intervals import aci_step, coverage, effective_rank, interval_score
 from llata_core.jobs import provenance
 
 HERE = Path(__file__).resolve().parent
@@ -58,9 +58,6 @@ RECENT_DAYS = (30, 60)
 ROLLING_DAYS = (30, 90)
 ACI_DAYS = 30
 ACI_GAMMAS = (0.001, 0.005, 0.01, 0.02, 0.05)
-# The effective level stays in [50, 100] percent: below 50 an interval is no longer what
-# anyone asked for, and a state far beyond 100 would take weeks of over-coverage to unwind.
-ACI_LEVEL_RANGE = (50.0, 100.0)
 log = logging.getLogger("bench.coverage")
 
 
@@ -68,11 +65,7 @@ def _half_widths(scores: np.ndarray, level: float) -> np.ndarray:
     """`[H, M]` conformal half-width of unsorted absolute residuals `[n, H, M]`.
 
     A level whose rank is beyond `n` (an ACI level near 100) takes the largest score."""
-    n = scores.shape[0]
-    try:
-        k = conformal_rank(n, level) if level < 100.0 else n
-    except ValueError:
-        k = n
+    k = effective_rank(scores.shape[0], level)
     return np.partition(scores, k - 1, axis=0)[k - 1]
 
 
@@ -120,7 +113,7 @@ def aci_levels(
     Once a day (every `per_day` test windows) the scores are the absolute residuals of the
     windows whose whole target is observed by then: all of `val`, and the test windows at
     least `horizon` steps earlier. For each nominal level `p`, the effective level `p_t` is
-    updated before the quantile is read:
+    updated before the quantile is read (`llata_core.intervals.aci_step`):
 
         p_{t+1} = p_t + 100 gamma (err_t - alpha),   alpha = 1 - p / 100,
 
@@ -131,7 +124,8 @@ def aci_levels(
     shape of the error over the horizon, drift on ETT moves all steps' errors together,
     and one pooled rate from `per_day x horizon x channels` indicators is a far less noisy
     signal than 96 per-step ones that would each move their own level. `p_t` is clipped to
-    `ACI_LEVEL_RANGE`; a rank beyond the number of scores takes the largest score.
+    `llata_core.intervals.ACI_LEVEL_RANGE`; a rank beyond the number of scores takes the
+    largest score.
     `gamma = 0` is the plain rolling scheme, exactly (the level is never touched).
 
     Args:
@@ -166,8 +160,7 @@ def aci_levels(
         for lv in LEVELS:
             if gamma and arrived.stop > arrived.start:
                 err = float(np.mean(a_test[arrived] > half[lv][arrived]))
-                step = 100.0 * gamma * (err - (1.0 - lv / 100.0))
-                level[lv] = float(np.clip(level[lv] + step, *ACI_LEVEL_RANGE))
+                level[lv] = aci_step(level[lv], lv, err, gamma)
             half[lv][start : start + per_day] = _half_widths(window, level[lv])
             issued[lv][start : start + per_day] = level[lv]
         scored = known - len(val)
