@@ -106,7 +106,12 @@ def schemes(
 
 
 def aci_levels(
-    val: np.ndarray, test: np.ndarray, per_day: int, days: int, gamma: float
+    val: np.ndarray,
+    test: np.ndarray,
+    per_day: int,
+    days: int,
+    gamma: float,
+    holdout: int | None = None,
 ) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
     """Daily recalibration on the last `days` days of observed windows, with ACI's level.
 
@@ -128,12 +133,20 @@ def aci_levels(
     largest score.
     `gamma = 0` is the plain rolling scheme, exactly (the level is never touched).
 
+    With `holdout`, the feedback is production's instead (`llata_core.jobs.recalibrate_job`):
+    `err_t` is the miss rate of its trial, on the newest `holdout` observed windows
+    (validation ones too, early on), of half-widths from the `days` of windows before
+    them read at the current level. Consecutive holdouts overlap, so each window's miss
+    is fed back on several days.
+
     Args:
         val, test: residuals `[n, horizon, channels]` in time order; `val` seeds the
             scores, the scheme issues intervals for `test`.
         per_day: windows per day (one recalibration each).
         days: the rolling window's length in days.
         gamma: ACI's step size.
+        holdout: judge the newest `holdout` windows by a trial calibrated before them (as
+            production does) rather than each arrived window by its own half-width.
 
     Returns:
         Half-widths `[n_test, horizon, channels]` per nominal level, and the effective level
@@ -158,7 +171,14 @@ def aci_levels(
         arrived = slice(scored, known - len(val))
         window = stream[max(known - k, 0) : known]
         for lv in LEVELS:
-            if gamma and arrived.stop > arrived.start:
+            if gamma and holdout is not None:
+                # The trial: scores of the `days` before the holdout (less the windows
+                # that straddle its first origin), read at the current level.
+                end = known - holdout - horizon + 1
+                trial = _half_widths(stream[max(end - k, 0) : end], level[lv])
+                err = float(np.mean(stream[known - holdout : known] > trial))
+                level[lv] = aci_step(level[lv], lv, err, gamma)
+            elif gamma and holdout is None and arrived.stop > arrived.start:
                 err = float(np.mean(a_test[arrived] > half[lv][arrived]))
                 level[lv] = aci_step(level[lv], lv, err, gamma)
             half[lv][start : start + per_day] = _half_widths(window, level[lv])
@@ -167,13 +187,14 @@ def aci_levels(
     return half, issued
 
 
-def choose_gamma(val: np.ndarray, per_day: int) -> dict:
+def choose_gamma(val: np.ndarray, per_day: int, holdout: int | None = None) -> dict:
     """ACI's `gamma`, from validation alone.
 
     The first `ACI_DAYS` days of validation windows seed the scores and the scheme rolls
     over the rest of validation, once per `ACI_GAMMAS` value. The rule: the gamma whose
     larger miss, `max(|coverage_80 - 0.80|, |coverage_95 - 0.95|)`, is smallest; on a tie
-    the smaller gamma (the less the level moves, the narrower its swings).
+    the smaller gamma (the less the level moves, the narrower its swings). `holdout`:
+    production's feedback (`aci_levels`).
 
     Returns:
         `gamma`, and `validation`: per gamma, its coverage at each level.
@@ -184,7 +205,7 @@ def choose_gamma(val: np.ndarray, per_day: int) -> dict:
     head, rest = val[:seed], val[seed:]
     grid: dict[str, dict[str, float]] = {}
     for gamma in ACI_GAMMAS:
-        half, _ = aci_levels(head, rest, per_day, ACI_DAYS, gamma)
+        half, _ = aci_levels(head, rest, per_day, ACI_DAYS, gamma, holdout)
         grid[f"{gamma:g}"] = {
             f"coverage_{lv:g}": coverage(rest, -half[lv], half[lv]) for lv in LEVELS
         }
@@ -201,8 +222,9 @@ def choose_gamma(val: np.ndarray, per_day: int) -> dict:
     }
 
 
-def run(key: str, runs: Path) -> dict:
-    """Measure one cell (`<dataset>_<horizon>_<variant>_s<seed>[_L<n>]`)."""
+def run(key: str, runs: Path, holdout_days: int | None = None) -> dict:
+    """Measure one cell (`<dataset>_<horizon>_<variant>_s<seed>[_L<n>]`); with
+    `holdout_days`, also ACI with production's feedback (`_production_aci`)."""
     t0 = time.perf_counter()
     fc = Forecaster.load(runs / key / "model")
     data = fc.config.data
@@ -221,11 +243,22 @@ def run(key: str, runs: Path) -> dict:
         "test_mse": float(np.mean(test**2)),
         "schemes": schemes(val, test, per_day, aci["gamma"]),
         "aci": aci,
+        **(_production_aci(val, test, per_day, holdout_days * per_day) if holdout_days else {}),
         "wall_seconds": time.perf_counter() - t0,
         **provenance(),
     }
     write_json(RESULTS / f"{key}.json", payload, trailing_newline=False)
     return payload
+
+
+def _production_aci(val: np.ndarray, test: np.ndarray, per_day: int, holdout: int) -> dict:
+    """ACI fed back as production's recalibration does: gamma on validation, then test."""
+    choice = choose_gamma(val, per_day, holdout)
+    half, _ = aci_levels(val, test, per_day, ACI_DAYS, choice["gamma"], holdout)
+    return {
+        "aci_holdout": {**choice, "holdout": holdout},
+        "aci_holdout_test": _score(test, np.zeros_like(test), half),
+    }
 
 
 def table() -> str:
@@ -292,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("cells", nargs="*", help="accuracy-matrix cell keys with a saved model")
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--aci-table", action="store_true", help="rolling-30d against aci-30d")
+    ap.add_argument(
+        "--holdout-days",
+        type=int,
+        metavar="D",
+        help="also ACI fed back as production's recalibration does: its trial's miss rate "
+        "on the newest D days of windows (`aci_holdout*` in the result)",
+    )
     ap.add_argument("--redo", action="store_true", help="measure cells that have a result again")
     ap.add_argument(
         "--members",
@@ -310,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         if (RESULTS / f"{key}.json").is_file() and not args.redo:
             log.info("skip %s (done)", key)
             continue
-        r = run(key, runs)
+        r = run(key, runs, args.holdout_days)
         split = r["schemes"]["split"]
         log.info(
             "%s: split coverage 80 %.3f 95 %.3f", key, split["coverage_80"], split["coverage_95"]
