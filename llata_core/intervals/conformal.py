@@ -55,11 +55,6 @@ MAX_LEVELS = 5
 DEFAULT_LEVELS = (80.0, 95.0)
 METHOD = "split-conformal-absolute-residual"
 
-# ACI's effective level stays in [50, 100] percent: below 50 an interval is no longer what
-# anyone asked for, and a state far beyond 100 (no wider interval exists there) would take
-# weeks of over-coverage to unwind.
-ACI_LEVEL_RANGE = (50.0, 100.0)
-
 Normalizer = Literal["none", "seasonal-mae", "seasonal-rmse"]
 NORMALIZERS: tuple[Normalizer, ...] = ("none", "seasonal-mae", "seasonal-rmse")
 # The power `p` of each window scale, `(mean_t |x_t - x_{t-m}|^p)^(1/p)`.
@@ -135,6 +130,12 @@ def effective_rank(n: int, level: float) -> int:
 
 def _rank(n: int, level: float) -> int:
     return math.ceil(Fraction(n + 1) * Fraction(repr(float(level))) / 100)
+
+
+# ACI's effective level stays in [50, 100] percent: below 50 an interval is no longer what
+# anyone asked for, and a state far beyond 100 (no wider interval exists there) would take
+# weeks of over-coverage to unwind.
+ACI_LEVEL_RANGE = (50.0, 100.0)
 
 
 def aci_step(effective: float, nominal: float, miscoverage: float, gamma: float) -> float:
