@@ -137,7 +137,8 @@ def recalibrate_stage(
     The copy goes to `work_dir/model` (production's stored version is never written);
     `llata_core.jobs.recalibrate_job` checks the scheme on the newest
     `pipeline.recalibration.holdout_windows` windows, scores production's own intervals on
-    the same windows, and stores scores from the newest `recent_windows`.
+    the same windows, moves ACI's effective levels by their miss rate (`aci_gamma`), and
+    stores scores from the newest `recent_windows`.
 
     Raises:
         ValueError: The raw file is not production's data (dataset, series, frequency, or
@@ -163,7 +164,11 @@ def recalibrate_stage(
     copy = work_dir / "model"
     shutil.copytree(production.path, copy)
     return recalibrate_job(
-        copy, raw, recent_windows=recal.recent_windows, holdout_windows=recal.holdout_windows
+        copy,
+        raw,
+        recent_windows=recal.recent_windows,
+        holdout_windows=recal.holdout_windows,
+        aci_gamma=recal.aci_gamma,
     )
 
 

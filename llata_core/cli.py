@@ -92,8 +92,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from llata_core.jobs import calibrate_job, recalibrate_job
 
     if args.data is None:
-        if args.recent_windows is not None or args.holdout_windows is not None:
-            raise SystemExit("--recent-windows and --holdout-windows need --data")
+        if args.recent_windows is not None or args.holdout_windows is not None or args.aci_gamma:
+            raise SystemExit("--recent-windows, --holdout-windows and --aci-gamma need --data")
         outcome = calibrate_job(
             args.model, allow_synthetic=args.allow_synthetic, levels=args.levels
         )
@@ -106,6 +106,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             recent_windows=args.recent_windows,
             holdout_windows=args.holdout_windows,
             levels=args.levels,
+            aci_gamma=args.aci_gamma,
         )
     print(json.dumps(outcome.summary(), indent=2))
     return 0
@@ -241,6 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="check the scheme's coverage on the newest N windows first (recorded in "
         "metrics.json); the stored scores include them",
+    )
+    p.add_argument(
+        "--aci-gamma",
+        type=float,
+        default=0.0,
+        metavar="GAMMA",
+        help="with --data: adaptive conformal step size; the model's intervals' miss rate on "
+        "the holdout moves the level each nominal level is read at (default 0: off)",
     )
     p.set_defaults(func=cmd_calibrate)
 

@@ -291,6 +291,33 @@ def test_old_artifacts_load_and_refuse_levels_naming_llata_calibrate(tmp_path: P
         fc.predict_batch(_history()[None], levels=(80,))
 
 
+def test_aci_levels_are_stored_served_and_covered_by_the_manifest(tmp_path: Path) -> None:
+    """A recalibration's ACI state travels with the scores: serving answers 80% with the
+    quantile at its effective level, and editing the state breaks the checksum."""
+    path, model, scaler = _artifact(tmp_path)
+    plain = _scores()
+    save_artifact(
+        path,
+        model.to_inference(),
+        scaler,
+        {"mse": 0.5},
+        intervals=plain.with_levels({80.0: 90.0}),
+        overwrite=True,
+    )
+    fc = Forecaster.load(path)
+    assert fc.intervals is not None and fc.intervals.effective_levels == {80.0: 90.0}
+    history = _history()
+    bands = fc.predict(history, levels=(80, 95))
+    for level, read_at in ((80, 90), (95, 95)):
+        half = plain.half_width(read_at) * scaler.std
+        np.testing.assert_allclose(bands.upper[level] - bands.point, half, rtol=1e-6, atol=1e-9)
+
+    file = path / INTERVALS_FILE
+    ConformalScores.load(file).with_levels({80.0: 70.0}).save(file)  # narrower 80% bands
+    with pytest.raises(ArtifactError, match=f"{INTERVALS_FILE} does not match its checksum"):
+        Forecaster.load(path)
+
+
 def test_manifest_catches_tampered_scores_and_ignores_unlisted_ones(tmp_path: Path) -> None:
     path, _, _ = _calibrated(tmp_path)
     tampered = tmp_path / "tampered"

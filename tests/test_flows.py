@@ -52,6 +52,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.config import Layout, load_pipeline_config  # noqa: E402
 from flows.deploy import build_deployment, build_recalibrate_deployment  # noqa: E402
+from flows.params import RecalibrationParams  # noqa: E402
 from flows.recalibrate import (  # noqa: E402
     RECALIBRATION_ARTIFACT,
     RecalibrateRequest,
@@ -623,6 +624,13 @@ def test_recalibration_registers_and_promotes_new_scores_of_the_same_model(
     np.testing.assert_array_equal(new.predict(window), old.predict(window))
     assert new.intervals.split == "recent" and new.intervals.n == 96
     assert new.intervals.half_width(80).mean() > old.intervals.half_width(80).mean()
+    # ACI (`pipeline.recalibration.aci_gamma`): the trial's miss rate on the holdout moved
+    # the 80 % level from nominal.
+    gamma = version.metrics["aci_gamma"]
+    assert gamma == RecalibrationParams().aci_gamma > 0
+    assert new.intervals.effective_levels[80.0] == pytest.approx(
+        80.0 + 100 * gamma * (1 - result.holdout["coverage_80"] - 0.2)
+    )
     verify_artifact(production.path)  # production's stored copy was never written
 
     with get_client(sync_client=True) as client:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from llata_core.config import config_from_dict
 from llata_core.data import Splits, make_splits, series_from_frame
 from llata_core.evaluate import calibrate, evaluate
 from llata_core.intervals import (
+    ACI_LEVEL_RANGE,
     MAX_LEVELS,
     ConformalScores,
     IntervalAccumulator,
@@ -557,3 +559,142 @@ def test_series_too_short_for_older_windows_calibrate_on_what_they_have() -> Non
     longer = ShortTermWindows([*series, np.arange(20.0)], 4, seasonality=2, input_size=4)
     assert list(calibration_backs(longer, 3)) == [1, 2, 3]
     assert list(calibration_backs(longer, 2)) == [1, 2]
+
+
+# Adaptive conformal inference on the daily rolling recalibration (the intervals benchmark's
+# `aci-30d` scheme): residuals generated with a known variance, one window per hour.
+PER_DAY = 24
+
+
+def _stream(rng: np.random.Generator, days: int, sigma: float, horizon: int = 8) -> np.ndarray:
+    return sigma * rng.normal(size=(days * PER_DAY, horizon, 2))  # [n, H, M]
+
+
+def _rolling_as_before(val: np.ndarray, test: np.ndarray, days: int) -> dict[float, np.ndarray]:
+    """The rolling scheme as the benchmark computed it before ACI existed."""
+    horizon, k = test.shape[1], days * PER_DAY
+    stream = np.abs(np.concatenate([val, test]))
+    half = {lv: np.empty_like(test) for lv in (80.0, 95.0)}
+    for start in range(0, len(test), PER_DAY):
+        known = len(val) + max(start - horizon + 1, 0)
+        window = stream[max(known - k, 0) : known]
+        for lv in half:
+            q = conformal_rank(len(window), lv)
+            half[lv][start : start + PER_DAY] = np.partition(window, q - 1, axis=0)[q - 1]
+    return half
+
+
+def test_aci_with_gamma_zero_is_the_rolling_scheme_exactly() -> None:
+    from benchmarks.intervals.coverage import aci_levels
+
+    rng = np.random.default_rng(0)
+    val, test = _stream(rng, 40, 1.0), _stream(rng, 30, 1.5)
+    half, issued = aci_levels(val, test, PER_DAY, 30, gamma=0.0)
+    before = _rolling_as_before(val, test, 30)
+    for lv in (80.0, 95.0):
+        np.testing.assert_array_equal(half[lv], before[lv])
+        assert (issued[lv] == lv).all()
+
+
+def test_aci_recovers_nominal_coverage_after_a_variance_step_where_rolling_does_not() -> None:
+    from benchmarks.intervals.coverage import aci_levels
+
+    rng = np.random.default_rng(1)
+    val = _stream(rng, 60, 1.0)
+    test = np.concatenate([_stream(rng, 20, 1.0), _stream(rng, 100, 2.0)])
+    rolling, _ = aci_levels(val, test, PER_DAY, 30, gamma=0.0)
+    np.testing.assert_array_equal(
+        aci_levels(val, test, PER_DAY, 30, 0.0, 7 * PER_DAY)[0][95], rolling[95]
+    )
+    # Fed back per arrived window, or as production does (a trial on the newest week).
+    for holdout in (None, 7 * PER_DAY):
+        aci, issued = aci_levels(val, test, PER_DAY, 30, 0.05, holdout)
+        # 46 080 independent indicators per level: a standard error of 0.1-0.2 points.
+        for lv, gap in ((80.0, 0.02), (95.0, 0.01)):
+            assert coverage(test, -rolling[lv], rolling[lv]) < lv / 100 - 2 * gap
+            assert abs(coverage(test, -aci[lv], aci[lv]) - lv / 100) < gap
+            assert issued[lv].max() > lv  # the level rose while the intervals under-covered
+
+
+def test_aci_feedback_waits_for_the_targets_and_the_level_stays_in_range() -> None:
+    from benchmarks.intervals.coverage import aci_levels
+
+    rng = np.random.default_rng(2)
+    horizon = 2 * PER_DAY  # a window's target is known two days after it is issued
+    val = _stream(rng, 30, 1.0, horizon)
+    test = _stream(rng, 30, 10.0, horizon)  # every interval misses at first
+    half, issued = aci_levels(val, test, PER_DAY, 30, gamma=0.5)
+    for lv in (80.0, 95.0):
+        # Days 0 and 1 are issued before any test target is known: the nominal level.
+        assert (issued[lv][:horizon] == lv).all()
+        assert issued[lv][horizon] > lv
+        assert ACI_LEVEL_RANGE[0] <= issued[lv].min() and issued[lv].max() <= ACI_LEVEL_RANGE[1]
+    # At level 100 the half-width is the largest score of the rolling window.
+    at_top = np.flatnonzero(issued[95.0] == 100.0)
+    assert at_top.size
+    start = int(at_top[0])
+    known = len(val) + start - horizon + 1
+    window = np.abs(np.concatenate([val, test]))[known - 30 * PER_DAY : known]
+    np.testing.assert_array_equal(half[95.0][start], window.max(axis=0))
+
+
+def test_aci_gamma_is_chosen_on_validation_by_the_larger_miss() -> None:
+    from benchmarks.intervals.coverage import ACI_GAMMAS, choose_gamma
+
+    rng = np.random.default_rng(3)
+    stationary = _stream(rng, 90, 1.0)
+    drifting = np.concatenate([_stream(rng, 30, 1.0), _stream(rng, 60, 2.0)])
+    calm, shifted = choose_gamma(stationary, PER_DAY), choose_gamma(drifting, PER_DAY)
+    for choice in (calm, shifted):
+        grid = choice["validation"]
+        assert set(grid) == {f"{g:g}" for g in ACI_GAMMAS}
+        misses = {
+            g: max(abs(c["coverage_80"] - 0.80), abs(c["coverage_95"] - 0.95))
+            for g, c in grid.items()
+        }
+        assert misses[f"{choice['gamma']:g}"] == min(misses.values())
+    assert shifted["gamma"] > calm["gamma"]
+    with pytest.raises(ValueError, match="do not exceed"):
+        choose_gamma(_stream(rng, 30, 1.0), PER_DAY)
+
+
+def test_aci_step_moves_the_level_by_the_miss_rate_and_stays_in_range() -> None:
+    from llata_core.intervals import aci_step
+
+    # 95%: a 15% miss rate raises the level by 100 * 0.1 * (0.15 - 0.05) = 1 point.
+    assert aci_step(95.0, 95.0, 0.15, 0.1) == pytest.approx(96.0)
+    assert aci_step(96.0, 95.0, 0.0, 0.1) == pytest.approx(95.5)  # no misses: lower
+    assert aci_step(83.0, 80.0, 0.2, 0.1) == 83.0  # at the nominal miss rate: unchanged
+    assert aci_step(99.9, 95.0, 1.0, 0.5) == ACI_LEVEL_RANGE[1]
+    assert aci_step(51.0, 80.0, 0.0, 0.5) == ACI_LEVEL_RANGE[0]
+    assert aci_step(97.3, 95.0, 1.0, 0.0) == 97.3  # gamma 0: ACI off
+
+
+def test_scores_read_a_nominal_level_at_its_effective_level(tmp_path: Path) -> None:
+    from llata_core.intervals import effective_rank
+
+    rng = np.random.default_rng(4)
+    plain = ConformalScores.from_residuals(rng.normal(size=(99, 4, 2)))
+    adapted = plain.with_levels({80.0: 90.0, 95.0: 100.0})
+    np.testing.assert_array_equal(adapted.half_width(80), plain.half_width(90))
+    np.testing.assert_array_equal(adapted.half_width(95), plain.scores[-1])  # beyond n: max
+    np.testing.assert_array_equal(adapted.half_width(50), plain.half_width(50))  # no state
+    assert (effective_rank(99, 100.0), effective_rank(99, 90.0)) == (99, conformal_rank(99, 90))
+    # The nominal level still needs its windows, whatever its effective level.
+    with pytest.raises(ValueError, match="95% interval needs at least 19"):
+        ConformalScores(plain.scores[:10]).with_levels({95.0: 60.0}).half_width(95)
+
+    # Save / load keeps the state; scores without it load with none and read as before.
+    adapted.save(tmp_path / "aci.safetensors")
+    plain.save(tmp_path / "plain.safetensors")
+    loaded = ConformalScores.load(tmp_path / "aci.safetensors")
+    assert loaded.effective_levels == {80.0: 90.0, 95.0: 100.0}
+    np.testing.assert_array_equal(loaded.half_width(80), adapted.half_width(80))
+    assert "effective_levels" in loaded.describe()
+    old = ConformalScores.load(tmp_path / "plain.safetensors")
+    assert old.effective_levels == {} and "effective_levels" not in old.describe()
+    np.testing.assert_array_equal(old.half_width(80), plain.half_width(80))
+
+    for bad in ({80.0: 40.0}, {80.0: 100.5}, {0.8: 90.0}):
+        with pytest.raises(ValueError):
+            plain.with_levels(bad)

@@ -155,6 +155,53 @@ def test_recalibrate_on_fresh_data_checks_the_scheme_then_stores_the_newest_scor
     assert {p.name: p.read_bytes() for p in trained.iterdir()} == kept
 
 
+def test_recalibrate_with_aci_moves_each_level_by_the_trials_miss_rate(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`calibrate --data --aci-gamma`: the trial (scores fitted before the holdout, read at
+    the artifact's effective levels) misses a share of the holdout; that share moves each
+    level from where it was (nominal the first time), and the next recalibration starts
+    from there."""
+    from llata_core.intervals import aci_step
+
+    fresh = sine_frame(n_rows=400, seed=8)
+    rng = np.random.default_rng(8)
+    noise = np.r_[np.full(250, 0.5), np.full(150, 3.0)]  # the holdout is the noisiest part
+    for c in ("c0", "c1", "c2"):
+        fresh[c] += noise * rng.normal(size=len(fresh))
+    fresh["date"] = pd.date_range("2021-01-01", periods=len(fresh), freq="h")
+    path = tmp_path / "fresh.csv"
+    fresh.to_csv(path, index=False)
+    recal = ["calibrate", "--model", str(trained), "--data", str(path)]
+    windows = ["--recent-windows", "200", "--holdout-windows", "100", "--aci-gamma", "0.05"]
+    previous = {80.0: 80.0, 95.0: 95.0}
+    for _ in range(2):
+        assert main([*recal, *windows]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        after = Forecaster.load(trained).intervals
+        assert after is not None
+        expected = {
+            lv: aci_step(previous[lv], lv, 1 - summary[f"coverage_{lv:g}"], 0.05)
+            for lv in (80.0, 95.0)
+        }
+        assert after.effective_levels == pytest.approx(expected)
+        metrics = json.loads((trained / "metrics.json").read_text())
+        assert metrics["aci_gamma"] == 0.05
+        assert metrics["effective_levels"] == pytest.approx(
+            {"80": expected[80.0], "95": expected[95.0]}
+        )
+        previous = dict(after.effective_levels)
+    assert previous[80.0] > 80.0  # the trial's bands, fitted on calmer windows, missed more
+
+    # Without --aci-gamma a recalibration stores no state: every level read at itself.
+    assert main([*recal, *windows[:4]]) == 0
+    capsys.readouterr()
+    plain = Forecaster.load(trained).intervals
+    assert plain is not None and plain.effective_levels == {}
+    with pytest.raises(SystemExit, match="need --data"):
+        main(["calibrate", "--model", str(trained), "--aci-gamma", "0.05"])
+
+
 def test_calibrate_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", "--help"])

@@ -5,6 +5,7 @@ Everything outside this package imports the names below from `llata_core.interva
 """
 
 from llata_core.intervals.conformal import (
+    ACI_LEVEL_RANGE,
     DEFAULT_LEVELS,
     INTERVALS_FORMAT,
     MAX_LEVELS,
@@ -13,9 +14,11 @@ from llata_core.intervals.conformal import (
     ConformalScores,
     IntervalForecast,
     Normalizer,
+    aci_step,
     bounds,
     calibrate_series,
     conformal_rank,
+    effective_rank,
     level_name,
     validate_levels,
     window_scale,
@@ -28,6 +31,7 @@ from llata_core.intervals.scoring import (
 )
 
 __all__ = [
+    "ACI_LEVEL_RANGE",
     "ConformalScores",
     "DEFAULT_LEVELS",
     "INTERVALS_FORMAT",
@@ -38,9 +42,11 @@ __all__ = [
     "METHOD",
     "NORMALIZERS",
     "Normalizer",
+    "aci_step",
     "bounds",
     "calibrate_series",
     "conformal_rank",
+    "effective_rank",
     "coverage",
     "interval_score",
     "level_name",

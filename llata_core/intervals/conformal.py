@@ -18,7 +18,11 @@ it answers any level exactly.
 
 The guarantee needs exchangeability, which a time series only approximates: calibration
 windows precede the test windows in time and overlap each other. Coverage is therefore
-measured on every test window (`llata_core.intervals.scoring`), not assumed.
+measured on every test window (`llata_core.intervals.scoring`), not assumed. Where the
+errors drift, a recalibration can also carry Adaptive Conformal Inference's state: an
+effective level per nominal level (`ConformalScores.effective_levels`), moved by the
+miscoverage the served intervals realised (`aci_step`), at which the nominal level's
+quantile is read.
 
 References:
     Vovk, Gammerman & Shafer, "Algorithmic Learning in a Random World" (2005); Lei et al.,
@@ -26,11 +30,14 @@ References:
     its `ceil((n + 1)(1 - alpha))` rank; Stankeviciute et al., "Conformal Time-Series
     Forecasting" (NeurIPS 2021), one score set per horizon step. The same per-step
     absolute-residual scheme is Nixtla's `PredictionIntervals` / `ConformalIntervals`
-    (mlforecast, neuralforecast, statsforecast) and darts' `ConformalNaiveModel`.
+    (mlforecast, neuralforecast, statsforecast) and darts' `ConformalNaiveModel`. Gibbs &
+    Candes, "Adaptive Conformal Inference Under Distribution Shift" (NeurIPS 2021), the
+    effective level's update.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,7 +113,7 @@ def conformal_rank(n: int, level: float) -> int:
         ValueError: `n` scores cannot give a finite interval at this level (the rank is
             beyond `n`; e.g. 95% needs at least 19 calibration windows).
     """
-    k = math.ceil(Fraction(n + 1) * Fraction(repr(float(level))) / 100)
+    k = _rank(n, level)
     if k > n:
         need = math.ceil(Fraction(repr(float(level))) / (100 - Fraction(repr(float(level)))))
         raise ValueError(
@@ -114,6 +121,42 @@ def conformal_rank(n: int, level: float) -> int:
             f"the model was calibrated on {n}"
         )
     return max(k, 1)
+
+
+def effective_rank(n: int, level: float) -> int:
+    """`conformal_rank` of an ACI effective level (up to 100): beyond `n`, the largest score.
+
+    ACI may ask for more coverage than `n` scores can promise; the widest interval they
+    give is the closest answer (Gibbs & Candes' infinite interval would serve no one)."""
+    return min(max(_rank(n, level), 1), n)
+
+
+def _rank(n: int, level: float) -> int:
+    return math.ceil(Fraction(n + 1) * Fraction(repr(float(level))) / 100)
+
+
+# ACI's effective level stays in [50, 100] percent: below 50 an interval is no longer what
+# anyone asked for, and a state far beyond 100 (no wider interval exists there) would take
+# weeks of over-coverage to unwind.
+ACI_LEVEL_RANGE = (50.0, 100.0)
+
+
+def aci_step(effective: float, nominal: float, miscoverage: float, gamma: float) -> float:
+    """ACI's next effective level (percent) after intervals read at `effective` missed a
+    share `miscoverage` of their targets: `effective + 100 gamma (miscoverage - alpha)`,
+    `alpha = 1 - nominal / 100`, clipped to `ACI_LEVEL_RANGE`.
+
+    Too many misses raise the level, too few lower it; over a long run the miss rate
+    approaches `alpha` whatever the drift. `gamma = 0` leaves the level where it is.
+
+    References:
+        Gibbs & Candes, "Adaptive Conformal Inference Under Distribution Shift" (NeurIPS
+        2021): `alpha_{t+1} = alpha_t + gamma (alpha - err_t)`, in percent of coverage.
+    """
+    if not gamma:
+        return effective
+    step = 100.0 * gamma * (miscoverage - (1.0 - nominal / 100.0))
+    return float(min(max(effective + step, ACI_LEVEL_RANGE[0]), ACI_LEVEL_RANGE[1]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,6 +178,9 @@ class ConformalScores:
             the intervals of series whose changes come in spikes (what short-term models
             calibrate with; see `llata_core.shortterm.calibrate_forecasts`).
         seasonality: the period of a seasonal scale (1 for `none`).
+        effective_levels: ACI's state, nominal level -> the level (percent) its quantile
+            is read at (`aci_step`, carried by daily recalibrations); a nominal level not
+            in it is read at itself, as without ACI.
     """
 
     scores: np.ndarray
@@ -143,6 +189,7 @@ class ConformalScores:
     calibrated_at: str = ""
     normalizer: Normalizer = "none"
     seasonality: int = 1
+    effective_levels: Mapping[float, float] = field(default_factory=dict)
     _cache: dict[float, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -160,6 +207,15 @@ class ConformalScores:
             raise ValueError(f"unknown score normalizer {self.normalizer!r}")
         if self.seasonality < 1:
             raise ValueError(f"seasonality must be >= 1, got {self.seasonality}")
+        if self.effective_levels:
+            validate_levels(self.effective_levels)
+        low, high = ACI_LEVEL_RANGE
+        for nominal, level in self.effective_levels.items():
+            if not low <= level <= high:
+                raise ValueError(
+                    f"the effective level of {level_name(nominal)}% is {level!r}, "
+                    f"outside [{low:g}, {high:g}]"
+                )
 
     @classmethod
     def from_residuals(
@@ -218,10 +274,26 @@ class ConformalScores:
         return int(self.scores.shape[2])
 
     def half_width(self, level: float) -> np.ndarray:
-        """`[horizon, channels]` half-width of the `level`% interval, on the scaled axis."""
+        """`[horizon, channels]` half-width of the `level`% interval, on the scaled axis:
+        read at its effective level where ACI has moved it."""
         if level not in self._cache:
-            self._cache[level] = self.scores[conformal_rank(self.n, level) - 1].astype(np.float64)
+            k = conformal_rank(self.n, level)  # raises: too few windows for the nominal level
+            if level in self.effective_levels:
+                k = effective_rank(self.n, self.effective_levels[level])
+            self._cache[level] = self.scores[k - 1].astype(np.float64)
         return self._cache[level]
+
+    def with_levels(self, effective_levels: Mapping[float, float]) -> ConformalScores:
+        """The same scores with this ACI state (empty: every level read at itself)."""
+        return ConformalScores(
+            self.scores,
+            self.split,
+            self.data_fingerprint,
+            self.calibrated_at,
+            self.normalizer,
+            self.seasonality,
+            {float(k): float(v) for k, v in effective_levels.items()},
+        )
 
     def scale_of(self, windows: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
         """What `bounds` needs for these input windows `[B, L, M]` (scaled axis): their
@@ -262,10 +334,15 @@ class ConformalScores:
             "horizon": self.horizon,
             "data_fingerprint": self.data_fingerprint,
             "calibrated_at": self.calibrated_at,
+            **({"effective_levels": self._levels_json()} if self.effective_levels else {}),
         }
 
+    def _levels_json(self) -> str:
+        return json.dumps({level_name(k): v for k, v in self.effective_levels.items()})
+
     def save(self, path: str | Path) -> None:
-        """Write the scores and their description as safetensors (no pickle)."""
+        """Write the scores and their description as safetensors (no pickle); ACI's state,
+        where there is one, goes into the metadata (so the manifest's checksum covers it)."""
         metadata = {
             "format": INTERVALS_FORMAT,
             "method": METHOD,
@@ -275,6 +352,8 @@ class ConformalScores:
             "data_fingerprint": self.data_fingerprint,
             "calibrated_at": self.calibrated_at,
         }
+        if self.effective_levels:
+            metadata["effective_levels"] = self._levels_json()
         save_file({"scores": np.ascontiguousarray(self.scores)}, str(path), metadata=metadata)
 
     @classmethod
@@ -308,6 +387,14 @@ class ConformalScores:
             raise ValueError(
                 f"{path}: seasonality {meta['seasonality']!r} is not an integer"
             ) from None
+        try:
+            levels = json.loads(meta.get("effective_levels", "{}"))
+            effective = {float(k): float(v) for k, v in levels.items()}
+        except (ValueError, TypeError, AttributeError):
+            raise ValueError(
+                f"{path}: effective levels {meta['effective_levels']!r} are not a JSON "
+                "object of level -> level"
+            ) from None
         return cls(
             tensors["scores"],
             split=meta.get("split", ""),
@@ -315,6 +402,7 @@ class ConformalScores:
             calibrated_at=meta.get("calibrated_at", ""),
             normalizer=normalizer,  # type: ignore[arg-type]  # checked above
             seasonality=seasonality,
+            effective_levels=effective,
         )
 
 
