@@ -222,6 +222,11 @@ class IntervalCalibration(BaseModel):
     horizon: int = Field(description="calibrated steps: the most a request with levels may ask")
     data_fingerprint: str
     calibrated_at: str
+    effective_levels: dict[str, float] | None = Field(
+        default=None,
+        description="adaptive conformal inference (the daily recalibration): the level whose "
+        'quantile each nominal level reads, e.g. {"95": 96.8}; null: each reads its own',
+    )
 
 
 class CombinationMember(BaseModel):

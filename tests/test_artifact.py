@@ -306,6 +306,11 @@ def test_aci_levels_are_stored_served_and_covered_by_the_manifest(tmp_path: Path
     )
     fc = Forecaster.load(path)
     assert fc.intervals is not None and fc.intervals.effective_levels == {80.0: 90.0}
+    # GET /model states it (the served answer's schema, as the watcher fills it).
+    from serving.bodies import IntervalCalibration
+
+    shown = IntervalCalibration.model_validate(fc.describe()["intervals"])
+    assert shown.effective_levels == {"80": 90.0}
     history = _history()
     bands = fc.predict(history, levels=(80, 95))
     for level, read_at in ((80, 90), (95, 95)):

@@ -454,6 +454,7 @@ def test_model_endpoint_describes_production(server: Server) -> None:
             "horizon": HORIZON,
             "data_fingerprint": "test-data",
             "calibrated_at": "2024-01-02T00:00:00+00:00",
+            "effective_levels": None,
         }
         if calibrated
         else None

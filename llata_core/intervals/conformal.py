@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -323,8 +323,9 @@ class ConformalScores:
             self.half_width(level)
         return checked
 
-    def describe(self) -> dict[str, str | int]:
-        """What `Forecaster.describe()` reports about the calibration."""
+    def describe(self) -> dict[str, Any]:
+        """What `Forecaster.describe()` reports about the calibration; ACI's effective level
+        per nominal level (`{"80": 81.3}`) where a recalibration moved them."""
         return {
             "method": METHOD,
             "normalizer": self.normalizer,
@@ -334,11 +335,11 @@ class ConformalScores:
             "horizon": self.horizon,
             "data_fingerprint": self.data_fingerprint,
             "calibrated_at": self.calibrated_at,
-            **({"effective_levels": self._levels_json()} if self.effective_levels else {}),
+            **({"effective_levels": self._named_levels()} if self.effective_levels else {}),
         }
 
-    def _levels_json(self) -> str:
-        return json.dumps({level_name(k): v for k, v in self.effective_levels.items()})
+    def _named_levels(self) -> dict[str, float]:
+        return {level_name(k): v for k, v in self.effective_levels.items()}
 
     def save(self, path: str | Path) -> None:
         """Write the scores and their description as safetensors (no pickle); ACI's state,
@@ -353,7 +354,7 @@ class ConformalScores:
             "calibrated_at": self.calibrated_at,
         }
         if self.effective_levels:
-            metadata["effective_levels"] = self._levels_json()
+            metadata["effective_levels"] = json.dumps(self._named_levels())
         save_file({"scores": np.ascontiguousarray(self.scores)}, str(path), metadata=metadata)
 
     @classmethod
