@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -285,15 +285,8 @@ class ConformalScores:
 
     def with_levels(self, effective_levels: Mapping[float, float]) -> ConformalScores:
         """The same scores with this ACI state (empty: every level read at itself)."""
-        return ConformalScores(
-            self.scores,
-            self.split,
-            self.data_fingerprint,
-            self.calibrated_at,
-            self.normalizer,
-            self.seasonality,
-            {float(k): float(v) for k, v in effective_levels.items()},
-        )
+        levels = {float(k): float(v) for k, v in effective_levels.items()}
+        return replace(self, effective_levels=levels)
 
     def scale_of(self, windows: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray | None:
         """What `bounds` needs for these input windows `[B, L, M]` (scaled axis): their
