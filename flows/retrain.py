@@ -181,11 +181,8 @@ def prepare_backbone(cfg: PipelineConfig) -> Path:
 def train_candidate(cfg: PipelineConfig, name: str, threads: int | None) -> CandidateReport:
     """Train one candidate (on the GPU when the worker has one) and report its scores and
     costs; its artifact is saved atomically under `artifacts/candidates/<name>/`."""
-    if threads is not None:  # one process per candidate: share the cores, do not oversubscribe
-        import torch
-
-        torch.set_num_threads(threads)
-    report = training_stages.train_candidate_stage(cfg, name)
+    # One process per candidate: `threads` shares the cores, it does not oversubscribe them.
+    report = training_stages.train_candidate_stage(cfg, name, threads)
     get_run_logger().info(
         "candidate %s: val %s %.4f, test %s, %.0fs, %d parameters, %.3g ms/window",
         name,

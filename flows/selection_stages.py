@@ -134,15 +134,6 @@ def train_stage(cfg: PipelineConfig) -> Selection:
     Each trains with the torch threads the flow's task runner would give it
     (`RunnerParams.shares`), so that both paths give the same numbers on one machine.
     """
-    import torch
-
     cores = os.cpu_count() or 1
     _, threads = cfg.params.selection.runner.shares(len(cfg.candidates), cores)
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        reports = [train_candidate_stage(cfg, name) for name in cfg.candidates]
-    finally:
-        torch.set_num_threads(before)
-    return select_stage(cfg, reports)
+    return select_stage(cfg, [train_candidate_stage(cfg, n, threads) for n in cfg.candidates])

@@ -67,13 +67,31 @@ def backbone_stage(cfg: PipelineConfig) -> Path:
 # --------------------------------------------------------------------------- train
 
 
-def train_candidate_stage(cfg: PipelineConfig, name: str) -> CandidateReport:
+def train_candidate_stage(
+    cfg: PipelineConfig, name: str, threads: int | None = None
+) -> CandidateReport:
     """Train one candidate on the features stage's training frame and report its scores
     and costs; its artifact goes to `artifacts/candidates/<name>/model` (atomically).
 
     The series keeps the raw data's lineage: a model trained on synthetic data says so in
     its metadata (`synthetic_data: true`), whichever entry point trained it.
+
+    `threads` is the torch threads it trains and is measured with (None: the process's),
+    restored after. The flow's task runner and the DVC stage pass the same number
+    (`RunnerParams.shares`): bf16 reductions round differently with other thread counts.
     """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train_candidate(cfg, name)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_candidate(cfg: PipelineConfig, name: str) -> CandidateReport:
     from llata_core.jobs import train_job
 
     layout = cfg.layout

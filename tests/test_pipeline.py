@@ -389,9 +389,9 @@ def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rul
 
     import torch
 
-    from flows import selection_stages
     from flows.selection_stages import select_stage, train_stage
     from flows.stages import features_stage
+    from llata_core import jobs
     from llata_core.forecaster import Forecaster
     from llata_core.selection import select_candidate
 
@@ -403,13 +403,13 @@ def test_train_stage_adds_the_combination_of_the_two_best_and_selects_by_the_rul
     # Each candidate trains with the torch threads the flow's runner gives it (bf16 sums
     # round by thread count), and the stage leaves the process's setting as it found it.
     threads_seen: list[int] = []
-    real = selection_stages.train_candidate_stage
+    real = jobs.train_job
 
-    def train_and_note_threads(*args: Any) -> Any:
+    def train_and_note_threads(*args: Any, **kwargs: Any) -> Any:
         threads_seen.append(torch.get_num_threads())
-        return real(*args)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(selection_stages, "train_candidate_stage", train_and_note_threads)
+    monkeypatch.setattr(jobs, "train_job", train_and_note_threads)
     before = torch.get_num_threads()
     selection = train_stage(cfg)
     expected = cfg.params.selection.runner.shares(2, os.cpu_count() or 1)[1]
