@@ -9,6 +9,7 @@
 # with `git checkout benchmarks/accuracy/results/FILE` if the rerun is abandoned.
 # One thread per queue: two queues share a 2-core machine with the rest of the work.
 set -euo pipefail
+failed=0
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export LLATA_DATA_MIRROR="${LLATA_DATA_MIRROR:-$(cd "$root/.." && pwd)/shared/data}"
@@ -28,8 +29,14 @@ for arg in "$@"; do
       ;;
     *)
       echo "$(date -u +%FT%TZ) cell $arg"
-      .venv/bin/python benchmarks/accuracy/run.py --only "$arg" || echo "$(date -u +%FT%TZ) cell $arg failed: $?"
+      if ! .venv/bin/python benchmarks/accuracy/run.py --only "$arg"; then
+        echo "$(date -u +%FT%TZ) cell $arg failed"
+        failed=$((failed + 1))
+      fi
       ;;
   esac
 done
-echo "$(date -u +%FT%TZ) queue done"
+echo "$(date -u +%FT%TZ) queue done, $failed cell(s) failed"
+# A later command chained with && (a coverage run on the cell's model) must not run on a
+# cell that failed: the queue goes on past a failed cell but exits non-zero.
+exit $((failed > 0))

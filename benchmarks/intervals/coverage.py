@@ -178,7 +178,7 @@ def aci_levels(
                 trial = _half_widths(stream[max(end - k, 0) : end], level[lv])
                 err = float(np.mean(stream[known - holdout : known] > trial))
                 level[lv] = aci_step(level[lv], lv, err, gamma)
-            elif gamma and holdout is None and arrived.stop > arrived.start:
+            elif gamma and arrived.stop > arrived.start:
                 err = float(np.mean(a_test[arrived] > half[lv][arrived]))
                 level[lv] = aci_step(level[lv], lv, err, gamma)
             half[lv][start : start + per_day] = _half_widths(window, level[lv])
