@@ -46,6 +46,7 @@ from flows import evaluate, registry_stages, selection_stages, stages, training_
 from flows.config import PipelineConfig, load_pipeline_config
 from flows.datasource import PullResult, pull_raw_data
 from flows.params import DEFAULT_PARAMS_FILE, RunnerParams
+from flows.worker_lifetime import exit_with_parent
 from llata_core.selection import CandidateReport, Selection
 
 if TYPE_CHECKING:
@@ -200,7 +201,8 @@ def candidate_runner(params: RunnerParams, n_candidates: int) -> tuple[TaskRunne
     """The task runner `pipeline.selection.runner` names, and the torch threads per task.
 
     `process` runs each candidate in its own process (a seed set in one cannot move another
-    candidate's initialisation, as it would in threads), `dask` on a Dask cluster through
+    candidate's initialisation, as it would in threads), which ends when the flow's process
+    does (`flows.worker_lifetime`), `dask` on a Dask cluster through
     prefect-dask: the one at `address`, or a local cluster of worker processes.
     """
     workers, threads = params.shares(n_candidates, os.cpu_count() or 1)
@@ -213,7 +215,7 @@ def candidate_runner(params: RunnerParams, n_candidates: int) -> tuple[TaskRunne
         return DaskTaskRunner(cluster_kwargs=cluster), threads
     if params.kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers), threads
-    return ProcessPoolTaskRunner(max_workers=workers), threads
+    return ProcessPoolTaskRunner(max_workers=workers, initializer=exit_with_parent), threads
 
 
 @flow(name="train-candidates", persist_result=False, validate_parameters=False)

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from prefect import flow, task  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.actions import WorkPoolCreate  # noqa: E402
 from prefect.client.schemas.filters import (  # noqa: E402
@@ -52,7 +53,7 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.config import Layout, load_pipeline_config  # noqa: E402
 from flows.deploy import build_deployment, build_recalibrate_deployment  # noqa: E402
-from flows.params import RecalibrationParams  # noqa: E402
+from flows.params import RecalibrationParams, RunnerParams  # noqa: E402
 from flows.recalibrate import (  # noqa: E402
     RECALIBRATION_ARTIFACT,
     RecalibrateRequest,
@@ -67,8 +68,10 @@ from flows.retrain import (  # noqa: E402
     VALIDATION_ARTIFACT,
     RetrainRequest,
     RetrainResult,
+    candidate_runner,
     retrain,
 )
+from flows.worker_lifetime import WATCHER_THREAD  # noqa: E402
 from llata_core.cli import main  # noqa: E402
 from llata_core.forecaster import Forecaster, verify_artifact  # noqa: E402
 from serving.registry import Registry  # noqa: E402
@@ -413,6 +416,25 @@ def test_candidates_train_on_a_dask_cluster(
     assert ran >= 3
     result = state.result()
     check_candidates({c["candidate"]: c["val_mse"] for c in result.candidates})
+
+
+@task
+def _worker_threads() -> tuple[int, list[str]]:
+    return os.getpid(), [thread.name for thread in threading.enumerate()]
+
+
+def test_process_runner_workers_end_with_the_flow_process(prefect_api: str) -> None:
+    """The default runner's candidate processes watch the flow's process, so a cancelled or
+    killed flow run leaves no training behind (tests/test_worker_lifetime.py kills one)."""
+    runner, _ = candidate_runner(RunnerParams(kind="process"), 1)
+
+    @flow(task_runner=runner)
+    def two_tasks() -> list[tuple[int, list[str]]]:
+        return [future.result() for future in [_worker_threads.submit() for _ in range(2)]]
+
+    reports = two_tasks()
+    assert all(pid != os.getpid() for pid, _ in reports)
+    assert all(WATCHER_THREAD in names for _, names in reports), reports
 
 
 def test_two_promotions_racing_end_on_the_better_model(
