@@ -215,7 +215,10 @@ def candidate_runner(params: RunnerParams, n_candidates: int) -> tuple[TaskRunne
         return DaskTaskRunner(cluster_kwargs=cluster), threads
     if params.kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers), threads
-    return ProcessPoolTaskRunner(max_workers=workers, initializer=exit_with_parent), threads
+    runner = ProcessPoolTaskRunner(
+        max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),)
+    )
+    return runner, threads
 
 
 @flow(name="train-candidates", persist_result=False, validate_parameters=False)

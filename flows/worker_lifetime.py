@@ -24,15 +24,21 @@ KILL_AFTER_SECONDS = 10.0
 
 
 def exit_with_parent(
-    poll_seconds: float = POLL_SECONDS, kill_after_seconds: float = KILL_AFTER_SECONDS
+    parent: int | None = None,
+    poll_seconds: float = POLL_SECONDS,
+    kill_after_seconds: float = KILL_AFTER_SECONDS,
 ) -> None:
     """A process-pool initializer: a daemon thread ends this process once its parent exits.
 
     Args:
-        poll_seconds: How often the thread compares the parent pid with the one at start.
+        parent: The pid of the process that built the pool (`os.getpid()` there, passed in
+            the pool's `initargs`); a worker whose parent is already another process ends at
+            once. None takes the parent pid at the worker's start.
+        poll_seconds: How often the thread compares the parent pid with `parent`.
         kill_after_seconds: How long after SIGTERM the process is sent SIGKILL.
     """
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -35,7 +35,7 @@ if __name__ == "__main__":
         1,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=exit_with_parent if watch else None,
-        initargs=(0.05, 5.0) if watch else (),
+        initargs=(os.getpid(), 0.05, 5.0) if watch else (),
     )
     pid, threads = pool.submit(report).result()
     print(pid, WATCHER_THREAD in threads, flush=True)
@@ -90,6 +90,25 @@ def test_a_worker_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="re-parenting as Linux does it")
+@pytest.mark.skipif(sys.platform != "linux", reason="re-parenting as Linux does it")
+def test_a_worker_whose_parent_died_before_its_initializer_ends() -> None:
+    """The parent pid comes from the process that built the pool: a worker that starts after
+    that process is gone (re-parented before the initializer ran) ends at once instead of
+    watching its new parent."""
+    code = (
+        "import time\n"
+        "from flows.worker_lifetime import exit_with_parent\n"
+        "exit_with_parent(parent=1, poll_seconds=0.05, kill_after_seconds=5.0)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        assert worker.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        worker.kill()
+
+
 def test_without_the_watcher_a_worker_outlives_its_parent(tmp_path: Path) -> None:
     """The control: what the flow's process runner did before, a worker training on with
     nobody to report to."""
