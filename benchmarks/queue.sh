@@ -7,6 +7,9 @@
 # "aside:FILE" moves a committed result file to $LLATA_BENCH_ASIDE so that the next cell
 # of that name is trained again (to record a field that the old file lacks); restore it
 # with `git checkout benchmarks/accuracy/results/FILE` if the rerun is abandoned.
+# A cell longer than a session: stop the queue, then `.venv/bin/python benchmarks/accuracy/run.py
+# --only CELL --park` copies its checkpoint into benchmarks/accuracy/parked/; commit it, and
+# the cell's next run on any machine resumes from it.
 # One thread per queue: two queues share a 2-core machine with the rest of the work.
 set -euo pipefail
 failed=0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -99,6 +100,33 @@ def test_a_cell_made_by_another_recipe_is_neither_skipped_nor_reused(
     assert not result.exists()
     assert run.main(argv) == 0  # the original recipe reuses its own model
     assert json.loads(result.read_text())["mse"] == pytest.approx(json.loads(before)["mse"])
+
+
+def test_a_parked_run_resumes_on_a_machine_without_one(
+    matrix: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--park` copies a cell's checkpoint into the repository; a machine whose runs
+    directory is empty resumes from it instead of training from scratch, and the finished
+    cell deletes the parked copy."""
+    monkeypatch.setattr(run, "PARKED", matrix.parent / "parked")
+    argv = ["--params", str(matrix), "--only", "sine.csv:8:llata-no-llm:3"]
+    assert run.main([*argv, "--park"]) == 1  # nothing trained yet
+    assert "no checkpoint to park" in caplog.text
+    assert run.main(argv) == 0
+    first = _result("sine.csv_8_llata-no-llm_s3")
+    assert run.main([*argv, "--park"]) == 0
+    parked = run.PARKED / "sine.csv_8_llata-no-llm_s3" / "run"
+    assert (parked / "checkpoint" / "state.json").is_file()
+    # A fresh machine: no runs directory, no result; only the repository's parked run.
+    shutil.rmtree(run.RUNS)
+    (run.RESULTS / "sine.csv_8_llata-no-llm_s3.json").unlink()
+    assert run.main(argv) == 0
+    again = _result("sine.csv_8_llata-no-llm_s3")
+    # The epochs are the parked ones (their own timings), not a new training's.
+    assert again["val_mse_by_epoch"] == first["val_mse_by_epoch"]
+    assert again["train_seconds"] == first["train_seconds"]
+    assert again["mse"] == pytest.approx(first["mse"], rel=1e-6)
+    assert not (run.PARKED / "sine.csv_8_llata-no-llm_s3").exists()
 
 
 @pytest.mark.parametrize(

@@ -22,12 +22,13 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llata_core.atomic import write_json
+from llata_core.atomic import replace_directory, write_json
 from llata_core.checkpoint import config_digest, resumable_digests
 from llata_core.config import LlataConfig, load_params
 from llata_core.forecaster import is_artifact
@@ -38,6 +39,11 @@ RESULTS = HERE / "results"
 # Checkpoints and models of the cells. Point LLATA_BENCH_RUNS outside the work tree (e.g.
 # under ~/.cache/llata) to keep a half-trained cell across fresh checkouts of the repo.
 RUNS = Path(os.environ.get("LLATA_BENCH_RUNS", HERE / "runs"))
+# A cell longer than a session is parked in the repository: `--park` copies its run (the
+# checkpoint and history, about 1.3 MB for PatchTST) here, a commit carries it to the next
+# machine, whose LLATA_BENCH_RUNS starts empty, and the cell's next run resumes from it. The
+# parked copy is deleted when the cell finishes (commit that too).
+PARKED = HERE / "parked"
 log = logging.getLogger("bench")
 
 # Each variant is a set of overrides on the paper recipe (params.yaml).
@@ -244,6 +250,41 @@ def _check_recipe(cell: Cell, cfg: LlataConfig, extra: list[str], done: dict | N
             )
 
 
+def _epochs_done(run_dir: Path) -> int:
+    """Finished epochs of the run in `run_dir` by its checkpoint; -1 when it has none."""
+    state = run_dir / "checkpoint" / "state.json"
+    return len(json.loads(state.read_text())["history"]) if state.is_file() else -1
+
+
+def park_cell(cell: Cell) -> Path:
+    """Copy the cell's half-trained run from RUNS into the repository (`PARKED`).
+
+    Park a stopped cell: a training process replaces its checkpoint after every epoch.
+
+    Raises:
+        FileNotFoundError: the cell has no checkpoint under RUNS.
+    """
+    run_dir = RUNS / cell.train_key / "run"
+    done = _epochs_done(run_dir)
+    if done < 0:
+        raise FileNotFoundError(f"{cell.key}: no checkpoint to park in {run_dir / 'checkpoint'}")
+    parked = PARKED / cell.train_key / "run"
+    parked.parent.mkdir(parents=True, exist_ok=True)
+    replace_directory(run_dir, parked)
+    log.info("%s: parked after epoch %d in %s (commit it)", cell.key, done, parked)
+    return parked
+
+
+def _unpark(cell: Cell) -> None:
+    """Resume from the parked run when it is further on than this machine's own."""
+    parked = PARKED / cell.train_key / "run"
+    run_dir = RUNS / cell.train_key / "run"
+    if _epochs_done(parked) > _epochs_done(run_dir):
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        replace_directory(parked, run_dir)
+        log.info("%s: resuming the run parked after epoch %d", cell.key, _epochs_done(parked))
+
+
 def train_cell(cell: Cell, cfg: LlataConfig) -> Path:
     """The cell's trained model directory: trained (or resumed) here when it is not there
     yet, with its training record in `train_info.json` beside it."""
@@ -273,6 +314,8 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     out = RESULTS / f"{cell.key}.json"
     cfg = load_params(params, cell.overrides(extra))
     done = json.loads(out.read_text()) if out.is_file() else None
+    if done is None:
+        _unpark(cell)
     _check_recipe(cell, cfg, extra, done)
     if done is not None:
         log.info("skip %s (done)", cell.key)
@@ -299,6 +342,9 @@ def run_cell(cell: Cell, params: Path, extra: list[str]) -> dict:
     }
     write_json(out, payload, trailing_newline=False)
     log.info("%s: MSE %.4f MAE %.4f", cell.key, metrics.mse, metrics.mae)
+    if (PARKED / cell.train_key).is_dir():
+        shutil.rmtree(PARKED / cell.train_key)
+        log.info("%s: finished, its parked run is deleted (commit that)", cell.key)
     return payload
 
 
@@ -377,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="score the best checkpoint of unfinished cells instead of training",
     )
+    ap.add_argument(
+        "--park",
+        action="store_true",
+        help="copy unfinished cells' checkpoints into benchmarks/accuracy/parked/ to commit",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -384,6 +435,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     cells = [c for g in args.cells for c in GROUPS[g]] + only
+    if args.park:
+        missing = []
+        for cell in cells:
+            try:
+                park_cell(cell)
+            except FileNotFoundError as exc:
+                log.error("%s", exc)
+                missing.append(cell.key)
+        return 1 if missing else 0
     stale = []
     for cell in cells:
         if args.snapshot:
