@@ -259,20 +259,29 @@ def _epochs_done(run_dir: Path) -> int:
 def park_cell(cell: Cell) -> Path:
     """Copy the cell's half-trained run from RUNS into the repository (`PARKED`).
 
-    Park a stopped cell: a training process replaces its checkpoint after every epoch.
+    The cell may be training: its checkpoint is replaced after every epoch, so a copy that
+    an epoch's end overtook (the epoch count moved while copying) is made again.
 
     Raises:
         FileNotFoundError: the cell has no checkpoint under RUNS.
+        RuntimeError: the checkpoint changed during three copies in a row.
     """
     run_dir = RUNS / cell.train_key / "run"
-    done = _epochs_done(run_dir)
-    if done < 0:
+    if _epochs_done(run_dir) < 0:
         raise FileNotFoundError(f"{cell.key}: no checkpoint to park in {run_dir / 'checkpoint'}")
     parked = PARKED / cell.train_key / "run"
     parked.parent.mkdir(parents=True, exist_ok=True)
-    replace_directory(run_dir, parked)
-    log.info("%s: parked after epoch %d in %s (commit it)", cell.key, done, parked)
-    return parked
+    for _ in range(3):
+        done = _epochs_done(run_dir)
+        try:
+            replace_directory(run_dir, parked)
+        except OSError:  # a file of the old checkpoint went during the copy
+            continue
+        saving = any(p.name.startswith(".") for p in parked.iterdir())  # a save's temporary
+        if not saving and _epochs_done(parked) == done == _epochs_done(run_dir):
+            log.info("%s: parked after epoch %d in %s (commit it)", cell.key, done, parked)
+            return parked
+    raise RuntimeError(f"{cell.key}: its checkpoint changed during every copy; park it again")
 
 
 def _unpark(cell: Cell) -> None:
